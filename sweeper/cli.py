@@ -1,0 +1,228 @@
+"""Command line: the only place that prints errors and chooses exit codes.
+
+Exit codes: 0 every trial ok; 1 a trial failed or the sweep stopped early (results are
+still written); 2 bad input or a missing prerequisite (nothing was started);
+130 interrupted by Ctrl-C (128 + signal number for others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from .errors import EnvironmentProblem, SpecError, SweeperError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SWEEPS_DIR = PROJECT_ROOT / "sweeps"
+DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
+SECONDS_PER_TRIAL_OVERHEAD = 1.0  # measured: registration-free trials cost ~1 s beyond load
+SECONDS_PER_SERVER_START = 2.0
+SECONDS_PER_REGISTRATION = 2.5
+
+
+def _sweep_path(arg: str) -> Path:
+    from .spec import resolve_sweep_path
+
+    p = resolve_sweep_path(arg, Path("sweeps"))
+    if not p.exists():
+        p2 = resolve_sweep_path(arg, SWEEPS_DIR)
+        if p2.exists():
+            return p2
+        names = sorted(x.stem for x in SWEEPS_DIR.glob("*.yaml"))
+        raise SpecError(str(p), "", f"file not found (shipped sweeps: {', '.join(names)})")
+    return p
+
+
+def _model_store(spec, source: str) -> Path:
+    if spec.settings.model_store is None:
+        return DEFAULT_MODEL_STORE
+    store = Path(spec.settings.model_store).expanduser()
+    if not store.is_absolute():
+        store = (Path(source).parent / store).resolve()
+    if not store.is_dir():
+        raise SpecError(source, "settings.model_store", f"must be an existing directory, got {str(store)!r}")
+    return store
+
+
+def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
+    """Load, expand and render every trial; check prerequisites. Starts nothing."""
+    from .plan import expand
+    from .render import PLACEHOLDER_PORTS, render_config
+    from .spec import load_sweep
+
+    path = _sweep_path(sweep_arg)
+    spec = load_sweep(path)
+    source = str(path)
+    trials = expand(spec)
+    for t in trials:
+        if t.model.min_workers and t.model.max_workers and t.model.max_workers < t.model.min_workers:
+            raise SpecError(source, "model.max_workers", f"must be >= min_workers ({t.model.min_workers}), got {t.model.max_workers}")
+    distinct = len({t.trial_id for t in trials})
+    if distinct > spec.settings.max_trials and not yes:
+        raise SpecError(
+            source,
+            "settings.max_trials",
+            f"the grid has {distinct} trials, more than the limit {spec.settings.max_trials}; pass --yes to run it anyway",
+        )
+    store = _model_store(spec, source)
+    from handlers.models import MODELS
+
+    if spec.settings.model_store is None and spec.model.name not in MODELS:
+        raise SpecError(source, "model.name", f"unknown model {spec.model.name!r}, expected one of: {', '.join(sorted(MODELS))}")
+    if spec.settings.model_store is not None and not (store / f"{spec.model.name}.mar").exists():
+        raise SpecError(source, "model.name", f"no archive {spec.model.name}.mar in {store}")
+    for t in trials:
+        render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host)
+    if check_environment:
+        from .server import check_java
+
+        check_java()
+    return path, spec, trials, store
+
+
+def estimate_s(spec, trials) -> float:
+    groups = len({t.group_id for t in trials})
+    regs = len({(t.group_id, t.model) for t in trials})
+    load = sum((t.load.duration_s or 10.0) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
+    return load + groups * SECONDS_PER_SERVER_START + regs * SECONDS_PER_REGISTRATION
+
+
+def cmd_plan(args) -> int:
+    path, spec, trials, store = prepare(args.sweep, args.yes, check_environment=False)
+    print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
+          f"{len({t.group_id for t in trials})} server start(s), model store {store}")
+    for t in trials:
+        if t.repeat:
+            continue
+        load = f"closed c={t.load.concurrency}" if t.load.mode == "closed" else f"open rate={t.load.rate_rps:g}/s"
+        server = " ".join(f"{k}={v}" for k, v in (*t.server, *t.env))
+        m = t.model
+        print(f"  {t.trial_id}  group {t.group_id}  {m.name} batch={m.batch_size} delay={m.max_batch_delay_ms}ms "
+              f"workers={m.min_workers}-{m.max_workers}  {load} {t.load.duration_s or ''}{'s' if t.load.duration_s else ''} {server}")
+    est = estimate_s(spec, trials)
+    print(f"every config rendered; estimated wall time {est / 60:.1f} min")
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise EnvironmentProblem(f"{out}: output directory is not writable: {exc.strerror or exc}") from None
+
+
+def cmd_run(args) -> int:
+    from .machine import fingerprint
+    from .runner import GridSearch, SweepContext, run_sweep
+    from .spec import dump_resolved
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "sweep.yaml").exists():
+            raise SpecError(str(run_dir), "", "not a run directory (no sweep.yaml)")
+        path, spec, trials, store = prepare(str(run_dir / "sweep.yaml"), yes=True)
+    else:
+        if not args.sweep:
+            raise SpecError("sweeper run", "SWEEP", "give a sweep name or file, or --resume RUN_DIR")
+        path, spec, trials, store = prepare(args.sweep, args.yes)
+        _check_writable(Path(args.out))
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out) / f"{spec.name}-{stamp}"
+        run_dir.mkdir(parents=True, exist_ok=False)
+        (run_dir / "sweep.yaml").write_text(dump_resolved(spec))
+    _check_writable(run_dir)
+    (run_dir / "machine.json").write_text(json.dumps(fingerprint(), indent=2))
+    from handlers.models import MODELS
+
+    if spec.settings.model_store is None:
+        from .archive import ensure_archives
+
+        ensure_archives(store, [spec.model.name])
+    body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
+    ctx = SweepContext(spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body)
+    print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
+    outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
+    rows = outcome.rows
+    failed = [r for r in rows if r.get("status") != "ok"]
+    if not args.no_report:
+        _report(run_dir, None)
+    print(f"wrote {run_dir / 'results.csv'} and {run_dir / 'results.md'} ({len(rows)} rows, {len(failed)} failed)")
+    if outcome.stopped:
+        print(f"sweeper: {outcome.stopped}", file=sys.stderr)
+        return 1
+    if failed:
+        print(f"sweeper: {len(failed)} trial(s) failed; see {run_dir / 'results.md'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _estimate_text(spec, trials) -> str:
+    est = estimate_s(spec, trials)
+    return f"{est / 60:.1f} min"
+
+
+def _report(run_dir: Path, slo: float | None) -> None:
+    try:
+        from .report import render_report
+    except ImportError:  # report module not installed in this build
+        return
+    html, md = render_report(run_dir, slo_p99_ms=slo)
+    print(f"wrote {html} and {md}")
+
+
+def cmd_report(args) -> int:
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.csv").exists():
+        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
+    _report(run_dir, args.slo_p99_ms)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweeper", description="Sweep TorchServe configurations under real load.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("plan", help="list the trials and render every config; start nothing")
+    p.add_argument("sweep", help="sweep name (sweeps/NAME.yaml) or path")
+    p.add_argument("--yes", action="store_true", help="accept a grid above settings.max_trials")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a sweep against real TorchServe instances")
+    p.add_argument("sweep", nargs="?", help="sweep name (sweeps/NAME.yaml) or path")
+    p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip finished trials, rerun the rest")
+    p.add_argument("--yes", action="store_true", help="accept a grid above settings.max_trials")
+    p.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write report.html and report.md for a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--slo-p99-ms", type=float, default=None, help="latency objective (default: the sweep's settings.slo_p99_ms)")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SweeperError as exc:
+        if args.debug:
+            raise
+        print(f"sweeper: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sweeper: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

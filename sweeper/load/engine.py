@@ -1,0 +1,321 @@
+"""One engine process: its event loop, the closed and open loops, and the records they write.
+
+Everything here runs inside a child process started by sweeper.load.launch. The hot path
+is callback-driven: a completed response records one tuple and, in the closed loop, writes
+the next request on the same connection from inside `data_received`; no task, future or
+timer is created per request. Timeouts are enforced by one watchdog that scans the
+connections a few times a second instead of arming a timer per request.
+
+Times are time.perf_counter() values while running and seconds since t0 in the records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .http import Connection, prepare
+from .types import RECORD_DTYPE, Target
+
+# After a failed connection attempt a closed-loop slot waits this long before the next one,
+# so that a dead server yields a few hundred error rows a second rather than a hot loop
+# writing millions of them.
+RECONNECT_BACKOFF_S = 0.01
+# Open loop: connections opened before t0, so that the first requests do not pay for
+# connection setup; more are opened on demand while the server falls behind.
+OPEN_LOOP_PREOPEN = 16
+# Open loop: below this remainder the scheduler re-runs itself on the next loop iteration
+# instead of arming a timer (see OpenLoop.tick).
+TIMER_SPIN_S = 0.0001
+# The watchdog scans for timed-out requests this often (at most; shorter for short timeouts).
+WATCHDOG_INTERVAL_S = 0.1
+
+_NAN = math.nan
+
+
+@dataclass(frozen=True)
+class EnginePart:
+    """What one engine process does: its share of the profile."""
+
+    mode: str  # "closed" | "open"
+    index: int  # this process's number, 0..stride-1
+    stride: int  # number of engine processes
+    timeout_s: float
+    concurrency: int = 0  # closed: requests in flight; open: cap on outstanding requests
+    requests: int | None = None  # closed: stop after this many; open: exactly this many
+    duration_s: float | None = None  # closed: stop issuing after this long
+    rate_rps: float = 0.0  # open: the total rate of all processes
+    cpu_affinity: tuple[int, ...] | None = None
+
+
+class _Engine:
+    """Connections and records shared by both loops."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: Target, part: EnginePart):
+        self.loop = loop
+        self.part = part
+        self.endpoint = prepare(target)
+        self.request = self.endpoint.request
+        self.clock = time.perf_counter
+        self.records: list[tuple] = []
+        self.record = self.records.append
+        self.conns: set[Connection] = set()
+        self.addr: tuple | None = None
+        self.done: asyncio.Future | None = None
+
+    async def resolve(self) -> None:
+        # Resolve once: a name lookup per reconnect would go through a thread pool.
+        infos = await self.loop.getaddrinfo(
+            self.endpoint.host, self.endpoint.port, type=0, proto=6  # IPPROTO_TCP
+        )
+        self.addr = infos[0][4][:2]
+
+    async def connect(self) -> Connection:
+        conn = Connection(self, self.endpoint.no_body, self.clock)
+        await asyncio.wait_for(
+            self.loop.create_connection(lambda: conn, self.addr[0], self.addr[1]),
+            self.part.timeout_s,
+        )
+        self.conns.add(conn)
+        return conn
+
+    async def preconnect(self, count: int) -> list[Connection]:
+        try:
+            return list(await asyncio.gather(*(self.connect() for _ in range(count))))
+        except (OSError, asyncio.TimeoutError) as exc:
+            host, port = self.endpoint.host, self.endpoint.port
+            raise ConnectionError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
+
+    def connect_and_send(self, sched: float, sent: float) -> None:
+        self.loop.create_task(self._connect_and_send(sched, sent))
+
+    async def _connect_and_send(self, sched: float, sent: float) -> None:
+        try:
+            conn = await self.connect()
+        except (OSError, asyncio.TimeoutError):
+            end = self.clock()
+            self.record((sched, sent, end, 0, -1, _NAN))
+            self.on_connect_failure(end)
+            return
+        conn.send(self.request, sched, sent)
+
+    async def run(self, t0: float) -> None:
+        self.done = self.loop.create_future()
+        await asyncio.sleep(max(0.0, t0 - self.clock()))
+        watchdog = self.loop.create_task(self._watchdog())
+        try:
+            self.start(t0)
+            await self.done
+        finally:
+            watchdog.cancel()
+            for conn in self.conns:
+                conn.close()
+
+    async def _watchdog(self) -> None:
+        timeout = self.part.timeout_s
+        interval = min(WATCHDOG_INTERVAL_S, timeout / 10)
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            for conn in list(self.conns):
+                if conn.busy:
+                    if now - conn.sent > timeout:
+                        conn.fail()
+                elif not conn.open:
+                    self.conns.discard(conn)
+
+    def records_array(self, t0: float) -> np.ndarray:
+        out = np.array(self.records, dtype=RECORD_DTYPE) if self.records else np.zeros(0, RECORD_DTYPE)
+        for field in ("scheduled_s", "sent_s", "end_s"):
+            out[field] -= t0
+        return out
+
+    def on_idle_lost(self, conn: Connection) -> None:
+        # The server closed an idle keep-alive connection; the next send on it reconnects.
+        self.conns.discard(conn)
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class ClosedLoop(_Engine):
+    """`concurrency` slots; each issues its next request the moment its previous one ends."""
+
+    async def prepare(self) -> None:
+        await self.resolve()
+        self.slots = await self.preconnect(self.part.concurrency)
+        self.active = len(self.slots)
+        self.issued = 0
+        self.limit = self.part.requests if self.part.requests is not None else math.inf
+
+    def start(self, t0: float) -> None:
+        self.stop_at = t0 + self.part.duration_s if self.part.duration_s is not None else math.inf
+        if not self.slots:
+            self._finish()
+        for conn in self.slots:
+            self.issue(conn, t0)
+
+    def issue(self, conn: Connection | None, sched: float) -> None:
+        if self.issued >= self.limit or sched >= self.stop_at:
+            self.active -= 1
+            if self.active == 0:
+                self._finish()
+            return
+        self.issued += 1
+        if conn is not None and conn.open:
+            conn.send(self.request, sched, self.clock())
+        else:
+            self.connect_and_send(sched, self.clock())
+
+    def on_response(self, conn, status, batch_size, handler_ms, end) -> None:
+        self.record((conn.sched, conn.sent, end, status, batch_size, handler_ms))
+        self.issue(conn, end)
+
+    def on_failure(self, conn, end) -> None:
+        self.record((conn.sched, conn.sent, end, 0, -1, _NAN))
+        self.issue(None, end)
+
+    def on_connect_failure(self, end) -> None:
+        self.loop.call_later(RECONNECT_BACKOFF_S, self._retry)
+
+    def _retry(self) -> None:
+        self.issue(None, self.clock())
+
+
+class OpenLoop(_Engine):
+    """Request i of this process is due at t0 + (index + i * stride) / rate, whatever is
+    outstanding: the processes' schedules interleave into one at the total rate. A request
+    due while `concurrency` are outstanding is recorded as an error (status 0), not delayed."""
+
+    async def prepare(self) -> None:
+        await self.resolve()
+        part = self.part
+        self.count = part.requests
+        self.interval = part.stride / part.rate_rps
+        self.offset = part.index / part.rate_rps
+        self.cap = part.concurrency
+        self.idle = await self.preconnect(min(self.cap, OPEN_LOOP_PREOPEN, self.count))
+        self.outstanding = 0
+        self.next_i = 0
+        self.sending = True
+
+    def start(self, t0: float) -> None:
+        self.base = t0 + self.offset
+        self.tick()
+
+    def tick(self) -> None:
+        # Send everything that is due (catching up after a late wake-up), then sleep until
+        # the next one. Timers fire with about a millisecond of granularity: send lag shows it.
+        now = self.clock()
+        i, count, base, interval = self.next_i, self.count, self.base, self.interval
+        while i < count:
+            sched = base + i * interval
+            if sched > now:
+                break
+            self.dispatch(sched)
+            i += 1
+        self.next_i = i
+        if i < count:
+            wait = base + i * interval - self.clock()
+            # uvloop timers fire up to 1 ms early (it floors its clock to milliseconds).
+            # Re-arming for the sub-millisecond remainder would spin the loop at full CPU;
+            # spin only for the last TIMER_SPIN_S and otherwise wait at least one tick.
+            self.loop.call_later(wait if wait <= TIMER_SPIN_S else max(wait, 0.001), self.tick)
+        else:
+            self.sending = False
+            if self.outstanding == 0:
+                self._finish()
+
+    def dispatch(self, sched: float) -> None:
+        sent = self.clock()
+        if self.outstanding >= self.cap:
+            self.record((sched, sent, sent, 0, -1, _NAN))
+            return
+        self.outstanding += 1
+        idle = self.idle
+        while idle:
+            conn = idle.pop()  # the most recently used connection: warm, surely still open
+            if conn.open:
+                conn.send(self.request, sched, sent)
+                return
+        self.connect_and_send(sched, sent)
+
+    def on_response(self, conn, status, batch_size, handler_ms, end) -> None:
+        self.record((conn.sched, conn.sent, end, status, batch_size, handler_ms))
+        if conn.open:
+            self.idle.append(conn)
+        self._settle()
+
+    def on_failure(self, conn, end) -> None:
+        self.record((conn.sched, conn.sent, end, 0, -1, _NAN))
+        self._settle()
+
+    def on_connect_failure(self, end) -> None:
+        self._settle()
+
+    def _settle(self) -> None:
+        self.outstanding -= 1
+        if not self.sending and self.outstanding == 0:
+            self._finish()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # the engine still works on the default loop, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+def child_main(pipe, target: Target, part: EnginePart) -> None:
+    """Entry point of an engine process. Talks to the parent over `pipe`:
+    -> ("ready", None) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
+    -> ("done", records, cpu_s) | ("error", msg)."""
+    # The parent owns Ctrl-C: it terminates the engines; a KeyboardInterrupt traceback
+    # from every child would only bury the parent's message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    loop = None
+    try:
+        if part.cpu_affinity:
+            os.sched_setaffinity(0, part.cpu_affinity)
+        _raise_fd_limit(part.concurrency + 64)
+        loop = _new_loop()
+        engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
+        loop.run_until_complete(engine.prepare())
+        pipe.send(("ready", None))
+        command, t0_wall = pipe.recv()
+        if command != "go":
+            return
+        # perf_counter has no common origin across processes by contract; the wall clock
+        # does. Convert the shared wall-clock t0 once, then use the monotonic clock.
+        t0 = time.perf_counter() + (t0_wall - time.time())
+        cpu0 = time.process_time()
+        loop.run_until_complete(engine.run(t0))
+        cpu_s = time.process_time() - cpu0
+        pipe.send(("done", engine.records_array(t0), cpu_s))
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # reported to the parent, which raises LoadError
+        try:
+            pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+    finally:
+        if loop is not None:
+            loop.close()
+        pipe.close()

@@ -1,0 +1,211 @@
+"""run_load: split a profile over engine processes, start them on a common t0, merge records.
+
+The engines run in child processes (multiprocessing 'spawn': safe when the caller has
+threads) so that the sweeper's own work - metric scrapes, process sampling - never shares
+a GIL with the loop that times requests. Sequence:
+
+    parent: validate, split, spawn          child: connect (warm), -> "ready"
+    parent: all ready -> "go" with t0       child: sleep until t0, run, -> "done"
+    parent: merge records sorted by scheduled_s, always join or terminate the children
+
+t0 travels as a wall-clock time (time.time()) because that is the clock processes share
+by contract; each child converts it to its perf_counter once.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from multiprocessing.connection import wait
+
+import numpy as np
+
+from sweeper.errors import LoadError
+
+from .engine import EnginePart, child_main
+from .http import prepare
+from .types import RECORD_DTYPE, LoadProfile, LoadRun, Target
+
+# Open loop: cap on outstanding requests per engine process when the profile gives no
+# concurrency. High enough that only a server far behind its arrival rate reaches it
+# (each outstanding request holds a socket), low enough to stay under common fd limits.
+OPEN_LOOP_MAX_OUTSTANDING = 4096
+READY_TIMEOUT_S = 60.0  # spawn + imports + connecting the warm connections
+START_DELAY_S = 0.05  # between "go" and t0, so every child is asleep before t0
+FINISH_GRACE_S = 30.0  # beyond duration + timeout, before a silent child counts as hung
+
+
+def split(profile: LoadProfile) -> list[EnginePart]:
+    """Each engine process's share of the profile. Raises LoadError for an unusable profile."""
+
+    def bad(rule: str) -> LoadError:
+        return LoadError(f"load profile: {rule}")
+
+    p = profile.processes
+    if p < 1:
+        raise bad(f"processes must be >= 1, got {p}")
+    if profile.timeout_s <= 0:
+        raise bad(f"timeout_s must be > 0, got {profile.timeout_s}")
+    if profile.duration_s is not None and profile.duration_s <= 0:
+        raise bad(f"duration_s must be > 0, got {profile.duration_s}")
+    if profile.requests is not None and profile.requests < 1:
+        raise bad(f"requests must be >= 1, got {profile.requests}")
+    if profile.duration_s is None and profile.requests is None:
+        raise bad("give duration_s or requests (or both: whichever comes first)")
+
+    def share(total: int, k: int) -> int:
+        return total // p + (1 if k < total % p else 0)
+
+    common = dict(stride=p, timeout_s=profile.timeout_s, cpu_affinity=profile.cpu_affinity)
+    if profile.mode == "closed":
+        c = profile.concurrency
+        if c is None or c < 1:
+            raise bad(f"closed loop: concurrency must be >= 1, got {c}")
+        if c < p:
+            raise bad(f"closed loop: concurrency ({c}) must be >= processes ({p})")
+        return [
+            EnginePart(
+                mode="closed",
+                index=k,
+                concurrency=share(c, k),
+                requests=None if profile.requests is None else share(profile.requests, k),
+                duration_s=profile.duration_s,
+                **common,
+            )
+            for k in range(p)
+        ]
+    if profile.mode == "open":
+        rate = profile.rate_rps
+        if rate is None or not rate > 0 or math.isinf(rate):
+            raise bad(f"open loop: rate_rps must be > 0, got {rate}")
+        total = profile.requests if profile.requests is not None else math.inf
+        if profile.duration_s is not None:
+            # 1e-9: 1000 req/s for 10 s is 10,000 requests, not 9,999 by rounding error.
+            total = min(total, int(rate * profile.duration_s + 1e-9))
+        if total < p:
+            raise bad(f"open loop: {total} requests cannot be split over {p} processes")
+        cap = profile.concurrency
+        if cap is not None and cap < p:
+            raise bad(f"open loop: concurrency (outstanding cap, {cap}) must be >= processes ({p})")
+        return [
+            EnginePart(
+                mode="open",
+                index=k,
+                concurrency=OPEN_LOOP_MAX_OUTSTANDING if cap is None else share(cap, k),
+                requests=share(total, k),
+                rate_rps=rate,
+                **common,
+            )
+            for k in range(p)
+        ]
+    raise bad(f"mode must be 'closed' or 'open', got {profile.mode!r}")
+
+
+def _collect(pipes, procs, pending: set[int], expect: str, deadline: float | None) -> dict:
+    """Wait for message `expect` from every child in `pending`; raise LoadError on an
+    error report, a child that died, or the deadline."""
+    got = {}
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        handles = [pipes[k] for k in pending] + [procs[k].sentinel for k in pending]
+        ready = wait(handles, timeout)
+        if not ready:
+            raise LoadError(
+                f"load engine process(es) {sorted(pending)} did not report {expect!r} in time"
+            )
+        for k in list(pending):
+            if pipes[k].poll():
+                try:
+                    msg = pipes[k].recv()
+                except EOFError:
+                    msg = None
+                if msg is None:
+                    raise LoadError(
+                        f"load engine process {k} closed its pipe (exit code {procs[k].exitcode})"
+                    )
+                if msg[0] == "error":
+                    raise LoadError(f"load engine process {k}: {msg[1]}")
+                if msg[0] != expect:
+                    raise LoadError(f"load engine process {k}: expected {expect!r}, got {msg[0]!r}")
+                got[k] = msg
+                pending.discard(k)
+            elif not procs[k].is_alive():
+                raise LoadError(
+                    f"load engine process {k} exited with code {procs[k].exitcode} "
+                    f"before reporting {expect!r}"
+                )
+    return got
+
+
+def merge(parts: list[np.ndarray]) -> np.ndarray:
+    """Records of several engine processes as one array sorted by scheduled_s."""
+    records = np.concatenate(parts) if parts else np.zeros(0, RECORD_DTYPE)
+    return records[np.argsort(records["scheduled_s"], kind="stable")]
+
+
+def wall_time(records: np.ndarray) -> float:
+    """First scheduled send to last completion."""
+    if len(records) == 0:
+        return 0.0
+    return float(records["end_s"].max() - records["scheduled_s"].min())
+
+
+def run_load(target: Target, profile: LoadProfile) -> LoadRun:
+    """Run the load described by `profile` against `target`; block until it is done.
+
+    Failed requests are data (status 0, 4xx, 5xx in the records). LoadError means the
+    engine itself failed: bad profile or URL, server unreachable at the start, a child
+    that crashed or hung.
+    """
+    parts = split(profile)
+    prepare(target)  # a bad URL fails here, in the caller, with the same message
+    ctx = multiprocessing.get_context("spawn")
+    pipes, procs = [], []
+    finished = False
+    try:
+        for part in parts:
+            parent_end, child_end = ctx.Pipe()
+            proc = ctx.Process(
+                target=child_main,
+                args=(child_end, target, part),
+                name=f"sweeper-load-{part.index}",
+                daemon=True,  # dies with the parent even if the parent is killed hard
+            )
+            proc.start()
+            child_end.close()
+            pipes.append(parent_end)
+            procs.append(proc)
+        everyone = set(range(len(parts)))
+        _collect(pipes, procs, set(everyone), "ready", time.monotonic() + READY_TIMEOUT_S)
+        t0_wall = time.time() + START_DELAY_S
+        for pipe in pipes:
+            pipe.send(("go", t0_wall))
+        deadline = None  # a count-bounded closed loop ends when it ends: requests time out
+        if profile.duration_s is not None:
+            deadline = (
+                time.monotonic() + START_DELAY_S + profile.duration_s
+                + profile.timeout_s + FINISH_GRACE_S
+            )
+        done = _collect(pipes, procs, set(everyone), "done", deadline)
+        finished = True
+    finally:
+        # Also on KeyboardInterrupt and LoadError: no engine outlives run_load.
+        for pipe in pipes:
+            pipe.close()
+        for proc in procs:
+            if finished:
+                proc.join(timeout=5.0)  # it has reported; it is only closing its loop
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5.0)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+    records = merge([done[k][1] for k in sorted(done)])
+    return LoadRun(
+        profile=profile,
+        records=records,
+        wall_s=wall_time(records),
+        client_cpu_s=float(sum(done[k][2] for k in done)),
+    )

@@ -1,0 +1,124 @@
+"""summarize(run): the client_* columns of results.csv, computed from the per-request records.
+
+Definitions (times from RECORD_DTYPE, seconds since t0):
+- served = 2xx. Everything else (status 0 = connection error, timeout or refused by the
+  open loop's outstanding cap; 4xx; 5xx) is an error and has no latency.
+- latency = end_s - scheduled_s. In the open loop scheduled_s is the fixed schedule, so a
+  request that waited behind a stalled server, or behind a late client, is charged the wait
+  (no coordinated omission).
+- throughput = served / run.wall_s (first scheduled send to last completion).
+- achieved rate = (issued - 1) / (last sent_s - first sent_s): intervals per second, so
+  that N requests due every 1/r seconds give exactly r.
+- send lag = sent_s - scheduled_s: how late the engine started a request.
+
+Client-bound detection: the run measured the client, not the server, when
+- open loop: the achieved rate fell below CLIENT_BOUND_RATE_FRACTION of the target (the
+  engine could not issue requests as fast as asked), or
+- open loop: send lag p99 exceeded CLIENT_BOUND_SEND_LAG_P99_MS (requests left late, so
+  the server saw a burstier, slower arrival process than the one asked for; 10 ms is ten
+  timer ticks of the event loop, far above the ~1 ms lag of a healthy engine), or
+- any mode: engine CPU reached CLIENT_BOUND_CPU_FRACTION of the cores the engine
+  processes can use (one core each at most, fewer under cpu_affinity). A saturated
+  single-threaded event loop delays reading responses, which inflates latency and, in the
+  closed loop, caps throughput.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from .types import LoadRun
+
+CLIENT_BOUND_RATE_FRACTION = 0.99
+CLIENT_BOUND_SEND_LAG_P99_MS = 10.0
+CLIENT_BOUND_CPU_FRACTION = 0.90
+
+_NAN = math.nan
+
+
+def _ms_stats(values_s: np.ndarray, quantiles: tuple[float, ...]) -> list[float]:
+    if len(values_s) == 0:
+        return [_NAN] * len(quantiles)
+    return [float(v) * 1000.0 for v in np.percentile(values_s, quantiles)]
+
+
+def _engine_cores(run: LoadRun) -> int:
+    profile = run.profile
+    available = len(profile.cpu_affinity) if profile.cpu_affinity else (os.cpu_count() or 1)
+    return max(1, min(profile.processes, available))
+
+
+def summarize(run: LoadRun) -> dict:
+    """The client_* columns for one run. Plain Python scalars (JSON-ready); NaN where
+    a figure does not apply or there is nothing to compute it from."""
+    rec = run.records
+    n = int(len(rec))
+    status = rec["status"]
+    ok = (status >= 200) & (status < 300)
+    n_ok = int(ok.sum())
+
+    codes, counts = np.unique(status, return_counts=True)
+    status_counts = " ".join(f"{int(c)}:{int(k)}" for c, k in zip(codes, counts))
+
+    latency = (rec["end_s"] - rec["scheduled_s"])[ok]
+    mean_ms = float(latency.mean()) * 1000.0 if n_ok else _NAN
+    p50, p90, p99, lat_max = _ms_stats(latency, (50, 90, 99, 100))
+
+    sent = rec["sent_s"]
+    span = float(sent.max() - sent.min()) if n >= 2 else 0.0
+    achieved = (n - 1) / span if span > 0 else _NAN
+    lag_p50, lag_p99, lag_max = _ms_stats(sent - rec["scheduled_s"], (50, 99, 100))
+
+    open_loop = run.profile.mode == "open"
+    target = float(run.profile.rate_rps) if open_loop and run.profile.rate_rps else _NAN
+    cpu_pct = 100.0 * run.client_cpu_s / run.wall_s if run.wall_s > 0 else _NAN
+
+    reasons = []
+    if open_loop and n >= 2:
+        if not achieved >= CLIENT_BOUND_RATE_FRACTION * target:  # also catches NaN
+            reasons.append(
+                f"achieved rate {achieved:.1f} req/s < {CLIENT_BOUND_RATE_FRACTION:.0%} "
+                f"of target {target:g} req/s"
+            )
+        if lag_p99 > CLIENT_BOUND_SEND_LAG_P99_MS:
+            reasons.append(
+                f"send lag p99 {lag_p99:.1f} ms > {CLIENT_BOUND_SEND_LAG_P99_MS:g} ms"
+            )
+    cores = _engine_cores(run)
+    if cpu_pct >= CLIENT_BOUND_CPU_FRACTION * 100.0 * cores:
+        reasons.append(
+            f"engine CPU {cpu_pct:.0f}% >= {CLIENT_BOUND_CPU_FRACTION:.0%} of "
+            f"{cores} core{'s' if cores > 1 else ''}"
+        )
+
+    batch = rec["batch_size"][ok]
+    batch = batch[batch >= 0]
+    handler = rec["handler_ms"][ok]
+    handler = handler[~np.isnan(handler)]
+
+    return {
+        "client_requests": n,
+        "client_ok": n_ok,
+        "client_errors": n - n_ok,
+        "client_status_counts": status_counts,
+        "client_success_rate": n_ok / n if n else _NAN,
+        "client_throughput_rps": n_ok / run.wall_s if run.wall_s > 0 else _NAN,
+        "client_latency_mean_ms": mean_ms,
+        "client_latency_p50_ms": p50,
+        "client_latency_p90_ms": p90,
+        "client_latency_p99_ms": p99,
+        "client_latency_max_ms": lat_max,
+        "client_target_rate_rps": target,
+        "client_achieved_rate_rps": achieved,
+        "client_send_lag_p50_ms": lag_p50,
+        "client_send_lag_p99_ms": lag_p99,
+        "client_send_lag_max_ms": lag_max,
+        "client_cpu_pct": cpu_pct,
+        "client_bound": bool(reasons),
+        "client_bound_reason": "; ".join(reasons),
+        "client_batch_size_mean": float(batch.mean()) if len(batch) else _NAN,
+        "client_handler_ms_mean": float(handler.mean()) if len(handler) else _NAN,
+    }

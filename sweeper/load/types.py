@@ -1,0 +1,47 @@
+"""Data types of the load engine (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+RECORD_DTYPE = np.dtype(
+    [
+        ("scheduled_s", "f8"),
+        ("sent_s", "f8"),
+        ("end_s", "f8"),
+        ("status", "i2"),
+        ("batch_size", "i2"),
+        ("handler_ms", "f4"),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    method: str = "POST"
+
+
+@dataclass(frozen=True)
+class LoadProfile:
+    mode: Literal["closed", "open"]
+    concurrency: int | None = None  # closed loop: requests in flight
+    rate_rps: float | None = None  # open loop: target rate
+    duration_s: float | None = None  # stop sending after this long
+    requests: int | None = None  # closed loop: stop after this many (alternative to duration)
+    processes: int = 1  # engine processes; records merge into one run
+    timeout_s: float = 30.0  # per request
+    cpu_affinity: tuple[int, ...] | None = None  # CPUs the engine processes may use
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    profile: LoadProfile
+    records: np.ndarray  # RECORD_DTYPE
+    wall_s: float  # first scheduled send to last completion
+    client_cpu_s: float  # user+system CPU of all engine processes during the run

@@ -1,0 +1,129 @@
+"""`expand(spec) -> list[Trial]`: the product of the axes, repeats, stable ids. Pure.
+
+Trials are ordered so that each server-level group (config.properties keys and
+environment, which need a JVM restart) is contiguous: the runner starts one TorchServe
+per group. Within a group, trials sharing per-model settings are adjacent so the model is
+re-registered only when those change; repeats of a trial run back to back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+
+from .load.types import LoadProfile
+from .spec import SweepSpec
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    name: str
+    batch_size: int
+    max_batch_delay_ms: int
+    min_workers: int | None
+    max_workers: int | None
+    response_timeout_s: int
+
+
+@dataclass(frozen=True)
+class Trial:
+    sweep: str
+    server: tuple[tuple[str, object], ...]  # config.properties keys set by the sweep, sorted
+    env: tuple[tuple[str, str], ...]  # environment variables, sorted
+    model: ModelParams
+    load: LoadProfile
+    repeat: int  # 0-based
+    trial_id: str  # hash of every parameter except the repeat
+    group_id: str  # hash of server + env: trials that share one JVM
+
+    @property
+    def key(self) -> str:
+        """Directory name and resume key: one per trial and repeat."""
+        return f"{self.trial_id}-r{self.repeat}"
+
+    def params(self) -> dict[str, object]:
+        """The param_* and load_* columns."""
+        row: dict[str, object] = {f"param_model_{k}": v for k, v in asdict(self.model).items()}
+        row.update({f"param_server_{k}": v for k, v in self.server})
+        row.update({f"param_env_{k}": v for k, v in self.env})
+        row.update(
+            load_mode=self.load.mode,
+            load_concurrency=self.load.concurrency,
+            load_rate_rps=self.load.rate_rps,
+            load_duration_s=self.load.duration_s,
+            load_requests=self.load.requests,
+            load_processes=self.load.processes,
+        )
+        return row
+
+
+def _digest(obj: object) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _axes(mapping: dict[str, object]) -> list[list[tuple[str, object]]]:
+    """{'a': [1, 2], 'b': 3, 'c': None} -> [[('a',1),('a',2)], [('b',3)]] (None: unset)."""
+    out = []
+    for key, value in mapping.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        out.append([(key, v) for v in values])
+    return out
+
+
+def _product(mapping: dict[str, object]) -> list[dict[str, object]]:
+    return [dict(combo) for combo in itertools.product(*_axes(mapping))]
+
+
+def _load_profiles(spec: SweepSpec) -> list[LoadProfile]:
+    profiles = []
+    for axes in spec.loads:
+        fields = axes.model_dump()
+        for combo in _product({"concurrency": fields.pop("concurrency"), "rate_rps": fields.pop("rate_rps")}):
+            profiles.append(
+                LoadProfile(
+                    mode=axes.mode,
+                    concurrency=combo.get("concurrency"),
+                    rate_rps=float(combo["rate_rps"]) if "rate_rps" in combo else None,
+                    duration_s=axes.duration_s,
+                    requests=axes.requests,
+                    processes=axes.processes,
+                    timeout_s=axes.timeout_s,
+                    cpu_affinity=tuple(spec.settings.client_cpus) if spec.settings.client_cpus else None,
+                )
+            )
+    return profiles
+
+
+def expand(spec: SweepSpec) -> list[Trial]:
+    server_combos = _product(spec.server.model_dump())
+    env_combos = _product(dict(spec.env))
+    model_fields = spec.model.model_dump()
+    name = model_fields.pop("name")
+    model_combos = _product(model_fields)
+    loads = _load_profiles(spec)
+
+    trials: list[Trial] = []
+    for server, env in itertools.product(server_combos, env_combos):
+        server_t = tuple(sorted(server.items()))
+        # a joined key "A+B" sets A and B to the same value (one axis, not two)
+        env_t = tuple(sorted((name, str(v)) for k, v in env.items() for name in k.split("+")))
+        group_id = _digest({"server": server_t, "env": env_t})
+        for m in model_combos:
+            model = ModelParams(
+                name=name,
+                batch_size=m["batch_size"],
+                max_batch_delay_ms=m["max_batch_delay_ms"],
+                min_workers=m.get("min_workers"),
+                max_workers=m.get("max_workers", m.get("min_workers")),
+                response_timeout_s=m["response_timeout_s"],
+            )
+            for load in loads:
+                trial_id = _digest({"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(model), "load": asdict(load)})
+                for r in range(spec.settings.repeats):
+                    trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id))
+    return trials

@@ -1,0 +1,109 @@
+"""Aggregation over repeats: one row per trial (trial_id) from the per-repeat rows of
+results.csv, plus the helpers that say which parameters vary and what a "configuration"
+is (the param_* values, without the load).
+
+Only repeats with status "ok" are measurements. A trial is *eligible* for a recommendation
+when none of its repeats failed, at least one is ok, and every ok repeat served every
+request (client_success_rate == 1.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PARAM_PREFIX = "param_"
+LOAD_COLUMNS = ("load_mode", "load_concurrency", "load_rate_rps")
+
+# Metrics aggregated over the ok repeats: (column, statistics).
+_SPREAD = ("mean", "min", "max", "std")
+METRICS: dict[str, tuple[str, ...]] = {
+    "client_throughput_rps": _SPREAD,
+    "client_latency_p50_ms": ("mean", "min", "max"),
+    "client_latency_p99_ms": _SPREAD,
+    "client_latency_mean_ms": ("mean",),
+    "client_success_rate": ("mean", "min"),
+    "client_achieved_rate_rps": ("mean", "min", "max"),
+    "client_target_rate_rps": ("mean",),
+    "client_batch_size_mean": ("mean", "min", "max"),
+    "client_cpu_pct": ("mean",),
+    "proc_cpu_pct": ("mean",),
+    "proc_ctx_per_req": ("mean", "min", "max"),
+    "server_queue_latency_mean_ms": ("mean",),
+}
+
+
+def column(df: pd.DataFrame, name: str) -> pd.Series:
+    """The column, or an all-NaN one: older or partial runs may lack a column."""
+    if name in df.columns:
+        return df[name]
+    return pd.Series(np.nan, index=df.index, name=name, dtype="float64")
+
+
+def param_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith(PARAM_PREFIX)]
+
+
+def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Those of ``columns`` that take more than one value (NaN counts as a value)."""
+    return [c for c in columns if c in df.columns and df[c].nunique(dropna=False) > 1]
+
+
+def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial_id, in first-seen order.
+
+    Columns: every param_* and load_* column (first value: they are the same for all
+    repeats of a trial), ``repeats`` (rows), ``n_ok``, ``n_failed``, ``eligible``,
+    ``status`` (ok | failed | "failed 1/3" | interrupted), ``error`` (distinct errors),
+    ``client_bound`` (any repeat), ``client_bound_reason``, ``config`` (a hashable key of
+    the param_* values) and ``<metric>_<stat>`` for each metric in METRICS over ok repeats.
+    """
+    if results.empty or "trial_id" not in results.columns:
+        return pd.DataFrame(columns=["trial_id", "repeats", "n_ok", "n_failed", "eligible", "status"])
+    df = results.copy()
+    df["_ok"] = column(df, "status").astype("string").fillna("") == "ok"
+    df["_failed"] = column(df, "status").astype("string").fillna("") == "failed"
+    keys = df["trial_id"].astype(str)
+    groups = df.groupby(keys, sort=False)
+
+    fixed = [c for c in df.columns if c.startswith(PARAM_PREFIX) or c.startswith("load_")]
+    for name in ("sweep", "group_id"):
+        if name in df.columns:
+            fixed.append(name)
+    out = groups[fixed].first() if fixed else pd.DataFrame(index=groups.size().index)
+    out["repeats"] = groups.size()
+    out["n_ok"] = groups["_ok"].sum().astype(int)
+    out["n_failed"] = groups["_failed"].sum().astype(int)
+
+    ok = df[df["_ok"]]
+    for name, stats in METRICS.items():
+        values = pd.to_numeric(column(ok, name), errors="coerce")
+        agg = values.groupby(ok["trial_id"].astype(str), sort=False).agg(list(stats))
+        for stat in stats:
+            out[f"{name}_{stat}"] = agg[stat].reindex(out.index) if len(agg) else np.nan
+    # std of one sample is NaN; that is what "no spread known" should be.
+
+    bound = column(df, "client_bound").fillna(False).astype(bool)
+    out["client_bound"] = bound.groupby(keys, sort=False).any()
+    reasons = column(df, "client_bound_reason").astype("string").fillna("")
+    out["client_bound_reason"] = reasons.where(bound, "").groupby(keys, sort=False).agg(_distinct)
+    errors = column(df, "error").astype("string").fillna("")
+    out["error"] = errors.where(df["_failed"], "").groupby(keys, sort=False).agg(_distinct)
+
+    out["status"] = [_status(r, k, f) for r, k, f in zip(out["repeats"], out["n_ok"], out["n_failed"])]
+    success_ok = out["client_success_rate_min"].fillna(0.0) >= 1.0
+    out["eligible"] = (out["n_failed"] == 0) & (out["n_ok"] > 0) & success_ok
+    params = param_columns(out)
+    out["config"] = list(zip(*(out[c].astype(str) for c in params))) if params else [()] * len(out)
+    return out.reset_index(names="trial_id")
+
+
+def _distinct(values: pd.Series) -> str:
+    seen = dict.fromkeys(v for v in values if v)
+    return "; ".join(seen)
+
+
+def _status(repeats: int, n_ok: int, n_failed: int) -> str:
+    if n_failed == 0:
+        return "ok" if n_ok == repeats else ("interrupted" if n_ok == 0 else f"ok {n_ok}/{repeats}")
+    return "failed" if n_failed == repeats else f"failed {n_failed}/{repeats}"

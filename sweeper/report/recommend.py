@@ -1,0 +1,203 @@
+"""The recommendation: which configuration to use, how sure we are, and how to apply it.
+
+Two objectives over eligible trials (see ``aggregate``), each trial's repeats reduced to
+their mean:
+- throughput: the highest mean client_throughput_rps;
+- latency: the highest mean throughput among trials whose mean p99 is <= the SLO.
+
+A *configuration* is the set of param_* values; the load (mode, concurrency, rate) is the
+condition it was measured under. The runner-up is the best trial of a *different*
+configuration, because the same configuration at another load level says nothing about
+which configuration to choose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import pandas as pd
+
+from sweeper.report import fmt
+
+THROUGHPUT = "client_throughput_rps"
+P99 = "client_latency_p99_ms"
+MANAGEMENT_URL = "http://127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A winning trial, its runner-up and what to do with it."""
+
+    objective: str  # "throughput" | "latency"
+    winner: dict
+    runner_up: dict | None
+    confidence: str  # one or two sentences on how sure the choice is
+    within_noise: bool | None  # None: cannot tell (one repeat, or no runner-up)
+    caveats: tuple[str, ...]
+    config_lines: tuple[str, ...]
+    env_lines: tuple[str, ...]
+    api_lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    slo_p99_ms: float | None
+    slo_source: str  # where the SLO came from, for the reader
+    throughput: Pick | None
+    latency: Pick | None
+    notes: tuple[str, ...] = field(default=())  # why a pick is missing
+
+
+def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = "") -> Recommendation:
+    notes: list[str] = []
+    eligible = trials[trials["eligible"]] if "eligible" in trials.columns else trials.iloc[0:0]
+    eligible = eligible[eligible[f"{THROUGHPUT}_mean"].notna()] if len(eligible) else eligible
+    if eligible.empty:
+        notes.append(
+            "No trial finished with every request served (status ok, success rate 1.0); "
+            "there is nothing to recommend."
+        )
+        return Recommendation(slo_p99_ms, slo_source, None, None, tuple(notes))
+
+    best = _pick("throughput", eligible)
+
+    latency: Pick | None = None
+    if slo_p99_ms is None:
+        notes.append(
+            "No latency objective: set settings.slo_p99_ms in the sweep or pass --slo-p99-ms "
+            "to get the best configuration under a p99 limit."
+        )
+    else:
+        meeting = eligible[eligible[f"{P99}_mean"] <= slo_p99_ms]
+        if meeting.empty:
+            with_p99 = eligible[eligible[f"{P99}_mean"].notna()]
+            if with_p99.empty:
+                notes.append(f"No trial meets p99 ≤ {fmt.num(slo_p99_ms)} ms: no p99 was measured.")
+            else:
+                low = with_p99.loc[with_p99[f"{P99}_mean"].idxmin()]
+                notes.append(
+                    f"No trial meets p99 ≤ {fmt.num(slo_p99_ms)} ms. The lowest p99 was "
+                    f"{fmt.num(low[f'{P99}_mean'])} ms (trial {low['trial_id']}, "
+                    f"{fmt.load_label(low)}); relax the SLO or sweep lower load or smaller "
+                    "batch delays."
+                )
+        else:
+            latency = _pick("latency", meeting, slo_p99_ms)
+    return Recommendation(slo_p99_ms, slo_source, best, latency, tuple(notes))
+
+
+def _pick(objective: str, candidates: pd.DataFrame, slo_p99_ms: float | None = None) -> Pick:
+    ranked = candidates.sort_values(f"{THROUGHPUT}_mean", ascending=False, kind="stable")
+    winner = ranked.iloc[0]
+    others = ranked[ranked["config"] != winner["config"]]
+    runner = others.iloc[0] if len(others) else None
+    confidence, within_noise = _confidence(winner, runner)
+    caveats = _caveats(winner, runner, slo_p99_ms)
+    return Pick(
+        objective=objective,
+        winner=winner.to_dict(),
+        runner_up=None if runner is None else runner.to_dict(),
+        confidence=confidence,
+        within_noise=within_noise,
+        caveats=tuple(caveats),
+        config_lines=config_lines(winner),
+        env_lines=env_lines(winner),
+        api_lines=api_lines(winner),
+    )
+
+
+def _confidence(winner: pd.Series, runner: pd.Series | None) -> tuple[str, bool | None]:
+    w_mean = winner[f"{THROUGHPUT}_mean"]
+    if runner is None:
+        return "Only one configuration qualified, so there is nothing to compare it with.", None
+    r_mean = runner[f"{THROUGHPUT}_mean"]
+    gap = (w_mean - r_mean) / r_mean * 100 if r_mean else float("inf")
+    head = (
+        f"It beats the runner-up ({fmt.num(r_mean)} req/s, trial {runner['trial_id']}) "
+        f"by {fmt.num(gap)}%."
+    )
+    w_n, r_n = int(winner["n_ok"]), int(runner["n_ok"])
+    if w_n < 2 or r_n < 2:
+        who = "both" if w_n < 2 and r_n < 2 else ("the winner" if w_n < 2 else "the runner-up")
+        return (
+            f"{head} One repeat only for {who}: the run-to-run spread is unknown, so this "
+            "difference may be noise. Set settings.repeats ≥ 3 to know.",
+            None,
+        )
+    w_lo, w_hi = winner[f"{THROUGHPUT}_min"], winner[f"{THROUGHPUT}_max"]
+    r_lo, r_hi = runner[f"{THROUGHPUT}_min"], runner[f"{THROUGHPUT}_max"]
+    ranges = (
+        f"winner {fmt.span(w_lo, w_hi)} over {w_n} repeats, "
+        f"runner-up {fmt.span(r_lo, r_hi)} over {r_n} repeats"
+    )
+    if w_lo <= r_hi:
+        return f"{head} The ranges overlap ({ranges}): the difference is within noise.", True
+    return f"{head} The ranges do not overlap ({ranges}): the difference is larger than the noise.", False
+
+
+def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | None) -> list[str]:
+    out = []
+    if bool(winner.get("client_bound", False)):
+        reason = winner.get("client_bound_reason") or "the load client set the pace"
+        out.append(
+            f"The winner was client-bound ({reason}): the server may do more than measured, "
+            "and the ranking near the top may be the client's, not the server's."
+        )
+    if runner is not None and bool(runner.get("client_bound", False)):
+        out.append("The runner-up was client-bound: its throughput is a lower bound.")
+    if slo_p99_ms is not None:
+        worst = winner.get(f"{P99}_max")
+        if not fmt.is_missing(worst) and worst > slo_p99_ms:
+            out.append(
+                f"Its mean p99 meets the SLO but its worst repeat ({fmt.num(worst)} ms) does not."
+            )
+    return out
+
+
+def config_lines(row: pd.Series) -> tuple[str, ...]:
+    """config.properties lines of the server-level parameters (need a restart)."""
+    return tuple(
+        f"{name[len('param_server_'):]}={fmt.value(row[name])}"
+        for name in row.index
+        if name.startswith("param_server_") and not fmt.is_missing(row[name])
+    )
+
+
+def env_lines(row: pd.Series) -> tuple[str, ...]:
+    """Environment of the server (the workers inherit it; needs a restart)."""
+    return tuple(
+        f"{name[len('param_env_'):]}={fmt.value(row[name])}"
+        for name in row.index
+        if name.startswith("param_env_") and not fmt.is_missing(row[name])
+    )
+
+
+def api_lines(row: pd.Series) -> tuple[str, ...]:
+    """Management API calls that apply the per-model settings on a running server."""
+    model = fmt.value(row.get("param_model_name")) or "model"
+    query = [f"url={quote(model)}.mar"]
+    for column, key in (
+        ("param_model_batch_size", "batch_size"),
+        ("param_model_max_batch_delay_ms", "max_batch_delay"),
+        ("param_model_min_workers", "initial_workers"),
+        ("param_model_response_timeout_s", "response_timeout"),
+    ):
+        v = row.get(column)
+        if not fmt.is_missing(v):
+            query.append(f"{key}={quote(fmt.value(v))}")
+    query.append("synchronous=true")
+    lines = [
+        "# needs enable_model_api=true; with token authorization on (the default) add",
+        '#   -H "Authorization: Bearer <management key from key_file.json>"',
+        f'curl -X DELETE "{MANAGEMENT_URL}/models/{quote(model)}"   # if already registered',
+        f'curl -X POST "{MANAGEMENT_URL}/models?{"&".join(query)}"',
+    ]
+    lo, hi = row.get("param_model_min_workers"), row.get("param_model_max_workers")
+    if not fmt.is_missing(hi) and fmt.value(lo) != fmt.value(hi):
+        lo_part = f"min_worker={fmt.value(lo)}&" if not fmt.is_missing(lo) else ""
+        lines.append(
+            f'curl -X PUT "{MANAGEMENT_URL}/models/{quote(model)}?{lo_part}'
+            f'max_worker={fmt.value(hi)}&synchronous=true"'
+        )
+    return tuple(lines)

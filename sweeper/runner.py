@@ -1,0 +1,335 @@
+"""`run_trial` and `run_sweep`: ordering, server reuse, resume, interrupts, failure policy.
+
+Two seams for what comes next:
+- a search *strategy* proposes the next trial from the results so far (`GridSearch`
+  walks the planned grid; a Bayesian search under a latency SLO fits the same `next`);
+- an *executor* runs one trial somewhere (`LocalExecutor`: this machine, one TorchServe
+  kept per server-level group; a Ray executor would run groups on cluster nodes).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Protocol
+
+from . import management, metrics, probe, results
+from .errors import Interrupted, LoadError, ManagementError, ServerError, SweeperError
+from .load import LoadProfile, Target, run_load, summarize, write_records
+from .plan import ModelParams, Trial
+from .render import render_config, render_env
+from .server import TorchServe, redact
+from .spec import SweepSpec
+
+WARMUP_MAX_CONCURRENCY = 16
+
+
+class Strategy(Protocol):
+    def next(self, done: Mapping[str, dict]) -> Trial | None: ...
+
+    @property
+    def total(self) -> int: ...
+
+
+class GridSearch:
+    """Proposes every planned trial once, in plan order (grouped by server settings)."""
+
+    def __init__(self, trials: Iterable[Trial]):
+        self._trials = list(trials)
+        self._i = 0
+
+    @property
+    def total(self) -> int:
+        return len(self._trials)
+
+    def next(self, done: Mapping[str, dict]) -> Trial | None:
+        if self._i >= len(self._trials):
+            return None
+        trial = self._trials[self._i]
+        self._i += 1
+        return trial
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    spec: SweepSpec
+    run_dir: Path
+    run_id: str
+    model_store: Path
+    request_body: bytes
+    content_type: str = "application/json"
+
+
+class LocalExecutor:
+    """Runs trials on this machine; starts a TorchServe per server-level group and keeps it."""
+
+    def __init__(self, ctx: SweepContext):
+        self.ctx = ctx
+        self.server: TorchServe | None = None
+        self._group: str | None = None
+        self._model: ModelParams | None = None
+        self._servers_started = 0
+
+    def close(self) -> None:
+        if self.server is not None:
+            try:
+                self.server.stop()
+            finally:
+                self.server = None
+                self._group = None
+                self._model = None
+
+    def _ensure_server(self, trial: Trial) -> TorchServe:
+        if self.server is not None and self._group == trial.group_id and self.server.alive():
+            return self.server
+        self.close()
+        settings = self.ctx.spec.settings
+        self._servers_started += 1
+        workdir = self.ctx.run_dir / "servers" / f"{trial.group_id}-{self._servers_started}"
+        server = TorchServe(
+            workdir=workdir,
+            render=lambda ports: render_config(trial, ports, self.ctx.model_store, host=settings.host),
+            env=render_env(trial),
+            model_store=self.ctx.model_store,
+            host=settings.host,
+            ready_timeout_s=settings.ready_timeout_s,
+            cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
+        )
+        self.server = server  # set before start so close() reaps a half-started server
+        server.start()
+        self._group = trial.group_id
+        return server
+
+    def run(self, trial: Trial, trial_dir: Path) -> dict:
+        """Run one trial; a failure becomes a row with status 'failed'."""
+        started = time.monotonic()
+        row: dict = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        offsets: dict[str, int] = {}
+        try:
+            server = self._ensure_server(trial)
+            offsets = _log_offsets(server)
+            row.update(self._measure(server, trial, trial_dir))
+            row["status"] = "ok"
+            row["error"] = ""
+        except (ServerError, ManagementError, LoadError) as exc:
+            row.update(getattr(exc, "partial_row", {}))
+            row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            tail = getattr(exc, "log_tail", "") or (self.server.log_tail() if self.server else "")
+            row["log_tail"] = tail
+            self.close()  # the next trial starts from a clean server
+        finally:
+            if self.server is not None:
+                _copy_logs(self.server, offsets, trial_dir / "logs")
+        row["wall_s"] = time.monotonic() - started
+        row["overhead_s"] = row["wall_s"] - (row.get("measure_s") or 0.0)
+        return row
+
+    def _measure(self, server: TorchServe, trial: Trial, trial_dir: Path) -> dict:
+        spec = self.ctx.spec
+        if self._model != trial.model:
+            self._model = None
+            management.register_model(server, trial.model, timeout_s=max(120.0, spec.settings.ready_timeout_s))
+            self._model = trial.model
+        expected_s = (trial.load.duration_s or 60.0) + spec.settings.warmup_s
+        server.refresh_tokens(min_valid_s=expected_s + 300.0)
+        target = Target(
+            url=f"{server.inference_url}/predictions/{trial.model.name}",
+            body=self.ctx.request_body,
+            headers=(("Content-Type", self.ctx.content_type), *server.headers("inference").items()),
+        )
+        if spec.settings.warmup_s > 0:
+            run_load(target, _warmup_profile(trial.load, spec.settings.warmup_s))
+        workers_before = _worker_pids(server)
+        before = metrics.scrape(server.metrics_url)
+        sampler = probe.Probe(server.root_pid, spec.settings.probe_interval_s).start()
+        try:
+            run = run_load(target, trial.load)
+        finally:
+            samples = sampler.stop()
+        after = metrics.scrape(server.metrics_url) if server.alive() else {}
+        write_records(run, trial_dir / "requests.csv.gz")
+        row = summarize(run)
+        row.update(metrics.server_columns(before, after, trial.model.name))
+        row.update(probe.summarize(samples, int(row["client_ok"])))
+        row["measure_s"] = run.wall_s
+        if not server.alive():
+            raise ServerError("TorchServe died during the measured window", server.log_tail())
+        lost = workers_before - _worker_pids(server)
+        if lost:
+            failed = ServerError(f"{len(lost)} backend worker(s) died during the measured window", server.log_tail())
+            failed.partial_row = row  # keep what was measured
+            raise failed
+        return row
+
+
+def _warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:
+    if load.mode == "closed":
+        concurrency = load.concurrency
+    else:
+        concurrency = max(1, min(WARMUP_MAX_CONCURRENCY, int(load.rate_rps * 0.05)))
+    return LoadProfile(mode="closed", concurrency=concurrency, duration_s=warmup_s, timeout_s=load.timeout_s)
+
+
+def _worker_pids(server: TorchServe) -> set[int]:
+    out = set()
+    for p in server.processes():
+        try:
+            if "model_service_worker" in " ".join(p.cmdline()):
+                out.add(p.pid)
+        except Exception:  # psutil.Error: the process went away while we looked
+            continue
+    return out
+
+
+def _log_offsets(server: TorchServe) -> dict[str, int]:
+    out = {}
+    for name in ("ts_log.log", "model_log.log", "stdout.log"):
+        path = server.log_dir / name
+        out[name] = path.stat().st_size if path.exists() else 0
+    return out
+
+
+def _copy_logs(server: TorchServe, offsets: dict[str, int], dest: Path) -> None:
+    """The slice of each server log written during this trial (keys redacted)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("ts_log.log", "model_log.log", "stdout.log"):
+        path = server.log_dir / name
+        if not path.exists():
+            continue
+        with open(path, "rb") as f:
+            f.seek(offsets.get(name, 0))
+            text = f.read().decode(errors="replace")
+        (dest / name).write_text(redact(text, server.keys))
+
+
+# --- the sweep -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    run_dir: Path
+    rows: list[dict]
+    stopped: str  # "" when every trial ran; otherwise why the sweep stopped early
+
+
+def _install_sigterm() -> Callable[[], None]:
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    if sys.platform == "win32":
+        return lambda: None
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def run_sweep(
+    ctx: SweepContext,
+    strategy: Strategy,
+    executor: LocalExecutor | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SweepOutcome:
+    """Run trials until the strategy is done; every finished trial is on disk at once."""
+    executor = executor or LocalExecutor(ctx)
+    done = results.load_rows(ctx.run_dir)
+    finished = {k: r for k, r in done.items() if r.get("status") == "ok"}
+    total = strategy.total
+    restore = _install_sigterm()
+    consecutive = 0
+    stopped = ""
+    walls: list[float] = []
+    index = 0
+    current: Trial | None = None
+    try:
+        while (trial := strategy.next(finished)) is not None:
+            index += 1
+            if trial.key in finished:
+                continue
+            current = trial
+            trial_dir = ctx.run_dir / "trials" / trial.key
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            _write_trial_inputs(ctx, trial, trial_dir)
+            if progress:
+                progress(_progress_line(index, total, trial, walls))
+            row = executor.run(trial, trial_dir)
+            row = _complete_row(ctx, trial, index, row)
+            results.write_result(trial_dir, row)
+            current = None
+            walls.append(row["wall_s"])
+            if row["status"] == "ok":
+                finished[trial.key] = row
+                consecutive = 0
+            else:
+                consecutive += 1
+                if progress:
+                    progress(f"  trial {trial.key} failed: {row['error']}")
+                if consecutive >= ctx.spec.settings.max_consecutive_failures:
+                    stopped = (
+                        f"stopped after {consecutive} failed trials in a row "
+                        f"(settings.max_consecutive_failures); last error: {row['error']}"
+                    )
+                    break
+    except (KeyboardInterrupt, Interrupted) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        executor.close()
+        if current is not None:
+            trial_dir = ctx.run_dir / "trials" / current.key
+            row = {"status": "interrupted", "error": f"interrupted by signal {int(signum)}", "wall_s": float("nan")}
+            results.write_result(trial_dir, _complete_row(ctx, current, index, row))
+        results.write_tables(ctx.run_dir)
+        raise Interrupted(int(signum)) from None
+    finally:
+        executor.close()
+        restore()
+    rows = results.write_tables(ctx.run_dir)
+    return SweepOutcome(ctx.run_dir, rows, stopped)
+
+
+def _complete_row(ctx: SweepContext, trial: Trial, index: int, row: dict) -> dict:
+    out = {
+        "sweep": ctx.spec.name,
+        "run_id": ctx.run_id,
+        "seq": index,
+        "trial_id": trial.trial_id,
+        "repeat": trial.repeat,
+        "group_id": trial.group_id,
+        **trial.params(),
+    }
+    out.update(row)
+    out.setdefault("error", "")
+    return out
+
+
+def _write_trial_inputs(ctx: SweepContext, trial: Trial, trial_dir: Path) -> None:
+    from .render import PLACEHOLDER_PORTS
+
+    config = render_config(trial, PLACEHOLDER_PORTS, ctx.model_store, host=ctx.spec.settings.host)
+    (trial_dir / "config.properties").write_text(config)
+    (trial_dir / "env.json").write_text(json.dumps(render_env(trial), indent=2))
+
+
+def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> str:
+    pct = 100.0 * (index - 1) / max(total, 1)
+    eta = ""
+    if walls:
+        remaining = (total - index + 1) * (sum(walls) / len(walls))
+        eta = f" ETA {int(remaining // 60)}m{int(remaining % 60):02d}s"
+    load = f"c={trial.load.concurrency}" if trial.load.mode == "closed" else f"rate={trial.load.rate_rps:g}/s"
+    m = trial.model
+    what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms workers={m.min_workers} {trial.load.mode} {load}"
+    if trial.server or trial.env:
+        what += " " + " ".join(f"{k}={v}" for k, v in (*trial.server, *trial.env))
+    bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
+    return f"[{bar}] {index}/{total} {pct:3.0f}%{eta}  {what} (r{trial.repeat})"
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

@@ -1,0 +1,382 @@
+"""The TorchServe process: start, wait until ready, keep tokens fresh, stop, logs.
+
+`TorchServe` is a context manager. Each instance gets its own working directory, TMPDIR
+(TorchServe's pid file lives there), log directory and free loopback ports, and runs
+`torchserve --foreground` as the leader of a new process session. Stopping signals the
+whole process group, so the JVM and every backend worker go, even after the wrapper or
+the JVM died; then it waits until the ports are free again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import psutil
+
+from .errors import EnvironmentProblem, ServerError, ServerNotReady
+from .render import Ports
+
+LOG_FILES = ("stdout.log", "ts_log.log", "model_log.log")
+STOP_GRACE_S = 8.0
+PORT_FREE_TIMEOUT_S = 10.0
+
+
+def check_java() -> str:
+    """The `java -version` line; EnvironmentProblem if Java 11+ is missing."""
+    java = shutil.which("java")
+    install = "install a JDK 11+ (Debian: apt-get install openjdk-17-jre-headless)"
+    if java is None:
+        raise EnvironmentProblem(f"java not found on PATH: TorchServe needs Java 11 or newer; {install}")
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EnvironmentProblem(f"cannot run {java}: {exc}; {install}") from None
+    line = (out.stderr or out.stdout).splitlines()[0] if (out.stderr or out.stdout) else ""
+    try:
+        version = line.split('"')[1]
+        major = int(version.split(".")[0] if not version.startswith("1.") else version.split(".")[1])
+    except (IndexError, ValueError):
+        raise EnvironmentProblem(f"cannot read the Java version from {line!r}; {install}") from None
+    if major < 11:
+        raise EnvironmentProblem(f"Java {version} is too old: TorchServe needs Java 11 or newer; {install}")
+    return line
+
+
+def torchserve_executable() -> str:
+    candidate = Path(sys.executable).parent / "torchserve"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("torchserve")
+    if found is None:
+        raise EnvironmentProblem("torchserve not found: install the package (make sweep does it)")
+    return found
+
+
+def port_is_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(host: str, n: int = 3) -> list[int]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass(frozen=True)
+class Keys:
+    inference: str
+    management: str
+    api: str
+    expires_at: float  # earliest expiry of the inference/management keys, epoch seconds
+
+
+def _parse_expiry(text: str) -> float:
+    # "2026-11-24T05:45:57.659885323Z": Python wants at most microseconds
+    head, _, frac = text.rstrip("Z").partition(".")
+    stamp = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    return stamp.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def read_keys(path: Path) -> Keys:
+    data = json.loads(path.read_text())
+    return Keys(
+        inference=data["inference"]["key"],
+        management=data["management"]["key"],
+        api=data["API"]["key"],
+        expires_at=min(
+            _parse_expiry(data["inference"]["expiration time"]),
+            _parse_expiry(data["management"]["expiration time"]),
+        ),
+    )
+
+
+class TorchServe:
+    """One TorchServe instance owned by this process. Use as a context manager."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        render: "callable",  # (Ports) -> config.properties text
+        env: dict[str, str],
+        model_store: Path,
+        host: str = "127.0.0.1",
+        ready_timeout_s: float = 60.0,
+        cpu_affinity: tuple[int, ...] | None = None,
+        token_auth: bool = True,
+    ):
+        self.workdir = Path(workdir)
+        self._render = render
+        self.env = dict(env)
+        self.model_store = Path(model_store)
+        self.host = host
+        self.ready_timeout_s = ready_timeout_s
+        self.cpu_affinity = cpu_affinity
+        self.token_auth = token_auth
+        self.ports: Ports | None = None
+        self.keys: Keys | None = None
+        self._proc: subprocess.Popen | None = None
+        self._pgid: int | None = None
+        self._seen_pids: set[int] = set()
+
+    # --- addresses and credentials ---------------------------------------------------
+
+    def _url(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    @property
+    def inference_url(self) -> str:
+        return self._url(self.ports.inference)
+
+    @property
+    def management_url(self) -> str:
+        return self._url(self.ports.management)
+
+    @property
+    def metrics_url(self) -> str:
+        return self._url(self.ports.metrics)
+
+    def headers(self, api: str) -> dict[str, str]:
+        """Authorization header for 'inference' or 'management' (empty without token auth)."""
+        if not self.token_auth:
+            return {}
+        if self.keys is None:
+            raise ServerError("token keys not read yet: the server is not ready")
+        return {"Authorization": f"Bearer {getattr(self.keys, api)}"}
+
+    @property
+    def root_pid(self) -> int:
+        """The `torchserve --foreground` wrapper: parent of the JVM, grandparent of workers."""
+        if self._proc is None:
+            raise ServerError("server not started")
+        return self._proc.pid
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> "TorchServe":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise ServerError("server already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        ports = free_ports(self.host, 3)
+        self.ports = Ports(*ports)
+        busy = [p for p in ports if not port_is_free(self.host, p)]
+        if busy:
+            raise EnvironmentProblem(f"port {busy[0]} on {self.host} is already in use")
+        config = self.workdir / "config.properties"
+        config.write_text(self._render(self.ports))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "MKL_", "OMP_"))}
+        env.update(self.env)
+        env.update(
+            TMPDIR=str(self.workdir / "tmp"),
+            LOG_LOCATION=str(self.log_dir),
+            METRICS_LOCATION=str(self.log_dir),
+        )
+        cmd = [
+            torchserve_executable(),
+            "--foreground",
+            "--ncs",
+            "--ts-config",
+            str(config),
+            "--model-store",
+            str(self.model_store),
+        ]
+        affinity = self.cpu_affinity
+        stdout = open(self.log_dir / "stdout.log", "ab")
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, affinity)) if affinity else None,
+            )
+        finally:
+            stdout.close()
+        self._pgid = self._proc.pid  # session leader: pgid == pid
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        key_file = self.workdir / "key_file.json"
+        last = "no answer"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    raise ServerError(
+                        f"torchserve exited with code {self._proc.returncode} before it was ready",
+                        self.log_tail(),
+                    )
+                if self.token_auth:
+                    if not key_file.exists():
+                        time.sleep(0.1)
+                        continue
+                    try:
+                        self.keys = read_keys(key_file)
+                    except (ValueError, KeyError):
+                        time.sleep(0.1)  # being written
+                        continue
+                try:
+                    r = client.get(self.inference_url + "/ping", headers=self.headers("inference"))
+                    if r.status_code == 200 and r.json().get("status") == "Healthy":
+                        self._snapshot_pids()
+                        return
+                    last = f"HTTP {r.status_code} {r.text.strip()[:80]}"
+                except (httpx.HTTPError, ValueError) as exc:
+                    last = type(exc).__name__
+                time.sleep(0.1)
+        raise ServerNotReady(
+            f"torchserve not ready within {self.ready_timeout_s:g} s (last /ping: {last})", self.log_tail()
+        )
+
+    def refresh_tokens(self, min_valid_s: float) -> None:
+        """Regenerate the keys that expire within `min_valid_s` (TorchServe's default is 60 min)."""
+        if not self.token_auth or self.keys is None:
+            return
+        if self.keys.expires_at - time.time() > min_valid_s:
+            return
+        with httpx.Client(timeout=10.0) as client:
+            for kind in ("management", "inference"):
+                r = client.put(
+                    f"{self.management_url}/token",
+                    params={"type": kind},
+                    headers={"Authorization": f"Bearer {self.keys.api}"},
+                )
+                if r.status_code != 200:
+                    raise ServerError(f"token refresh for {kind} failed: HTTP {r.status_code}")
+        self.keys = read_keys(self.workdir / "key_file.json")
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and self.frontend_pid() is not None
+
+    def _snapshot_pids(self) -> None:
+        for p in self.processes():
+            self._seen_pids.add(p.pid)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of this server's session: wrapper, JVM, backend workers."""
+        if self._pgid is None:
+            return []
+        out = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getsid(p.pid) == self._pgid:
+                    out.append(p)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+        return out
+
+    def frontend_pid(self) -> int | None:
+        for p in self.processes():
+            try:
+                if "org.pytorch.serve.ModelServer" in " ".join(p.cmdline()):
+                    return p.pid
+            except psutil.Error:
+                continue
+        return None
+
+    def stop(self) -> None:
+        """Stop the JVM and every worker; idempotent; safe after a crash of the server."""
+        if self._proc is None:
+            return
+        procs = self.processes()
+        self._seen_pids.update(p.pid for p in procs)
+        try:
+            os.killpg(self._pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _gone, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
+        for p in alive + self.processes():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(self._pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        psutil.wait_procs(self.processes(), timeout=5.0)
+        try:
+            self._proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        if self.ports is not None:
+            deadline = time.monotonic() + PORT_FREE_TIMEOUT_S
+            ports = (self.ports.inference, self.ports.management, self.ports.metrics)
+            while time.monotonic() < deadline and not all(port_is_free(self.host, p) for p in ports):
+                time.sleep(0.05)
+        self._proc = None
+
+    @property
+    def seen_pids(self) -> frozenset[int]:
+        """Every pid this server was seen with (for tests that check nothing is left)."""
+        return frozenset(self._seen_pids)
+
+    def note_pids(self) -> None:
+        self._snapshot_pids()
+
+    def log_tail(self, lines: int = 40) -> str:
+        parts = []
+        for name in LOG_FILES:
+            path = self.log_dir / name
+            if path.exists():
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+                if text:
+                    parts.append(f"--- {name}\n" + "\n".join(text))
+        return redact("\n".join(parts), self.keys)
+
+
+def redact(text: str, keys: Keys | None) -> str:
+    """Remove token keys from text the sweeper writes (logs can echo them)."""
+    if keys is None:
+        return text
+    for k in (keys.inference, keys.management, keys.api):
+        if k:
+            text = text.replace(k, "<redacted>")
+    return text
