@@ -1,0 +1,60 @@
+# torchserve-sweeper: `make sweep SWEEP=batching` runs a sweep, `make test` runs the tests.
+# Both create the virtual environment, install the package and build the model archives.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+SWEEP      ?= batching
+ARGS       ?=
+PYTEST_ARGS ?=
+
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: sweep test plan report setup archives check-java check-python browser clean help
+
+help:
+	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
+	@echo "make plan SWEEP=batching    list the trials and render every config, start nothing"
+	@echo "make test                   run the test suite (unit + end-to-end with TorchServe)"
+
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.10+ (with venv)" >&2; exit 2; }
+	@$(PYTHON) -c 'import sys, venv; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || \
+	  { echo "error: $(PYTHON) must be Python 3.10+ with the venv module (Debian: apt-get install python3-venv)" >&2; exit 2; }
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "error: java not found: TorchServe needs Java 11 or newer (Debian: apt-get install openjdk-17-jre-headless)" >&2; exit 2; }
+
+$(STAMP): pyproject.toml | check-python
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+setup: $(STAMP)
+
+archives: $(STAMP)
+	$(BIN)/python -m sweeper.archive --model-store model_store
+
+sweep: check-java archives
+	$(BIN)/sweeper run $(SWEEP) $(ARGS)
+
+plan: $(STAMP)
+	$(BIN)/sweeper plan $(SWEEP) $(ARGS)
+
+# Headless Chromium for the report's browser test (Debian's package; needs root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (Debian package) for the report's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	      echo "warning: could not install chromium; the browser test will be skipped (or fail under CI)" >&2; \
+	  else echo "note: chromium not found; the report's browser test will be skipped (apt-get install chromium)" >&2; fi; }
+
+test: check-java archives browser
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) model_store/*.mar build *.egg-info
