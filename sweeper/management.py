@@ -9,8 +9,18 @@ from .plan import ModelParams
 from .server import TorchServe
 
 
-def _client(server: TorchServe, timeout_s: float) -> httpx.Client:
-    return httpx.Client(base_url=server.management_url, headers=server.headers("management"), timeout=timeout_s)
+class _Client(httpx.Client):
+    """httpx.Client whose transport errors become ManagementError (a failed trial, not a crash)."""
+
+    def request(self, method, url, **kwargs):  # type: ignore[override]
+        try:
+            return super().request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ManagementError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+
+
+def _client(server: TorchServe, timeout_s: float) -> _Client:
+    return _Client(base_url=server.management_url, headers=server.headers("management"), timeout=timeout_s)
 
 
 def _check(r: httpx.Response, what: str) -> None:

@@ -2,6 +2,8 @@
 
 ts_inference_latency_microseconds and ts_queue_latency_microseconds are counters of
 cumulative microseconds; a trial's mean is (after - before) / (requests after - before).
+A figure that cannot be known (no requests, a series missing from the second scrape, a
+counter that went backwards because the server restarted) is NaN, never 0 or negative.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ import math
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from .errors import ServerError
+
+from .errors import ServerError
 
 Scrape = dict[tuple[str, frozenset], float]
 
@@ -29,8 +35,11 @@ def parse(text: str) -> Scrape:
 
 
 def scrape(metrics_url: str, timeout_s: float = 5.0) -> Scrape:
-    r = httpx.get(metrics_url + "/metrics", timeout=timeout_s)
-    r.raise_for_status()
+    try:
+        r = httpx.get(metrics_url + "/metrics", timeout=timeout_s)
+        r.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ServerError(f"scraping {metrics_url}/metrics failed: {type(exc).__name__}: {exc}") from None
     return parse(r.text)
 
 

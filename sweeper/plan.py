@@ -99,6 +99,18 @@ def _load_profiles(spec: SweepSpec) -> list[LoadProfile]:
     return profiles
 
 
+def count_trials(spec: SweepSpec) -> int:
+    """Distinct trials (without repeats) that `expand` would produce, without building them:
+    lets a caller refuse a huge grid before spending memory on it."""
+    n = len(_load_profiles(spec))
+    model_fields = spec.model.model_dump()
+    model_fields.pop("name")
+    for mapping in (spec.server.model_dump(), dict(spec.env), model_fields):
+        for axis in _axes(mapping):
+            n *= len(axis)
+    return n
+
+
 def expand(spec: SweepSpec) -> list[Trial]:
     server_combos = _product(spec.server.model_dump())
     env_combos = _product(dict(spec.env))
@@ -108,6 +120,7 @@ def expand(spec: SweepSpec) -> list[Trial]:
     loads = _load_profiles(spec)
 
     trials: list[Trial] = []
+    seen: set[str] = set()
     for server, env in itertools.product(server_combos, env_combos):
         server_t = tuple(sorted(server.items()))
         # a joined key "A+B" sets A and B to the same value (one axis, not two)
@@ -124,6 +137,10 @@ def expand(spec: SweepSpec) -> list[Trial]:
             )
             for load in loads:
                 trial_id = _digest({"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(model), "load": asdict(load)})
+                if trial_id in seen:
+                    # sweeper.spec rejects duplicate axis values and load profiles
+                    raise ValueError(f"two trials share the parameters of trial {trial_id}")
+                seen.add(trial_id)
                 for r in range(spec.settings.repeats):
                     trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id))
     return trials

@@ -145,6 +145,7 @@ class LocalExecutor:
         )
         if spec.settings.warmup_s > 0:
             run_load(target, _warmup_profile(trial.load, spec.settings.warmup_s))
+        server.note_pids()
         workers_before = _worker_pids(server)
         before = metrics.scrape(server.metrics_url)
         sampler = probe.Probe(server.root_pid, spec.settings.probe_interval_s).start()

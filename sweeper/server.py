@@ -16,8 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -143,6 +144,7 @@ class TorchServe:
         self._proc: subprocess.Popen | None = None
         self._pgid: int | None = None
         self._seen_pids: set[int] = set()
+        self._tmp: Path | None = None
 
     # --- addresses and credentials ---------------------------------------------------
 
@@ -198,9 +200,8 @@ class TorchServe:
         if self._proc is not None:
             raise ServerError("server already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "tmp").mkdir(exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        ports = free_ports(self.host, 3)
+        ports = free_ports(self.host, 5)
         self.ports = Ports(*ports)
         busy = [p for p in ports if not port_is_free(self.host, p)]
         if busy:
@@ -209,8 +210,14 @@ class TorchServe:
         config.write_text(self._render(self.ports))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "MKL_", "OMP_"))}
         env.update(self.env)
+        # A private temp dir: TorchServe's pid file goes to TMPDIR, and the wrapper passes
+        # TEMP to the JVM as java.io.tmpdir, where the workers' unix sockets live
+        # (/tmp/.ts.sock.9000 otherwise, shared by every instance). Short, because a unix
+        # socket path is limited to 108 bytes.
+        self._tmp = Path(tempfile.mkdtemp(prefix="sweeper-ts-"))
         env.update(
-            TMPDIR=str(self.workdir / "tmp"),
+            TMPDIR=str(self._tmp),
+            TEMP=str(self._tmp),
             LOG_LOCATION=str(self.log_dir),
             METRICS_LOCATION=str(self.log_dir),
         )
@@ -282,11 +289,14 @@ class TorchServe:
             return
         with httpx.Client(timeout=10.0) as client:
             for kind in ("management", "inference"):
-                r = client.put(
-                    f"{self.management_url}/token",
-                    params={"type": kind},
-                    headers={"Authorization": f"Bearer {self.keys.api}"},
-                )
+                try:
+                    r = client.put(
+                        f"{self.management_url}/token",
+                        params={"type": kind},
+                        headers={"Authorization": f"Bearer {self.keys.api}"},
+                    )
+                except httpx.HTTPError as exc:
+                    raise ServerError(f"token refresh for {kind} failed: {type(exc).__name__}: {exc}") from None
                 if r.status_code != 200:
                     raise ServerError(f"token refresh for {kind} failed: HTTP {r.status_code}")
         self.keys = read_keys(self.workdir / "key_file.json")
@@ -348,10 +358,15 @@ class TorchServe:
             self._proc.wait()
         if self.ports is not None:
             deadline = time.monotonic() + PORT_FREE_TIMEOUT_S
-            ports = (self.ports.inference, self.ports.management, self.ports.metrics)
+            ports = astuple(self.ports)
             while time.monotonic() < deadline and not all(port_is_free(self.host, p) for p in ports):
                 time.sleep(0.05)
         self._proc = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        # for tests and post-mortems: every pid this server had, all stopped by now
+        (self.workdir / "pids.json").write_text(json.dumps(sorted(self._seen_pids)))
 
     @property
     def seen_pids(self) -> frozenset[int]:

@@ -12,7 +12,8 @@ written relative to the machine: `cores`, `2*cores`, `cores/2` (resolved when lo
               {mode: open, rate_rps: [100, 400], duration_s: 10}]
     settings: {repeats: 2, warmup_s: 2, ready_timeout_s: 60, slo_p99_ms: 100}
 
-Every error becomes a SpecError naming the file, the key path and the rule.
+Every error becomes one SpecError naming the file, the key path, the rule and the value:
+`sweeps/x.yaml: model.batch_size[2]: must be >= 1, got 0`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -36,18 +39,38 @@ from pydantic import (
 
 from .errors import SpecError
 
-# Values that end up in config.properties or an environment: no line breaks, no '=',
-# no ':' or '\\' (Java properties separators/escapes), no '#'/'!' comments.
-SAFE_TEXT = r"^[A-Za-z0-9_.,/+@%\- ]*$"
+# vmargs reach config.properties; TorchServe's launcher reads that line with a plain
+# split on the first '=' and passes the value through str.split() to java. So ':' and
+# '=' inside the value are harmless and needed (-XX:+UseG1GC, -Dkey=value); a line
+# break, '\\' (escape / line continuation) or '#'/'!' (comments) are not allowed.
+# Environment values never enter config.properties (they go to the process
+# environment), and thread-tuning values need ':' and '=' too
+# (KMP_AFFINITY=granularity=fine,compact,1,0).
+SAFE_TEXT = r"^[A-Za-z0-9_.,/+@%:= -]*$"
 SafeText = Annotated[str, StringConstraints(pattern=SAFE_TEXT, max_length=200)]
 # "OMP_NUM_THREADS+MKL_NUM_THREADS" is one axis that sets both variables to each value.
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*(\+[A-Z_][A-Z0-9_]*)*$", max_length=200)]
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*(\+[A-Z_][A-Z0-9_]*)*$"
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=200)]
+MODEL_NAME = r"^[a-z][a-z0-9_]*$"
+SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A path for config.properties: render escapes '\\' and non-ASCII; line breaks and
+# control characters are never a path anyone meant.
+STORE_PATH = r"^[^\x00-\x1f\x7f]+$"
 
-_RELATIVE = re.compile(r"^\s*(?:(\d+)\s*\*\s*)?cores\s*(?:/\s*(\d+))?\s*$")
+# Variables the sweeper sets itself for every server (sweeper.server); TS_CONFIG_FILE
+# would make TorchServe ignore the rendered config.properties.
+RESERVED_ENV = frozenset({"TS_CONFIG_FILE", "TMPDIR", "TEMP", "LOG_LOCATION", "METRICS_LOCATION"})
 
-PosInt = Annotated[int, Field(ge=1, strict=True)]
-NonNegInt = Annotated[int, Field(ge=0, strict=True)]
-PosFloat = Annotated[float, Field(gt=0, strict=True)]
+JAVA_INT_MAX = 2**31 - 1  # TorchServe parses these counts as Java ints
+PosInt = Annotated[int, Field(ge=1, le=JAVA_INT_MAX, strict=True)]
+NonNegInt = Annotated[int, Field(ge=0, le=JAVA_INT_MAX, strict=True)]
+PosFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+
+# cores, 2*cores, cores*2, cores/2, 3*cores/2 (small numbers: no 5000-digit ints)
+_RELATIVE = re.compile(r"^\s*(?:(\d{1,6})\s*\*\s*)?cores(?:\s*\*\s*(\d{1,6}))?(?:\s*/\s*(\d{1,6}))?\s*$")
+_LOOKS_RELATIVE = re.compile(r"\*|\bcores\b", re.IGNORECASE)
+RELATIVE_FORMS = "cores, 2*cores or cores/2"
 
 
 def machine_cores() -> int:
@@ -58,49 +81,164 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+def machine_cpus() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
 def resolve_count(value: Any, cores: int) -> Any:
-    """`2*cores` -> 2*cores, `cores/2` -> max(1, cores//2); anything else unchanged."""
+    """`2*cores` -> 2*cores, `cores/2` -> max(1, cores//2); anything else unchanged.
+
+    Raises ValueError for a zero multiplier or divisor.
+    """
     if isinstance(value, str):
         m = _RELATIVE.match(value)
         if m:
-            mul = int(m.group(1) or 1)
-            div = int(m.group(2) or 1)
-            if div == 0:
-                raise ValueError("division by zero in a machine-relative value")
+            mul = int(m.group(1) or 1) * int(m.group(2) or 1)
+            div = int(m.group(3) or 1)
+            if mul == 0 or div == 0:
+                raise ValueError(f"a machine-relative count needs factors >= 1, got {value!r}")
             return max(1, (mul * cores) // div)
     return value
 
 
-def _axis(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+# --- value display -------------------------------------------------------------------------
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A short, single-line rendering of a value as the user wrote it (YAML spelling)."""
+    text = _show(value, 3)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _show(value: Any, depth: int) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        text = str(value) if value.bit_length() < 200 else "a very large integer"
+        return text
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:80])
+    if isinstance(value, (list, dict)):
+        if depth <= 0:
+            return "[...]" if isinstance(value, list) else "{...}"
+        items = list(value.items())[:4] if isinstance(value, dict) else list(value)[:4]
+        if isinstance(value, dict):
+            inner = ", ".join(f"{_show(k, 0)}: {_show(v, depth - 1)}" for k, v in items)
+            more = ", ..." if len(value) > 4 else ""
+            return "{" + inner + more + "}"
+        inner = ", ".join(_show(v, depth - 1) for v in items)
+        return "[" + inner + (", ..." if len(value) > 4 else "") + "]"
+    return f"a {type(value).__name__}"
+
+
+def _kind(value: Any) -> str:
+    """'a list', 'a string', ... for messages about the top level."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "an integer", float: "a number", str: "a string", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
+# --- schema ----------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
+    """Unknown keys forbidden; list-valued fields in `_lists` are checked as axes.
+
+    `_lists`: fields where a list is allowed (non-empty, no duplicate values);
+    `_relative`: fields that accept machine-relative counts (`2*cores`).
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _lists: ClassVar[tuple[str, ...]] = ()
+    _relative: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
-    def _no_empty_axes(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key, value in data.items():
-                if isinstance(value, list) and not value:
-                    raise ValueError(f"{key}: an axis must have at least one value")
-        return data
+    def _prepare_lists(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        cores = machine_cores() if cls._relative else 0
+        for key in cls._lists:
+            if key not in data:
+                continue
+            value = data[key]
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{key}: must not be empty (give at least one value)")
+            if key in cls._relative:
+                out[key] = _resolve_axis(key, value, cores, text_ok=False)
+        return out
+
+    @model_validator(mode="after")
+    def _distinct_lists(self) -> Any:
+        for key in self._lists:
+            value = getattr(self, key)
+            if isinstance(value, list):
+                _check_distinct(key, value)
+        return self
 
 
-def _unique(values: list, key: str) -> list:
-    seen = []
-    for v in values:
-        if v in seen:
-            raise ValueError(f"{key}: duplicate value {v!r} in axis")
-        seen.append(v)
-    return values
+def _resolve_one(key: str, value: Any, cores: int, text_ok: bool) -> tuple[Any, bool]:
+    """(resolved value, whether it was machine-relative)."""
+    if not isinstance(value, str):
+        return value, False
+    if _RELATIVE.match(value):
+        try:
+            return resolve_count(value, cores), True
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    if not text_ok or _LOOKS_RELATIVE.search(value):
+        what = "an integer or a machine-relative count" if not text_ok else "a machine-relative count"
+        raise ValueError(f"{key}: must be {what} ({RELATIVE_FORMS}), got {show(value)}")
+    return value, False
+
+
+def _resolve_axis(key: str, value: Any, cores: int, text_ok: bool) -> Any:
+    """Resolve `cores` forms. Values that only coincide because of the machine's core count
+    (`[1, cores]` on one core) collapse into one; literal duplicates are left for
+    `_check_distinct` to report."""
+    if not isinstance(value, list):
+        return _resolve_one(key, value, cores, text_ok)[0]
+    out: list = []
+    relative_of: dict[Any, bool] = {}
+    for i, item in enumerate(value):
+        resolved, relative = _resolve_one(f"{key}[{i}]", item, cores, text_ok)
+        marker = str(resolved) if isinstance(resolved, (int, str)) and not isinstance(resolved, bool) else None
+        if marker is not None and marker in relative_of and (relative or relative_of[marker]):
+            continue
+        if marker is not None:
+            relative_of.setdefault(marker, relative)
+        out.append(resolved)
+    return out
+
+
+def _check_distinct(key: str, values: list, as_text: bool = False) -> None:
+    seen: dict[Any, int] = {}
+    for i, v in enumerate(values):
+        if not isinstance(v, (int, float, str)):
+            continue  # mappings (load profiles) are compared by SweepSpec._distinct_loads
+        marker = str(v) if as_text else v
+        if marker in seen:
+            raise ValueError(f"{key}[{i}]: duplicate of {key}[{seen[marker]}], got {show(v)}")
+        seen[marker] = i
 
 
 class ModelAxes(_Strict):
     """Per-model settings, applied through the management API (no restart)."""
 
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)] = "mlp"
+    _lists = ("batch_size", "max_batch_delay_ms", "min_workers", "max_workers", "response_timeout_s")
+    _relative = ("min_workers", "max_workers")
+
+    name: Annotated[str, StringConstraints(pattern=MODEL_NAME, max_length=40)] = "mlp"
     batch_size: Union[PosInt, list[PosInt]] = 1
     max_batch_delay_ms: Union[NonNegInt, list[NonNegInt]] = 100
     # None: TorchServe's default_workers_per_model decides the initial worker count.
@@ -108,16 +246,30 @@ class ModelAxes(_Strict):
     max_workers: Union[PosInt, list[PosInt], None] = None
     response_timeout_s: Union[PosInt, list[PosInt]] = 120
 
-    @field_validator("batch_size", "max_batch_delay_ms", "min_workers", "max_workers", "response_timeout_s")
-    @classmethod
-    def _axes_unique(cls, v: Any, info: Any) -> Any:
-        if isinstance(v, list):
-            _unique(v, info.field_name)
-        return v
+    @model_validator(mode="after")
+    def _workers_ordered(self) -> "ModelAxes":
+        if self.min_workers is not None and self.max_workers is not None:
+            lo = max(_as_list(self.min_workers))
+            hi = min(_as_list(self.max_workers))
+            if hi < lo:
+                raise ValueError(f"max_workers: must be >= min_workers ({lo}) in every trial, got {hi}")
+        return self
 
 
 class ServerAxes(_Strict):
     """config.properties keys that need a TorchServe restart. None = TorchServe's default."""
+
+    _lists = (
+        "number_of_netty_threads",
+        "netty_client_threads",
+        "default_workers_per_model",
+        "job_queue_size",
+        "max_request_size",
+        "max_response_size",
+        "use_native_io",
+        "vmargs",
+    )
+    _relative = ("number_of_netty_threads", "netty_client_threads", "default_workers_per_model")
 
     number_of_netty_threads: Union[PosInt, list[PosInt], None] = None
     netty_client_threads: Union[PosInt, list[PosInt], None] = None
@@ -128,20 +280,21 @@ class ServerAxes(_Strict):
     use_native_io: Union[bool, list[bool], None] = None
     vmargs: Union[SafeText, list[SafeText], None] = None
 
-    @model_validator(mode="before")
+    @field_validator("use_native_io", mode="before")
     @classmethod
-    def _relative(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            cores = machine_cores()
-            for key in ("number_of_netty_threads", "netty_client_threads", "default_workers_per_model"):
-                if key in data:
-                    v = data[key]
-                    data = {**data, key: [resolve_count(x, cores) for x in v] if isinstance(v, list) else resolve_count(v, cores)}
-        return data
+    def _strict_bool(cls, v: Any) -> Any:
+        # pydantic would take "yes", 1, "on" for a bool; a sweep file says true or false
+        for i, item in enumerate(_as_list(v)):
+            if item is not None and not isinstance(item, bool):
+                where = f"[{i}]: " if isinstance(v, list) else ""
+                raise ValueError(f"{where}must be true or false, got {show(item)}")
+        return v
 
 
 class LoadAxes(_Strict):
     """One load profile; list-valued concurrency / rate_rps are axes."""
+
+    _lists = ("concurrency", "rate_rps")
 
     mode: Literal["closed", "open"]
     concurrency: Union[PosInt, list[PosInt], None] = None
@@ -157,137 +310,360 @@ class LoadAxes(_Strict):
             if self.concurrency is None:
                 raise ValueError("concurrency: required for mode closed")
             if self.rate_rps is not None:
-                raise ValueError("rate_rps: only for mode open")
+                raise ValueError("rate_rps: only for mode open (closed loop keeps concurrency requests in flight)")
             if (self.duration_s is None) == (self.requests is None):
-                raise ValueError("duration_s: give exactly one of duration_s or requests for mode closed")
+                both = "both were given" if self.duration_s is not None else "neither was given"
+                raise ValueError(f"duration_s: give exactly one of duration_s or requests for mode closed, {both}")
         else:
             if self.rate_rps is None:
                 raise ValueError("rate_rps: required for mode open")
             if self.concurrency is not None:
-                raise ValueError("concurrency: only for mode closed")
+                raise ValueError("concurrency: only for mode closed (open loop sends at rate_rps)")
             if self.requests is not None:
                 raise ValueError("requests: only for mode closed (open loop runs for duration_s)")
             if self.duration_s is None:
                 raise ValueError("duration_s: required for mode open")
         return self
 
+    def profiles(self) -> list[tuple]:
+        """The profile tuples this entry expands to (for duplicate detection)."""
+        return [
+            (self.mode, c, r, self.duration_s, self.requests, self.processes, self.timeout_s)
+            for c in _as_list(self.concurrency)
+            for r in _as_list(self.rate_rps)
+        ]
+
 
 class Settings(_Strict):
+    _lists = ("client_cpus", "server_cpus")
+
     repeats: PosInt = 1
-    warmup_s: Annotated[float, Field(ge=0, strict=True)] = 2.0
+    warmup_s: NonNegFloat = 2.0
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None
     max_trials: PosInt = 200  # a larger grid needs --yes
     probe_interval_s: PosFloat = 0.25
-    host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
-    model_store: Union[str, None] = None  # directory of .mar files; default: the project's
+    # TorchServe's address pattern has no room for an IPv6 literal: IPv4 or a host name only
+    host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
+    # directory of .mar files; default: the project's. Relative: to the sweep file.
+    model_store: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
     client_cpus: Union[list[NonNegInt], None] = None
     server_cpus: Union[list[NonNegInt], None] = None
 
+    @model_validator(mode="after")
+    def _cpus_exist(self) -> "Settings":
+        available = machine_cpus()
+        for key in ("client_cpus", "server_cpus"):
+            for i, cpu in enumerate(getattr(self, key) or []):
+                if cpu not in available:
+                    raise ValueError(f"{key}[{i}]: must be a CPU this process may use ({_ranges(available)}), got {cpu}")
+        return self
+
+
+EnvValue = Union[SafeText, StrictInt]
+
 
 class SweepSpec(_Strict):
-    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=80)]
+    _lists = ("load",)
+
+    name: Annotated[str, StringConstraints(pattern=SWEEP_NAME, max_length=80)]
     description: str = ""
     model: ModelAxes = ModelAxes()
     server: ServerAxes = ServerAxes()
-    env: dict[EnvName, Union[SafeText, int, list[Union[SafeText, int]]]] = {}
+    env: dict[EnvName, Union[EnvValue, list[EnvValue]]] = {}
     load: Union[LoadAxes, list[LoadAxes]]
     settings: Settings = Settings()
 
     @field_validator("env", mode="before")
     @classmethod
     def _env_relative(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            cores = machine_cores()
-            out = {}
-            for key, value in v.items():
-                if isinstance(value, list):
-                    if not value:
-                        raise ValueError(f"{key}: an axis must have at least one value")
-                    out[key] = [resolve_count(x, cores) for x in value]
-                else:
-                    out[key] = resolve_count(value, cores)
-            return out
+        if not isinstance(v, dict):
+            return v
+        cores = machine_cores()
+        out = {}
+        for key, value in v.items():
+            if isinstance(value, list) and not value:
+                raise ValueError(f"{_key_text(key)}: must not be empty (give at least one value)")
+            out[key] = _resolve_axis(_key_text(key), value, cores, text_ok=True)
+        return out
+
+    @field_validator("env", mode="after")
+    @classmethod
+    def _env_names(cls, v: dict) -> dict:
+        owner: dict[str, str] = {}
+        for key, value in v.items():
+            for name in key.split("+"):
+                if name in RESERVED_ENV:
+                    raise ValueError(f"{key}: {name} is set by the sweeper itself and cannot be swept")
+                if name in owner:
+                    where = "twice" if owner[name] == key else f"which env.{owner[name]} sets too"
+                    raise ValueError(f"{key}: sets {name} {where} (each variable may appear in one key)")
+                owner[name] = key
+            if isinstance(value, list):
+                # 1 and "1" are the same environment value
+                _check_distinct(key, value, as_text=True)
         return v
+
+    @model_validator(mode="after")
+    def _distinct_loads(self) -> "SweepSpec":
+        seen: dict[tuple, int] = {}
+        for i, axes in enumerate(self.loads):
+            for p in axes.profiles():
+                if p in seen:
+                    where = f"load[{i}]" if isinstance(self.load, list) else "load"
+                    raise ValueError(f"{where}: repeats a load profile of load[{seen[p]}], got {_profile_text(p)}")
+                seen[p] = i
+        return self
 
     @property
     def loads(self) -> list[LoadAxes]:
         return self.load if isinstance(self.load, list) else [self.load]
 
 
-# --- loading and error translation -------------------------------------------------------
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
 
 
-def _loc(loc: tuple) -> str:
+def _profile_text(p: tuple) -> str:
+    mode, concurrency, rate, duration, requests, _, _ = p
+    what = f"concurrency {concurrency}" if mode == "closed" else f"rate_rps {rate:g}"
+    length = f"duration_s {duration:g}" if duration is not None else f"requests {requests}"
+    return f"mode {mode}, {what}, {length}"
+
+
+def _ranges(cpus: set[int]) -> str:
+    out, items = [], sorted(cpus)
+    start = prev = items[0] if items else 0
+    for c in items[1:] + [None]:
+        if c is not None and c == prev + 1:
+            prev = c
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if c is not None:
+            start = prev = c
+    return ",".join(out) if items else "none"
+
+
+# --- error translation ------------------------------------------------------------------
+
+_MISSING = object()
+_SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_+-]{1,80}$")
+# "key: rule" or "key[2]: rule" at the start of our validators' messages
+_PREFIX = re.compile(r"^((?:[A-Za-z_][A-Za-z0-9_+]*)?(?:\[\d+\])*): (.*)$", re.DOTALL)
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "none_required": "null",
+}
+_PATTERN_RULES = {
+    SAFE_TEXT: "may contain only letters, digits, spaces and _ . , / + @ % - : = (no line break, #, !, \\ or quote)",
+    ENV_NAME: "must be an UPPER_CASE variable name such as OMP_NUM_THREADS",
+    MODEL_NAME: "must be a lowercase name such as mlp",
+    SWEEP_NAME: "must start with a letter or digit and contain only letters, digits, _ . -",
+    STORE_PATH: "must be a directory path without line breaks or control characters",
+}
+
+
+def _key_text(part: Any) -> str:
+    if isinstance(part, str) and _SIMPLE_KEY.match(part):
+        return part
+    return show(part, 40)
+
+
+def _join(parts: list[tuple[str, Any]]) -> str:
     out = ""
-    for part in loc:
-        if isinstance(part, int):
+    for kind, part in parts:
+        if kind == "index":
             out += f"[{part}]"
-        elif part in ("list[...]",) or "[" in str(part) or str(part) in ("int", "float", "str", "bool", "none"):
-            continue  # pydantic's union-member markers
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + _key_text(part)
     return out
 
 
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Valid keys at the parent of `loc` (for 'did you mean')."""
-    current: Any = model
-    for part in loc[:-1]:
-        if isinstance(part, int):
+def _walk(data: Any, loc: tuple, missing: bool) -> list[tuple[str, Any]]:
+    """The user's key path of a pydantic location: follows `loc` through the input and
+    drops pydantic's own markers ('list[constrained-int]', 'function-after[...]', ...)."""
+    parts: list[tuple[str, Any]] = []
+    current = data
+    for i, part in enumerate(loc):
+        if isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            parts.append(("index", part))
+            current = current[part]
+        elif isinstance(current, dict) and part in current:
+            parts.append(("key", part))
+            current = current[part]
+        elif isinstance(current, dict) and missing and i == len(loc) - 1:
+            parts.append(("key", part))
+            current = _MISSING
+        # else: a union member's marker; the input does not move
+    return parts
+
+
+def _model_at(parts: list[tuple[str, Any]]) -> type[BaseModel] | None:
+    """The schema class that owns the keys at `parts` (for 'did you mean')."""
+    current: Any = SweepSpec
+    for kind, part in parts:
+        if kind == "index":
             continue
-        field = getattr(current, "model_fields", {}).get(part)
+        field = current.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        for c in candidates:
-            for cc in [c, *getattr(c, "__args__", ())]:
-                if isinstance(cc, type) and issubclass(cc, BaseModel):
-                    current = cc
-                    break
-            else:
-                continue
-            break
-    return list(getattr(current, "model_fields", {}).keys())
+            return None
+        current = _find_model(field.annotation)
+        if current is None:
+            return None
+    return current
 
 
-def _describe(err: dict) -> tuple[str, str]:
-    loc = tuple(err.get("loc", ()))
-    key = _loc(loc)
+def _find_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _find_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(parts: list[tuple[str, Any]]) -> str:
+    name = parts[-1][1] if parts else "?"
+    model = _model_at(parts[:-1])
+    valid = list(model.model_fields) if model is not None else []
+    near = difflib.get_close_matches(str(name).lower(), valid, n=1) if isinstance(name, str) else []
+    if near:
+        return f"unknown key (did you mean '{near[0]}'?)"
+    return f"unknown key (expected one of: {', '.join(valid)})" if valid else "unknown key"
+
+
+def _rule(err: dict) -> str:
     kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        name = str(loc[-1]) if loc else "?"
-        near = difflib.get_close_matches(name, _fields_at(SweepSpec, loc), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        return key, f"unknown key{hint}"
-    msg = err.get("msg", "invalid")
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-        # our validators prefix the sub-key: "concurrency: required ..."
-        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*): (.*)$", msg)
-        if m:
-            key = f"{key}.{m.group(1)}" if key else m.group(1)
+    ctx = err.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be >= {_num(ctx.get('ge'))}"
+    if kind == "greater_than":
+        return f"must be > {_num(ctx.get('gt'))}"
+    if kind == "less_than_equal":
+        return f"must be <= {_num(ctx.get('le'))}"
+    if kind == "less_than":
+        return f"must be < {_num(ctx.get('lt'))}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_RULES.get(ctx.get("pattern"), "has characters that are not allowed")
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "missing":
+        return "required"
+    if kind == "invalid_key":
+        return "keys must be strings"
+    if kind == "list_type":
+        return "must be a list"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]}"
+    msg = str(err.get("msg", "invalid"))
+    return msg[:1].lower() + msg[1:]
+
+
+def _num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _is_type_error(err: dict) -> bool:
+    return err.get("type") in _TYPE_WORDS or err.get("type") == "list_type"
+
+
+def _describe(errors: list[dict], data: Any) -> tuple[str, str]:
+    """The one (key, rule) that reads best among pydantic's errors."""
+    walked = [(e, _walk(data, tuple(e.get("loc", ())), e.get("type") == "missing")) for e in errors]
+    extra = [(e, p) for e, p in walked if e.get("type") == "extra_forbidden"]
+    if extra:
+        return _join(extra[0][1]), _unknown_key(extra[0][1])
+    # A union reports one error per member: the deepest path is where the input went
+    # wrong; at equal depth a broken rule beats "wrong type" from the other member.
+    depth = max(len(p) for _, p in walked)
+    deepest = [(e, p) for e, p in walked if len(p) == depth]
+    ruled = [(e, p) for e, p in deepest if not _is_type_error(e)]
+    err, parts = (ruled or deepest)[0]
+    key = _join(parts)
+    kind = err.get("type")
+
+    if kind == "value_error":
+        error = (err.get("ctx") or {}).get("error")
+        msg = str(error) if error is not None else str(err.get("msg", ""))
+        m = _PREFIX.match(msg)
+        if m and m.group(1):  # our validators name the sub-key: "concurrency: required ..."
+            sub = m.group(1)
+            key = f"{key}{'' if sub.startswith('[') else '.'}{sub}" if key else sub
             msg = m.group(2)
-    got = err.get("input")
-    if kind not in ("missing",) and not isinstance(got, (dict, list)):
-        msg = f"{msg}, got {got!r}"
-    return key, msg
+        return key, msg
+    if kind == "invalid_key":
+        return key, f"keys must be strings, got {show(err.get('input'))}"
+    if kind == "extra_forbidden":
+        return key, _unknown_key(parts)
+    if not ruled:
+        # only type errors: say every shape the field accepts
+        words: list[str] = []
+        has_list = False
+        for e, _ in deepest:
+            if e.get("type") == "list_type":
+                has_list = True
+            else:
+                w = _TYPE_WORDS[e["type"]]
+                if w not in words:
+                    words.append(w)
+        if words and has_list:
+            rule = f"must be {_or(words)} or a list of them"
+        elif words:
+            rule = f"must be {_or(words)}"
+        else:
+            rule = "must be a list"
+    else:
+        rule = _rule(err)
+        if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == ENV_NAME:
+            rule += _env_hint(err.get("input"))
+    if kind == "missing":
+        return key, rule
+    return key, f"{rule}, got {show(err.get('input'))}"
+
+
+def _or(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _env_hint(name: Any) -> str:
+    if not isinstance(name, str):
+        return ""
+    guess = re.sub(r"[^A-Za-z0-9_+]", "_", name.strip()).upper()
+    return f" (did you mean '{guess}'?)" if re.match(ENV_NAME, guess) and guess != name else ""
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def parse_sweep(data: Any, source: str) -> SweepSpec:
+    """Validate a loaded document; every problem becomes one SpecError."""
+    if data is None:
+        raise SpecError(source, "", "the file is empty (a sweep needs at least name and load)")
     if not isinstance(data, dict):
-        raise SpecError(source, "", f"the top level must be a mapping, got {type(data).__name__}")
+        raise SpecError(source, "", f"the top level must be a mapping of keys (name, model, load, ...), got {_kind(data)}")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        # A union reports one error per member; the most specific (longest loc) reads best.
-        errors.sort(key=lambda e: -len(e.get("loc", ())))
-        extra = [e for e in errors if e.get("type") == "extra_forbidden"]
-        key, rule = _describe((extra or errors)[0])
-        raise SpecError(source, key, rule) from None
+        key, rule = _describe(exc.errors(include_url=False), data)
+        raise SpecError(source, _one_line(key), _one_line(rule)) from None
 
 
 def resolve_sweep_path(name_or_path: str, sweeps_dir: Path) -> Path:
@@ -305,18 +681,34 @@ def load_sweep(path: Path | str) -> SweepSpec:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(source, "", f"cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, "", f"cannot read: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(source, "", f"cannot read: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(source, "", f"malformed YAML: {where}{problem}") from None
+        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        raise SpecError(source, "", _one_line(f"malformed YAML: {where}{problem}")) from None
+    except RecursionError:
+        raise SpecError(source, "", "malformed YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        # PyYAML's constructors raise these for e.g. `2020-13-45` (not a date) or a
+        # 5000-digit integer
+        raise SpecError(source, "", _one_line(f"malformed YAML: {str(exc)[:100]}")) from None
     return parse_sweep(data, source)
 
 
-def dump_resolved(spec: SweepSpec) -> str:
-    """The sweep with every default filled in and machine-relative values resolved."""
-    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
+    """The sweep with every default filled in and machine-relative values resolved.
+
+    `model_store`: the directory the run really uses, so that a relative
+    settings.model_store still points there when the dump is read from another place
+    (`sweeper run --resume` reads RUN_DIR/sweep.yaml).
+    """
+    data = spec.model_dump(mode="json")
+    if model_store is not None and data["settings"].get("model_store") is not None:
+        data["settings"]["model_store"] = str(model_store)
+    return yaml.safe_dump(data, sort_keys=False)

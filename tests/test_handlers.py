@@ -256,19 +256,25 @@ def test_torchserve_serves_real_batches_with_the_handler_headers(tmp_path, handl
     for d in (store, work, tmp):
         d.mkdir()
     build_archive("mlp", store)
-    inference, management, metrics = _free_ports(3)
+    inference, management, metrics, grpc_inference, grpc_management = _free_ports(5)
     config = work / "config.properties"
+    # The gRPC servers start too, on 7070/7071 unless told otherwise: with another
+    # TorchServe on the machine the JVM exits right after binding the REST ports.
     config.write_text(
         f"inference_address=http://127.0.0.1:{inference}\n"
         f"management_address=http://127.0.0.1:{management}\n"
         f"metrics_address=http://127.0.0.1:{metrics}\n"
+        f"grpc_inference_port={grpc_inference}\ngrpc_management_port={grpc_management}\n"
         "enable_model_api=true\nmetrics_mode=prometheus\n"
     )
     log = (work / "torchserve.out").open("wb")
     proc = subprocess.Popen(
         [str(torchserve), "--foreground", "--ncs", "--ts-config", str(config), "--model-store", str(store),
          "--disable-token-auth"],
-        cwd=work, env={**os.environ, "TMPDIR": str(tmp)}, stdout=log, stderr=subprocess.STDOUT,
+        # TMPDIR keeps the pid file apart; TEMP becomes the JVM's java.io.tmpdir, where
+        # the worker sockets (.ts.sock.9000, ...) live: by default /tmp, shared with any
+        # other TorchServe on the machine, whose workers would unlink and rebind them.
+        cwd=work, env={**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp)}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -291,6 +297,7 @@ def test_torchserve_serves_real_batches_with_the_handler_headers(tmp_path, handl
             timeout_s=120,
         )
         assert status == 200, body
+        assert f"--sock-name, {tmp}/.ts.sock." in (work / "logs" / "ts_log.log").read_text()
 
         info, handler = MODELS["mlp"], handlers_by_name["mlp"]
         bad_body = b"[1, 2, 3]"
@@ -323,6 +330,7 @@ def test_torchserve_serves_real_batches_with_the_handler_headers(tmp_path, handl
                 else:
                     assert status == 200, answer
                     assert_same_answer(answer, serve(handler, [body])[0][0])
+        print(f"X-Batch-Size seen: {sizes}")  # shown by pytest on failure or with -s
         assert all(1 <= s <= 4 for s in sizes)
         assert max(sizes) > 1, f"no request was batched: {sizes}"
     finally:

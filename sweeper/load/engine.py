@@ -16,6 +16,7 @@ import math
 import os
 import resource
 import signal
+import socket
 import time
 from dataclasses import dataclass
 
@@ -31,9 +32,8 @@ RECONNECT_BACKOFF_S = 0.01
 # Open loop: connections opened before t0, so that the first requests do not pay for
 # connection setup; more are opened on demand while the server falls behind.
 OPEN_LOOP_PREOPEN = 16
-# Open loop: below this remainder the scheduler re-runs itself on the next loop iteration
-# instead of arming a timer (see OpenLoop.tick).
-TIMER_SPIN_S = 0.0001
+# Open loop: the shortest timer the scheduler arms (see OpenLoop.tick).
+TIMER_MIN_WAIT_S = 0.001
 # The watchdog scans for timed-out requests this often (at most; shorter for short timeouts).
 WATCHDOG_INTERVAL_S = 0.1
 
@@ -72,9 +72,11 @@ class _Engine:
 
     async def resolve(self) -> None:
         # Resolve once: a name lookup per reconnect would go through a thread pool.
-        infos = await self.loop.getaddrinfo(
-            self.endpoint.host, self.endpoint.port, type=0, proto=6  # IPPROTO_TCP
-        )
+        host, port = self.endpoint.host, self.endpoint.port
+        try:
+            infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise ConnectionError(f"cannot resolve {host}: {exc}") from None
         self.addr = infos[0][4][:2]
 
     async def connect(self) -> Connection:
@@ -108,7 +110,11 @@ class _Engine:
 
     async def run(self, t0: float) -> None:
         self.done = self.loop.create_future()
-        await asyncio.sleep(max(0.0, t0 - self.clock()))
+        # The loop's timers may fire a millisecond early; spin the last bit so that no
+        # process starts before the common t0 (a send before its schedule would be a lie).
+        await asyncio.sleep(max(0.0, t0 - self.clock() - 0.002))
+        while self.clock() < t0:
+            pass
         watchdog = self.loop.create_task(self._watchdog())
         try:
             self.start(t0)
@@ -224,11 +230,12 @@ class OpenLoop(_Engine):
             i += 1
         self.next_i = i
         if i < count:
+            # uvloop timers fire up to 1 ms early (its clock is in whole milliseconds), and
+            # a delay under 0.5 ms rounds to "now": re-arming for a sub-millisecond
+            # remainder would spin the loop. Waiting at least 1 ms costs up to 1 ms of send
+            # lag instead, which the records show.
             wait = base + i * interval - self.clock()
-            # uvloop timers fire up to 1 ms early (it floors its clock to milliseconds).
-            # Re-arming for the sub-millisecond remainder would spin the loop at full CPU;
-            # spin only for the last TIMER_SPIN_S and otherwise wait at least one tick.
-            self.loop.call_later(wait if wait <= TIMER_SPIN_S else max(wait, 0.001), self.tick)
+            self.loop.call_later(max(wait, TIMER_MIN_WAIT_S), self.tick)
         else:
             self.sending = False
             if self.outstanding == 0:

@@ -33,7 +33,8 @@ from .types import RECORD_DTYPE, LoadProfile, LoadRun, Target
 OPEN_LOOP_MAX_OUTSTANDING = 4096
 READY_TIMEOUT_S = 60.0  # spawn + imports + connecting the warm connections
 START_DELAY_S = 0.05  # between "go" and t0, so every child is asleep before t0
-FINISH_GRACE_S = 30.0  # beyond duration + timeout, before a silent child counts as hung
+FINISH_GRACE_S = 30.0
+WAIT_SLICE_S = 0.2  # beyond duration + timeout, before a silent child counts as hung
 
 
 def split(profile: LoadProfile) -> list[EnginePart]:
@@ -107,13 +108,16 @@ def _collect(pipes, procs, pending: set[int], expect: str, deadline: float | Non
     error report, a child that died, or the deadline."""
     got = {}
     while pending:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        handles = [pipes[k] for k in pending] + [procs[k].sentinel for k in pending]
-        ready = wait(handles, timeout)
-        if not ready:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
             raise LoadError(
                 f"load engine process(es) {sorted(pending)} did not report {expect!r} in time"
             )
+        handles = [pipes[k] for k in pending] + [procs[k].sentinel for k in pending]
+        # Wake up now and then even with nothing to read: a signal handler (Ctrl-C, the
+        # sweeper's SIGTERM handler) runs only when this thread runs Python code.
+        if not wait(handles, WAIT_SLICE_S if left is None else min(left, WAIT_SLICE_S)):
+            continue
         for k in list(pending):
             if pipes[k].poll():
                 try:
@@ -121,6 +125,7 @@ def _collect(pipes, procs, pending: set[int], expect: str, deadline: float | Non
                 except EOFError:
                     msg = None
                 if msg is None:
+                    procs[k].join(1.0)  # a closed pipe means it is exiting: get the code
                     raise LoadError(
                         f"load engine process {k} closed its pipe (exit code {procs[k].exitcode})"
                     )

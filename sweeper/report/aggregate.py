@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 PARAM_PREFIX = "param_"
-LOAD_COLUMNS = ("load_mode", "load_concurrency", "load_rate_rps")
 
 # Metrics aggregated over the ok repeats: (column, statistics).
 _SPREAD = ("mean", "min", "max", "std")

@@ -73,10 +73,6 @@ def load_label(row: Any) -> str:
     return mode
 
 
-def params_label(row: Any, columns: list[str]) -> str:
-    return ", ".join(f"{short_name(c)}={value(_get(row, c))}" for c in columns) or "(single configuration)"
-
-
 def md_cell(text: Any) -> str:
     """Text safe inside a Markdown table cell: no row breaks, no raw HTML."""
     s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")

@@ -1,5 +1,5 @@
-"""The report's plots, as inline SVG strings made with matplotlib (no pyplot, no global
-backend: each figure is a ``matplotlib.figure.Figure`` saved with format="svg").
+"""Which plots the report shows and what goes in them (the figure making itself is in
+``plotkit``). Each plot is an inline SVG string with a name, a title and a caption.
 
 A plot is made only when the data supports it (its x axis takes at least two values);
 otherwise it is skipped with a one-line reason. The number of plots and of lines per plot
@@ -8,17 +8,16 @@ is bounded so a 500-trial run renders in about the same time as a 20-trial one.
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass
 
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from sweeper.errors import SweeperError
 from sweeper.report import fmt
+from sweeper.report import plotkit as kit
 from sweeper.report.aggregate import column, param_columns, varying
 
 TPUT = "client_throughput_rps"
@@ -30,22 +29,13 @@ MAX_LINES = 6  # lines per plot: more is unreadable
 KNEE_FRACTION = 0.95  # served below 95% of the target rate: the server stopped keeping up
 _THREAD_AXIS = re.compile(r"(?i)worker|thread")
 
-_RC = {
-    "svg.fonttype": "none",  # real <text>: small files, and no glyph ids repeated across SVGs
-    "font.size": 9,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
-
-
 @dataclass(frozen=True)
 class Plot:
     name: str  # stable id: data-plot attribute
     title: str
     caption: str
     svg: str
+    notes: tuple[str, ...] = ()  # numbered points of the plot, spelled out under it
 
 
 def make_plots(
@@ -55,6 +45,8 @@ def make_plots(
 ) -> tuple[list[Plot], list[str]]:
     """All plots the data supports, and the reasons for the ones skipped."""
     measured = _measured(trials)
+    if measured.empty:
+        return [], ["no trial was measured"]
     plots: list[Plot] = []
     skipped: list[str] = []
     makers = (
@@ -66,9 +58,11 @@ def make_plots(
         lambda: _pareto(measured, slo_p99_ms),
         lambda: _served_batch(measured),
     )
-    for make in makers:
-        result = make()
-        (plots if isinstance(result, Plot) else skipped).append(result)
+    # Artists read rcParams when they are created, so the style covers the whole drawing.
+    with matplotlib.rc_context(kit.STYLE):
+        for make in makers:
+            result = make()
+            (plots if isinstance(result, Plot) else skipped).append(result)
     return plots, skipped
 
 
@@ -76,53 +70,53 @@ def make_plots(
 
 
 def _throughput_vs_batch(df: pd.DataFrame) -> Plot | str:
-    if len(_levels(df, BATCH)) < 2:
-        return "throughput vs batch size: the batch size does not vary"
-    keys = [c for c in (DELAY, "load_mode") if c in df.columns and df[c].nunique() > 1]
-    # Each point is the best trial at that batch size in its line (over the other
-    # parameters and load levels): the question is what the batch size makes possible.
-    best = df.loc[df.groupby([BATCH, *keys], dropna=False)[f"{TPUT}_mean"].idxmax()]
-    fig, ax = _figure()
-    for label, line in _lines(best, keys, _delay_mode_label):
-        line = line.sort_values(BATCH)
-        ax.errorbar(line[BATCH], line[f"{TPUT}_mean"], yerr=_err(line, TPUT), marker="o", capsize=3, label=label)
+    lines = _batch_lines(df)
+    if not lines:
+        return "throughput vs batch size: no load level was run at two or more batch sizes"
+    fig, ax = kit.figure()
+    for label, rows in lines:
+        # Several trials on one point (other parameters varied): the best one, since the
+        # question is what this batch size makes possible at this load.
+        best = rows.loc[rows.groupby(BATCH)[f"{TPUT}_mean"].idxmax()].sort_values(BATCH)
+        ax.errorbar(best[BATCH], best[f"{TPUT}_mean"], yerr=_err(best, TPUT), marker="o", capsize=3, label=label)
     _batch_axis(ax, df)
     ax.set_ylabel("throughput (req/s)")
     ax.set_ylim(bottom=0)
-    _legend(ax, keys)
     return _plot(
         "throughput_vs_batch",
         "Throughput vs batch size",
-        "Each point is the best trial with that batch size on its line (over the other "
-        "parameters and load levels); bars: min–max over repeats.",
+        "One line per max_batch_delay and load level; where other parameters varied, the "
+        "best trial. Bars: min–max over repeats.",
         fig,
     )
 
 
 def _latency_vs_concurrency(df: pd.DataFrame, slo: float | None) -> Plot | str:
     closed = df[column(df, "load_mode") == "closed"]
-    if len(_levels(closed, "load_concurrency")) < 2:
-        return "latency vs concurrency: no closed-loop load at two or more concurrency levels"
-    fig, ax = _figure()
-    _latency_lines(ax, closed, "load_concurrency")
+    lines = list(_config_lines(closed, "load_concurrency"))
+    if not lines:
+        return "latency vs concurrency: no configuration ran closed-loop at two or more concurrency levels"
+    fig, ax = kit.figure()
+    _latency_lines(ax, lines, "load_concurrency")
+    kit.level_axis(ax, _levels(closed, "load_concurrency"))
     ax.set_xlabel("requests in flight (closed loop)")
-    _log_x_if_wide(ax, closed["load_concurrency"])
-    _slo_line(ax, slo, horizontal=True)
+    kit.slo_line(ax, slo, horizontal=True)
     return _plot(
         "latency_vs_concurrency",
         "Latency vs load (closed loop)",
-        f"p99 (solid, bars min–max over repeats) and p50 (dashed) for the {MAX_LINES} "
-        "configurations with the highest throughput.",
+        f"p99 (solid, bars min–max over repeats) and p50 (dashed), one line per "
+        f"configuration (at most {MAX_LINES}, those with the highest throughput).",
         fig,
     )
 
 
 def _achieved_vs_target(df: pd.DataFrame) -> Plot | str:
     opened = _open(df)
-    if len(_levels(opened, "_target")) < 2:
-        return "achieved vs target rate: no open-loop load at two or more rates"
-    fig, ax = _figure()
-    for i, (label, line) in enumerate(_config_lines(opened, "_target")):
+    lines = list(_config_lines(opened, "_target"))
+    if not lines:
+        return "achieved vs target rate: no configuration ran open-loop at two or more rates"
+    fig, ax = kit.figure()
+    for i, (label, line) in enumerate(lines):
         color = f"C{i}"
         ax.errorbar(line["_target"], line[f"{TPUT}_mean"], yerr=_err(line, TPUT), marker="o", capsize=3, color=color, label=label)
         if line["client_achieved_rate_rps_mean"].notna().any():
@@ -133,7 +127,6 @@ def _achieved_vs_target(df: pd.DataFrame) -> Plot | str:
     ax.set_ylabel("req/s")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
-    _legend(ax, ["x"])
     return _plot(
         "achieved_vs_target",
         "Achieved vs target rate (open loop)",
@@ -145,12 +138,14 @@ def _achieved_vs_target(df: pd.DataFrame) -> Plot | str:
 
 def _latency_vs_rate(df: pd.DataFrame, slo: float | None) -> Plot | str:
     opened = _open(df)
-    if len(_levels(opened, "_target")) < 2:
-        return "latency vs rate: no open-loop load at two or more rates"
-    fig, ax = _figure()
-    knees = _latency_lines(ax, opened, "_target", mark_knee=True)
+    lines = list(_config_lines(opened, "_target"))
+    if not lines:
+        return "latency vs rate: no configuration ran open-loop at two or more rates"
+    fig, ax = kit.figure()
+    knees = _latency_lines(ax, lines, "_target", mark_knee=True)
+    kit.level_axis(ax, _levels(opened, "_target"))
     ax.set_xlabel("target rate (req/s, open loop)")
-    _slo_line(ax, slo, horizontal=True)
+    kit.slo_line(ax, slo, horizontal=True)
     knee_text = "; ".join(f"{label}: {fmt.num(rate)} req/s" for label, rate in knees)
     return _plot(
         "latency_vs_rate",
@@ -182,8 +177,8 @@ def heatmap_axes(df: pd.DataFrame, override: tuple[str, str] | None = None) -> t
     with the most levels. A parameter that moves in lockstep with a chosen one (min and max
     workers, OMP and MKL threads set together) adds nothing and is passed over."""
     if override is not None:
-        missing = [c for c in override if c not in df.columns]
-        if missing or len(set(override)) != 2:
+        bad = [c for c in override if c not in df.columns or not c.startswith("param_")]
+        if bad or len(set(override)) != 2:
             choices = ", ".join(varying(df, param_columns(df))) or "none"
             raise SweeperError(f"heatmap axes {list(override)}: need two distinct param_* columns; varying here: {choices}")
         return override[0], override[1]
@@ -205,7 +200,7 @@ def _heatmap(df: pd.DataFrame, a: str, b: str, value: str, name: str, title: str
     # typical value at that worker/thread combination.
     grid = df.pivot_table(index=b, columns=a, values=value, aggfunc="mean")
     grid = grid.sort_index().sort_index(axis=1)
-    fig, ax = _figure(width=5.2, height=3.8)
+    fig, ax = kit.figure(width=5.2, height=3.8)
     data = grid.to_numpy(dtype=float)
     mesh = ax.pcolormesh(np.ma.masked_invalid(data), cmap=cmap, edgecolors="white", linewidth=0.5)
     ax.grid(False)
@@ -246,7 +241,7 @@ def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
     if len(pts) < 3:
         return "Pareto front: fewer than three trials with both throughput and p99"
     front = pareto_front(pts)
-    fig, ax = _figure()
+    fig, ax = kit.figure()
     rest = pts.drop(front.index)
     bound = rest[column(rest, "client_bound").fillna(False).astype(bool)]
     free = rest.drop(bound.index)
@@ -256,51 +251,57 @@ def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
         ax.errorbar(bound[f"{P99}_mean"], bound[f"{TPUT}_mean"], fmt="o", mfc="none", color="C1", ms=5, label="client-bound trial")
     ax.errorbar(front[f"{P99}_mean"], front[f"{TPUT}_mean"], xerr=_err(front, P99), yerr=_err(front, TPUT),
                 fmt="o-", color="C3", ms=5, capsize=3, label="Pareto front")
-    labels = [c for c in varying(df, param_columns(df))]
-    if len(front) <= 8:
-        for _, r in front.iterrows():
-            text = _shorten(fmt.params_label(r, labels) + " · " + fmt.load_label(r), 40)
-            ax.annotate(text, (r[f"{P99}_mean"], r[f"{TPUT}_mean"]), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    _log_x_if_wide(ax, pts[f"{P99}_mean"])
-    _slo_line(ax, slo, horizontal=False)
+    # Numbers on the front, spelled out in the caption: labels on the points collide.
+    labels = _label_columns(df)
+    named = []
+    if len(front) <= 10:
+        for n, (_, r) in enumerate(front.iterrows(), start=1):
+            ax.annotate(str(n), (r[f"{P99}_mean"], r[f"{TPUT}_mean"]), xytext=(5, -9),
+                        textcoords="offset points", fontsize=8, color="C3")
+            named.append(
+                f"{_label(r, labels)}, {fmt.load_label(r)} "
+                f"({fmt.num(r[f'{TPUT}_mean'])} req/s, p99 {fmt.num(r[f'{P99}_mean'])} ms)"
+            )
+    kit.log_x_if_wide(ax, pts[f"{P99}_mean"])
+    kit.slo_line(ax, slo, horizontal=False)
     ax.set_xlabel("p99 latency (ms)")
     ax.set_ylabel("throughput (req/s)")
-    _legend(ax, ["x"])
     return _plot(
         "pareto",
         "Throughput vs p99 latency (Pareto front)",
-        "Red: trials no other trial beats on both throughput and p99. Bars: min–max over repeats.",
+        "Red: trials no other trial beats on both throughput and p99"
+        + (" (numbered as in the list below)" if named else "")
+        + ". Bars: min–max over repeats.",
         fig,
+        notes=tuple(named),
     )
 
 
 def _served_batch(df: pd.DataFrame) -> Plot | str:
-    if len(_levels(df, BATCH)) < 2:
-        return "served vs configured batch size: the batch size does not vary"
-    if column(df, "client_batch_size_mean_mean").notna().sum() == 0:
-        return "served vs configured batch size: no served batch size measured (X-Batch-Size)"
-    keys = [c for c in (DELAY, "load_mode") if c in df.columns and df[c].nunique() > 1]
     served = "client_batch_size_mean"
-    groups = df.groupby([BATCH, *keys], dropna=False).agg(
-        mean=(f"{served}_mean", "mean"), lo=(f"{served}_min", "min"), hi=(f"{served}_max", "max")
-    ).reset_index()
-    fig, ax = _figure()
-    for label, line in _lines(groups, keys, _delay_mode_label):
-        line = line.sort_values(BATCH)
-        yerr = np.vstack([(line["mean"] - line["lo"]).fillna(0), (line["hi"] - line["mean"]).fillna(0)])
-        ax.errorbar(line[BATCH], line["mean"], yerr=yerr, marker="o", capsize=3, label=label)
-    top = float(df[BATCH].max())
-    ax.plot([1, top], [1, top], color="0.5", lw=0.8, ls="--", label="full batches (y = x)")
+    if column(df, f"{served}_mean").notna().sum() == 0:
+        return "served vs configured batch size: no served batch size measured (X-Batch-Size)"
+    lines = _batch_lines(df[df[f"{served}_mean"].notna()])
+    if not lines:
+        return "served vs configured batch size: no load level was run at two or more batch sizes"
+    fig, ax = kit.figure()
+    for label, rows in lines:
+        g = rows.groupby(BATCH).agg(
+            mean=(f"{served}_mean", "mean"), lo=(f"{served}_min", "min"), hi=(f"{served}_max", "max")
+        )
+        yerr = np.vstack([(g["mean"] - g["lo"]).fillna(0).clip(lower=0), (g["hi"] - g["mean"]).fillna(0).clip(lower=0)])
+        ax.errorbar(g.index, g["mean"], yerr=yerr, marker="o", capsize=3, label=label)
+    levels = _levels(df, BATCH)
+    ax.plot(levels, levels, color="0.5", lw=0.8, ls="--", label="full batches (y = x)")
     _batch_axis(ax, df)
     ax.set_ylabel("served batch size (mean)")
     ax.set_ylim(bottom=0)
-    _legend(ax, ["x"])
     return _plot(
         "served_batch",
         "Served vs configured batch size",
-        "Mean size of the batches requests were served in (X-Batch-Size), over the trials "
-        "on each line; bars: min–max over trials and repeats. Below the diagonal, batches "
-        "left before they were full (max_batch_delay expired).",
+        "Mean size of the batches requests were served in (X-Batch-Size); bars: min–max "
+        "over trials and repeats. Below the diagonal, batches left before they were full "
+        "(max_batch_delay expired first, or fewer requests were waiting).",
         fig,
     )
 
@@ -310,7 +311,7 @@ def _served_batch(df: pd.DataFrame) -> Plot | str:
 
 def _measured(trials: pd.DataFrame) -> pd.DataFrame:
     if trials.empty or f"{TPUT}_mean" not in trials.columns:
-        return trials.iloc[0:0].assign(**{f"{TPUT}_mean": []})
+        return trials.iloc[0:0]
     return trials[(trials["n_ok"] > 0) & trials[f"{TPUT}_mean"].notna()]
 
 
@@ -340,41 +341,42 @@ def _err(df: pd.DataFrame, name: str) -> np.ndarray | None:
     return np.vstack([lo.to_numpy(float), hi.to_numpy(float)])
 
 
-def _delay_mode_label(key: tuple, keys: list[str]) -> str:
-    parts = []
-    for name, v in zip(keys, key):
-        parts.append(f"delay {fmt.value(v)} ms" if name == DELAY else f"{v} loop" if name == "load_mode" else f"{fmt.short_name(name)}={fmt.value(v)}")
-    return " · ".join(parts)
-
-
-def _lines(df: pd.DataFrame, keys: list[str], label_fn):
-    """(label, rows) per line; at most MAX_LINES*2 lines (the groups with most points)."""
-    if not keys:
-        yield "all trials", df
-        return
-    groups = list(df.groupby(keys, dropna=False, sort=True))
-    groups = groups[: MAX_LINES * 2]
-    for key, rows in groups:
-        yield label_fn(key if isinstance(key, tuple) else (key,), keys), rows
+def _batch_lines(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Lines over the batch size: one per (max_batch_delay, load level) that was run at
+    two or more batch sizes, so a line compares batch sizes under the same load. At most
+    MAX_LINES * 2, those with the most points first."""
+    if len(_levels(df, BATCH)) < 2:
+        return []
+    load = df.apply(fmt.load_label, axis=1) if len(df) else pd.Series(dtype=str)
+    df = df.assign(_load=load)
+    keys = [k for k in (DELAY, "_load") if k in df.columns]
+    show_delay = DELAY in df.columns and df[DELAY].nunique() > 1
+    out = []
+    for key, rows in df.groupby(keys, dropna=False, sort=True):
+        if rows[BATCH].nunique() < 2:
+            continue
+        delay, load_label = (key if len(keys) == 2 else (None, key[0]))
+        label = f"delay {fmt.value(delay)} ms · {load_label}" if show_delay else load_label
+        out.append((label, rows))
+    out.sort(key=lambda item: -item[1][BATCH].nunique())
+    return out[: MAX_LINES * 2]
 
 
 def _config_lines(df: pd.DataFrame, x: str):
     """One line per configuration over x, for the MAX_LINES configurations whose best
     throughput is highest (and that were measured at two or more x values)."""
-    labels = varying(df, param_columns(df))
+    labels = _label_columns(df)
     peak = df.groupby("config")[f"{TPUT}_mean"].max().sort_values(ascending=False)
     shown = 0
     for config in peak.index:
         line = df[df["config"] == config]
-        # Several trials of one configuration at one x (e.g. two load_processes): average.
-        line = line.groupby(x, as_index=False).agg(
-            {c: "mean" for c in line.columns if c.endswith(("_mean", "_min", "_max")) and c != x}
-            | {"n_ok": "min", "client_success_rate_min": "min"}
-        ) if line[x].duplicated().any() else line.sort_values(x)
-        if line[x].nunique() < 2:
+        # Several trials of one configuration at one x (e.g. other load_processes): keep
+        # the best, as a line needs one point per x.
+        line = line.sort_values(f"{TPUT}_mean", ascending=False).drop_duplicates(x)
+        if len(line) < 2:
             continue
         first = df[df["config"] == config].iloc[0]
-        yield _shorten(fmt.params_label(first, labels), 48), line.sort_values(x)
+        yield kit.shorten(_label(first, labels), 60), line.sort_values(x)
         shown += 1
         if shown == MAX_LINES:
             return
@@ -391,9 +393,9 @@ def knee_rate(line: pd.DataFrame) -> float | None:
     return None
 
 
-def _latency_lines(ax, df: pd.DataFrame, x: str, mark_knee: bool = False) -> list[tuple[str, float]]:
+def _latency_lines(ax, lines: list, x: str, mark_knee: bool = False) -> list[tuple[str, float]]:
     knees = []
-    for i, (label, line) in enumerate(_config_lines(df, x)):
+    for i, (label, line) in enumerate(lines):
         color = f"C{i}"
         ax.errorbar(line[x], line[f"{P99}_mean"], yerr=_err(line, P99), marker="o", capsize=3, color=color, label=label)
         ax.plot(line[x], line[f"{P50}_mean"], ls="--", marker=".", color=color)
@@ -404,57 +406,42 @@ def _latency_lines(ax, df: pd.DataFrame, x: str, mark_knee: bool = False) -> lis
                 ax.plot([knee], [y], marker="X", ms=10, color=color, mec="black", ls="none")
                 knees.append((label, knee))
     ax.set_ylabel("latency (ms)")
-    ax.set_ylim(bottom=0)
-    _legend(ax, ["x"])
+    values = pd.concat([line[c] for _, line in lines for c in (f"{P50}_mean", f"{P99}_mean")])
+    kit.log_y_if_wide(ax, values)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0)
     return knees
 
 
 def _batch_axis(ax, df: pd.DataFrame) -> None:
-    levels = _levels(df, BATCH)
-    if levels and levels[-1] / max(levels[0], 1) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(levels, [fmt.value(v) for v in levels])
-    ax.minorticks_off()
+    kit.level_axis(ax, _levels(df, BATCH))
     ax.set_xlabel("configured batch size")
 
 
-def _log_x_if_wide(ax, values: pd.Series) -> None:
-    v = values[values > 0]
-    if len(v) and v.max() / v.min() >= 16:
-        ax.set_xscale("log")
+# Short names for the parameters that sweeps vary most, for legends.
+_ABBREV = {
+    "param_model_batch_size": "bs",
+    "param_model_max_batch_delay_ms": "delay",
+    "param_model_min_workers": "workers",
+    "param_model_max_workers": "max_workers",
+    "param_server_number_of_netty_threads": "netty",
+}
 
 
-def _slo_line(ax, slo: float | None, horizontal: bool) -> None:
-    if slo is None:
-        return
-    draw = ax.axhline if horizontal else ax.axvline
-    draw(slo, color="C3", lw=1, ls=":", label=f"SLO p99 {fmt.num(slo)} ms")
-    _legend(ax, ["x"])
+def _label_columns(df: pd.DataFrame) -> list[str]:
+    """The varying parameters worth naming in a legend: one of each lockstep set (min and
+    max workers, OMP and MKL threads set together)."""
+    out: list[str] = []
+    for c in varying(df, param_columns(df)):
+        if not any(_lockstep(df, c, kept) for kept in out):
+            out.append(c)
+    return out
 
 
-def _legend(ax, keys: list) -> None:
-    if keys and ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, frameon=False, loc="best")
+def _label(row: pd.Series, columns: list[str]) -> str:
+    parts = [f"{_ABBREV.get(c, fmt.short_name(c))}={fmt.value(row[c])}" for c in columns]
+    return " ".join(parts) or "(one configuration)"
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _figure(width: float = 6.4, height: float = 3.6):
-    with matplotlib.rc_context(_RC):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        ax = fig.add_subplot()
-    return fig, ax
-
-
-def _plot(name: str, title: str, caption: str, fig: Figure) -> Plot:
-    # Ids inside an SVG (clip paths, markers) are hashes; a per-plot salt keeps them
-    # unique when several SVGs share one HTML document.
-    buf = io.StringIO()
-    with matplotlib.rc_context({**_RC, "svg.hashsalt": name}):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
-    return Plot(name, title, caption, svg)
+def _plot(name: str, title: str, caption: str, fig, notes: tuple[str, ...] = ()) -> Plot:
+    return Plot(name, title, caption, kit.to_svg(fig, name), notes)

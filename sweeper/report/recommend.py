@@ -73,11 +73,11 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
         if meeting.empty:
             with_p99 = eligible[eligible[f"{P99}_mean"].notna()]
             if with_p99.empty:
-                notes.append(f"No trial meets p99 ≤ {fmt.num(slo_p99_ms)} ms: no p99 was measured.")
+                notes.append(f"No trial meets p99 ≤ {fmt.value(slo_p99_ms)} ms: no p99 was measured.")
             else:
                 low = with_p99.loc[with_p99[f"{P99}_mean"].idxmin()]
                 notes.append(
-                    f"No trial meets p99 ≤ {fmt.num(slo_p99_ms)} ms. The lowest p99 was "
+                    f"No trial meets p99 ≤ {fmt.value(slo_p99_ms)} ms. The lowest p99 was "
                     f"{fmt.num(low[f'{P99}_mean'])} ms (trial {low['trial_id']}, "
                     f"{fmt.load_label(low)}); relax the SLO or sweep lower load or smaller "
                     "batch delays."
@@ -122,7 +122,7 @@ def _confidence(winner: pd.Series, runner: pd.Series | None) -> tuple[str, bool 
         who = "both" if w_n < 2 and r_n < 2 else ("the winner" if w_n < 2 else "the runner-up")
         return (
             f"{head} One repeat only for {who}: the run-to-run spread is unknown, so this "
-            "difference may be noise. Set settings.repeats ≥ 3 to know.",
+            "difference may be noise. Run 3 or more repeats to know.",
             None,
         )
     w_lo, w_hi = winner[f"{THROUGHPUT}_min"], winner[f"{THROUGHPUT}_max"]

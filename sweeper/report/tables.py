@@ -56,7 +56,8 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
     spread = bool(len(trials)) and int(trials["n_ok"].max()) > 1
 
     specs: list[tuple[Column, Any]] = [
-        (Column("trial", "trial_id", False), lambda r: (r["trial_id"], r["trial_id"]))
+        (Column("trial", "trial_id", False), lambda r: (r["trial_id"], r["trial_id"])),
+        (Column("status", "status over repeats; client_bound", False), _status_cell),
     ]
     for name in params:
         specs.append((Column(fmt.short_name(name), name, _numeric(trials[name])), _param(name)))
@@ -69,7 +70,7 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
     specs.append((Column("p99 ms", "client_latency_p99_ms: mean", True), _metric("client_latency_p99_ms_mean")))
     if spread:
         specs.append((Column("p99 min–max", "client_latency_p99_ms: min–max over repeats", True), _range("client_latency_p99_ms")))
-    specs.append((Column("served", "client_success_rate: lowest over ok repeats", True), _success))
+    specs.append((Column("success", "client_success_rate: lowest over ok repeats", True), _success))
     for name, label in (
         ("client_batch_size_mean", "batch served"),
         ("proc_ctx_per_req", "ctx sw/req"),
@@ -88,6 +89,9 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
         badge = badges.get(str(r["trial_id"]))
         if badge:
             notes = f"{badge}; {notes}" if notes else badge
+            # The star also in the status column, which is on screen without scrolling.
+            status = cells[1]
+            cells = (cells[0], Cell(f"★ {status.text}", status.sort), *cells[2:])
         rows.append(Row(str(r["trial_id"]), cells, kind, notes))
     columns = tuple(c for c, _ in specs) + (Column("notes", "status, error, client_bound_reason", False),)
     return Table(columns, tuple(rows))
@@ -150,6 +154,14 @@ def _success(r: pd.Series) -> tuple[str, float]:
     if fmt.is_missing(v):
         return "–", float("nan")
     return f"{float(v) * 100:.1f}%".replace("100.0%", "100%"), float(v)
+
+
+def _status_cell(r: pd.Series) -> tuple[str, str]:
+    kind, _ = _mark(r)
+    text = {"failed": f"✖ {r['status']}", "client-bound": "⚠ client-bound"}.get(kind, str(r["status"]))
+    if kind == "partial" and r["status"] == "ok":
+        text = "⚠ errors"
+    return text, text
 
 
 def _mark(r: pd.Series) -> tuple[str, str]:

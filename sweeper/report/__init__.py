@@ -1,0 +1,172 @@
+"""The run report: ``report.html`` (one self-contained file: inline CSS, JS and SVG plots;
+works offline from file://) and ``report.md`` (the same tables and the recommendation,
+for a terminal or a pull request), written into the run directory.
+
+    render_report(run_dir, slo_p99_ms=None, *, heatmap_axes=None) -> (html_path, md_path)
+
+Modules: ``rundata`` reads the run directory (and redacts), ``aggregate`` reduces repeats
+to trials, ``recommend`` picks winners, ``tables`` and ``plots`` build what is shown,
+``fmt`` formats values. The templates are ``templates/report.html.j2`` and
+``templates/report.md.j2``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+import yaml
+
+from sweeper.report import fmt
+from sweeper.report.aggregate import aggregate_trials, column, param_columns, varying
+from sweeper.report.plots import make_plots
+from sweeper.report.recommend import Recommendation, recommend
+from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep
+from sweeper.report.tables import fixed_params, machine_rows, summary_table
+
+__all__ = ["render_report"]
+
+# The templates live at the repository root next to the config templates.
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+
+def render_report(
+    run_dir: Path,
+    slo_p99_ms: float | None = None,
+    *,
+    heatmap_axes: tuple[str, str] | None = None,
+) -> tuple[Path, Path]:
+    """Write report.html and report.md into ``run_dir``; return their paths.
+
+    ``slo_p99_ms`` overrides ``settings.slo_p99_ms`` of the run's sweep.yaml.
+    ``heatmap_axes`` names the two param_* columns of the thread heatmaps (default: the two
+    varying worker/thread parameters with the most levels).
+    Raises SweeperError if run_dir has no results.csv or heatmap_axes names no column.
+    """
+    run_dir = Path(run_dir)
+    data = read_run(run_dir)
+    context = build_context(data, slo_p99_ms, heatmap_axes)
+    env = _environment()
+    html = run_dir / "report.html"
+    md = run_dir / "report.md"
+    _write(html, env.get_template("report.html.j2").render(**context))
+    _write(md, env.get_template("report.md.j2").render(**context))
+    return html, md
+
+
+def build_context(
+    data: RunData, slo_p99_ms: float | None = None, heatmap_axes: tuple[str, str] | None = None
+) -> dict[str, Any]:
+    """Everything the templates show, as plain values."""
+    if slo_p99_ms is not None:
+        slo, source = float(slo_p99_ms), "given on the command line"
+    else:
+        slo = slo_from_sweep(data.sweep)
+        source = "settings.slo_p99_ms in sweep.yaml" if slo is not None else ""
+    trials = aggregate_trials(data.results)
+    rec = recommend(trials, slo, source)
+    plots, skipped = make_plots(trials, slo, heatmap_axes)
+    table = summary_table(trials, _badges(rec))
+    failures = read_failures(data)
+    return {
+        "run": _run_meta(data, trials),
+        "rec": rec,
+        "table": table,
+        "fixed": [(fmt.short_name(k), k, v) for k, v in fixed_params(trials)],
+        "varying_labels": _varying_labels(trials),
+        "plots": plots,
+        "skipped_plots": skipped,
+        "failures": failures,
+        "max_failure_tails": MAX_FAILURE_TAILS,
+        "machine": machine_rows(data.machine),
+        "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
+    }
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        # .html.j2 is escaped, .md.j2 is not (Markdown cells go through the md filter).
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        num=fmt.num,
+        span=fmt.span,
+        value=fmt.value,
+        md=fmt.md_cell,
+        short=fmt.short_name,
+        load_label=fmt.load_label,
+        sortkey=_sort_attr,
+        missing=fmt.is_missing,
+    )
+    return env
+
+
+def _sort_attr(key: float | str) -> str:
+    if isinstance(key, float):
+        return "" if np.isnan(key) else repr(key)
+    return str(key)
+
+
+def _badges(rec: Recommendation) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if rec.throughput:
+        out[str(rec.throughput.winner["trial_id"])] = "★ best throughput"
+    if rec.latency:
+        tid = str(rec.latency.winner["trial_id"])
+        label = f"★ best under p99 ≤ {fmt.value(rec.slo_p99_ms)} ms"
+        out[tid] = f"{out[tid]}; {label}" if tid in out else label
+    return out
+
+
+def _varying_labels(trials: pd.DataFrame) -> list[str]:
+    return varying(trials, param_columns(trials))
+
+
+def _run_meta(data: RunData, trials: pd.DataFrame) -> dict[str, Any]:
+    df = data.results
+
+    def first(name: str) -> str:
+        values = column(df, name).dropna()
+        return str(values.iloc[0]) if len(values) else ""
+
+    started = column(df, "started_at").dropna().astype(str)
+    wall = pd.to_numeric(column(df, "wall_s"), errors="coerce")
+    measure = pd.to_numeric(column(df, "measure_s"), errors="coerce")
+    statuses = Counter(column(df, "status").astype("string").fillna("").replace("", "unknown"))
+    return {
+        "sweep": first("sweep") or str(data.sweep.get("name", "")) or data.run_dir.name,
+        "run_id": first("run_id") or data.run_dir.name,
+        "run_dir": data.run_dir.name,
+        "first_start": started.min() if len(started) else "",
+        "last_start": started.max() if len(started) else "",
+        "rows": len(df),
+        "trials": len(trials),
+        "repeats_max": int(trials["repeats"].max()) if len(trials) else 0,
+        "statuses": sorted(statuses.items()),
+        "wall_s": float(wall.sum()) if wall.notna().any() else None,
+        "measure_share": float(measure.sum() / wall.sum()) if wall.sum() > 0 else None,
+        "duration": _duration(float(wall.sum())) if wall.notna().any() else "",
+    }
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
+
+
+def _write(path: Path, text: str) -> None:
+    # Atomic: a reader (a browser left open on the report) never sees half a file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

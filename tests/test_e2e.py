@@ -1,0 +1,233 @@
+"""End-to-end: the sweeper against a real TorchServe (smoke sweep, faults, interrupts, resume)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from e2e_helpers import (
+    ROOT,
+    assert_nothing_left,
+    find_process,
+    in_thread,
+    measuring,
+    run_dirs,
+    serving,
+    sweeper_cmd,
+    wait_for,
+    write_sweep,
+)
+from sweeper.cli import main
+
+pytestmark = pytest.mark.e2e
+
+MLP = {"name": "mlp", "max_batch_delay_ms": 10, "min_workers": 1}
+
+
+def _results(out):
+    (run_dir,) = run_dirs(out)
+    return run_dir, pd.read_csv(run_dir / "results.csv")
+
+
+def test_smoke_sweep_end_to_end(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["run", str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    run_dir, df = _results(out)
+    assert len(df) == 2
+    assert (df["status"] == "ok").all()
+    assert (df["client_success_rate"] == 1.0).all()
+    assert (df["client_ok"] > 50).all()
+    # every request the client saw as served, the server counted (warm-up is outside the window)
+    assert (df["server_requests"] == df["client_ok"]).all()
+    assert (df["server_inference_latency_mean_ms"] > 0).all()
+    # the handler's header reports real batches: batch_size 4 under 4 in flight batches > 1
+    b4 = df[df["param_model_batch_size"] == 4].iloc[0]
+    assert b4["client_batch_size_mean"] > 1.0
+    assert (df[df["param_model_batch_size"] == 1]["client_batch_size_mean"] == 1.0).all()
+    assert (df["proc_cpu_pct"] > 0).all() and (df["proc_rss_mb"] > 50).all()
+    # the run directory holds what the issue promises
+    for name in ("sweep.yaml", "machine.json", "results.csv", "results.md"):
+        assert (run_dir / name).exists(), name
+    machine = json.loads((run_dir / "machine.json").read_text())
+    assert machine["torchserve"] == "0.12.0" and "openjdk" in machine["java"].lower()
+    trial = run_dir / "trials" / f"{df['trial_id'][0]}-r0"
+    for name in ("config.properties", "env.json", "requests.csv.gz", "result.json", "logs/ts_log.log"):
+        assert (trial / name).exists(), name
+    md = (run_dir / "results.md").read_text()
+    assert "| batch_size |" in md and "throughput" in md
+    # keys never reach what the sweeper writes
+    keys = json.loads(next((run_dir / "servers").glob("*/key_file.json")).read_text())
+    written = "".join(p.read_text(errors="replace") for p in trial.rglob("*") if p.is_file() and p.suffix != ".gz")
+    written += (run_dir / "results.csv").read_text() + md
+    for kind in ("inference", "management", "API"):
+        assert keys[kind]["key"] not in written
+    assert_nothing_left(out)
+
+
+def test_jvm_killed_mid_trial_is_a_failed_row_and_sweep_goes_on(tmp_path, capsys):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "jvmkill",
+        model={**MLP, "batch_size": [1, 2]},
+        load={"mode": "closed", "concurrency": 4, "duration_s": 3},
+        settings={"warmup_s": 0.3},
+    )
+
+    def killer():
+        wait_for(lambda: measuring(out, 0), 60, "first trial")
+        wait_for(lambda: serving(out), 60, "first predictions")
+        jvm = find_process(out, "org.pytorch.serve.ModelServer")
+        time.sleep(1.0)  # warm-up is 0.3 s: this is inside the 3 s measured window
+        jvm.kill()
+
+    t = in_thread(killer)
+    code = main(["run", str(sweep), "--out", str(out)])
+    t.join(5)
+    assert not t.errors, t.errors
+    assert code == 1
+    run_dir, df = _results(out)
+    assert list(df["status"]) == ["failed", "ok"]
+    assert "died" in df["error"][0] or "connect" in df["error"][0].lower()
+    result = json.loads((run_dir / "trials" / f"{df['trial_id'][0]}-r0" / "result.json").read_text())
+    assert result["log_tail"], "a failed trial carries the tail of the server log"
+    assert "failed" in (run_dir / "results.md").read_text()
+    assert_nothing_left(out)
+
+
+def test_worker_killed_mid_trial_is_a_failed_row(tmp_path):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "workerkill",
+        model={**MLP, "batch_size": [1, 2]},
+        load={"mode": "closed", "concurrency": 4, "duration_s": 3},
+        settings={"warmup_s": 0.3},
+    )
+
+    def killer():
+        wait_for(lambda: serving(out), 60, "first predictions")
+        worker = find_process(out, "model_service_worker")
+        time.sleep(1.0)  # warm-up is 0.3 s: this is inside the 3 s measured window
+        worker.kill()
+
+    t = in_thread(killer)
+    code = main(["run", str(sweep), "--out", str(out)])
+    t.join(5)
+    assert not t.errors, t.errors
+    assert code == 1
+    _, df = _results(out)
+    assert list(df["status"]) == ["failed", "ok"]
+    assert "worker" in df["error"][0]
+    assert_nothing_left(out)
+
+
+def test_server_never_ready_fails_rows_and_stops_after_k_in_a_row(tmp_path, capsys):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "neverready",
+        model={**MLP, "batch_size": [1, 2, 4, 8]},
+        load={"mode": "closed", "concurrency": 2, "duration_s": 1},
+        settings={"warmup_s": 0, "ready_timeout_s": 0.2, "max_consecutive_failures": 2},
+    )
+    code = main(["run", str(sweep), "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "2 failed trials in a row" in err
+    _, df = _results(out)
+    assert len(df) == 2 and (df["status"] == "failed").all()
+    assert df["error"].str.contains("not ready within 0.2 s").all()
+    assert_nothing_left(out)
+
+
+def test_full_job_queue_answers_503_counted_as_failures(tmp_path):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "queuefull",
+        model={**MLP, "batch_size": 1},
+        server={"job_queue_size": 1},
+        load={"mode": "closed", "concurrency": 32, "duration_s": 2},
+        settings={"warmup_s": 0},
+    )
+    main(["run", str(sweep), "--out", str(out)])
+    _, df = _results(out)
+    row = df.iloc[0]
+    assert row["status"] == "ok"
+    assert "503:" in row["client_status_counts"]
+    assert row["client_errors"] > 0 and row["client_success_rate"] < 1.0
+    # throughput counts only 2xx answers
+    assert row["client_throughput_rps"] * row["measure_s"] == pytest.approx(row["client_ok"], rel=0.05)
+    assert_nothing_left(out)
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_then_resume(tmp_path, sig, code):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "interrupt",
+        model={**MLP, "batch_size": [1, 2, 4]},
+        load={"mode": "closed", "concurrency": 2, "duration_s": 2},
+        settings={"warmup_s": 0},
+    )
+    proc = subprocess.Popen(sweeper_cmd("run", str(sweep), "--out", str(out), "--no-report"), cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: measuring(out, 1), 90, "second trial")
+        time.sleep(1.0)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "interrupted" in err
+    run_dir, df = _results(out)
+    assert list(df["status"]) == ["ok", "interrupted"]
+    assert_nothing_left(out)
+
+    resumed = subprocess.run(sweeper_cmd("run", "--resume", str(run_dir), "--no-report"), cwd=ROOT,
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    df2 = pd.read_csv(run_dir / "results.csv")
+    assert sorted(df2["param_model_batch_size"]) == [1, 2, 4]
+    assert (df2["status"] == "ok").all()
+    # the first trial was not rerun: its result is unchanged
+    first = df[df["status"] == "ok"].iloc[0]
+    again = df2[df2["trial_id"] == first["trial_id"]].iloc[0]
+    assert again["started_at"] == first["started_at"]
+    assert_nothing_left(out)
+
+
+def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
+    from sweeper import management
+    from sweeper.plan import expand
+    from sweeper.render import render_config, render_env
+    from sweeper.server import TorchServe
+    from sweeper.spec import load_sweep
+
+    spec = load_sweep(ROOT / "sweeps" / "smoke.yaml")
+    trial = expand(spec)[0]
+    store = ROOT / "model_store"
+    server = TorchServe(tmp_path / "srv", lambda ports: render_config(trial, ports, store), render_env(trial), store)
+    with server:
+        old = server.keys
+        assert management.list_models(server) == []
+        server.refresh_tokens(min_valid_s=10 * 3600)  # "expires soon": regenerate now
+        assert server.keys.inference != old.inference and server.keys.management != old.management
+        assert management.list_models(server) == []  # the new management key works
+        import httpx
+
+        r = httpx.get(server.inference_url + "/ping", headers={"Authorization": f"Bearer {old.inference}"})
+        assert r.status_code in (400, 401)  # the old key no longer does
+        pids = set(server.seen_pids)
+    assert pids and not [p for p in pids if psutil.pid_exists(p)]
