@@ -184,6 +184,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare, markdown
+
+    merged, best = compare([Path(d) for d in args.run_dirs])
+    text = markdown(merged, best)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweeper", description="Sweep TorchServe configurations under real load.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -206,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--slo-p99-ms", type=float, default=None, help="latency objective (default: the sweep's settings.slo_p99_ms)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="the same sweep from different machines side by side")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", help="write the Markdown comparison to this file instead of stdout")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""`sweeper compare RUN_A RUN_B ...`: the same sweep from different machines, side by side.
+
+Trials are matched on their parameters (param_* and load_* columns), not on trial ids, so
+runs of a sweep file whose machine-relative values (`cores`) resolved differently still
+line up where the resolved values agree. The first run is the reference: every other run
+gets a throughput ratio per configuration, and each run's best configuration is named.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import SpecError
+from .results import aggregate
+
+FIGURE = "client_throughput_rps"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    label: str  # what a reader calls the machine: "<hostname> (<cpu>, <n> cores)"
+    run_dir: Path
+    table: pd.DataFrame  # aggregated over repeats, one row per configuration
+
+
+def _label(run_dir: Path) -> str:
+    try:
+        m = json.loads((run_dir / "machine.json").read_text())
+        return f"{m.get('hostname', '?')} ({m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} cores) [{run_dir.name}]"
+    except (OSError, ValueError):
+        return run_dir.name
+
+
+def load_run(run_dir: Path) -> RunSummary:
+    csv = run_dir / "results.csv"
+    if not csv.exists():
+        raise SpecError(str(run_dir), "", "not a run directory (no results.csv)")
+    df = pd.read_csv(csv)
+    if "status" not in df or df.empty:
+        raise SpecError(str(csv), "", "no trials in results.csv")
+    return RunSummary(_label(run_dir), run_dir, aggregate(df))
+
+
+def _keys(tables: list[pd.DataFrame]) -> list[str]:
+    """Parameter columns present in every run (columns absent somewhere cannot match)."""
+    common = None
+    for t in tables:
+        cols = {c for c in t.columns if c.startswith(("param_", "load_"))}
+        common = cols if common is None else common & cols
+    return sorted(common or [])
+
+
+def _key_text(row: pd.Series, keys: list[str]) -> str:
+    parts = []
+    for k in keys:
+        v = row[k]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        parts.append(f"{k.split('_', 2)[-1] if k.startswith('param_') else k}={v}")
+    return " ".join(parts)
+
+
+def compare(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str, float]]]:
+    """(matched table, [(label, best configuration, throughput)]) for the given runs."""
+    if len(run_dirs) < 2:
+        raise SpecError("sweeper compare", "RUN", "give at least two run directories")
+    runs = [load_run(Path(d)) for d in run_dirs]
+    keys = _keys([r.table for r in runs if not r.table.empty])
+    varying = [k for k in keys if any(r.table[k].astype(str).nunique() > 1 for r in runs if not r.table.empty)]
+    merged: pd.DataFrame | None = None
+    best = []
+    for i, run in enumerate(runs):
+        t = run.table
+        if t.empty:
+            best.append((run.label, "no successful trial", math.nan))
+            continue
+        top = t.loc[t[FIGURE].idxmax()]
+        best.append((run.label, _key_text(top, varying or keys), float(top[FIGURE])))
+        part = t[keys + [FIGURE]].copy()
+        for k in keys:  # NaN never equals NaN: match on text
+            part[k] = part[k].astype(str)
+        part = part.rename(columns={FIGURE: f"run{i}"})
+        merged = part if merged is None else merged.merge(part, on=keys, how="inner")
+    if merged is None:
+        merged = pd.DataFrame()
+    for i in range(1, len(runs)):
+        if f"run{i}" in merged and "run0" in merged:
+            merged[f"ratio{i}"] = merged[f"run{i}"] / merged["run0"]
+    merged.attrs["labels"] = [r.label for r in runs]
+    merged.attrs["varying"] = varying
+    return merged, best
+
+
+def markdown(merged: pd.DataFrame, best: list[tuple[str, str, float]]) -> str:
+    labels = merged.attrs.get("labels", [])
+    varying = merged.attrs.get("varying", [])
+    lines = ["# Comparison of runs", ""]
+    for i, label in enumerate(labels):
+        lines.append(f"- run{i}: {label}" + (" (reference)" if i == 0 else ""))
+    lines += ["", "## Best configuration of each run", "", "| run | best configuration | throughput req/s |", "|---|---|---|"]
+    for i, (label, config, value) in enumerate(best):
+        lines.append(f"| run{i} | {config} | {value:.1f} |")
+    lines += ["", f"## Matched configurations ({len(merged)})", ""]
+    if merged.empty:
+        lines.append("No configuration appears in every run.")
+        return "\n".join(lines) + "\n"
+    cols = [c for c in varying] or []
+    head = [c.split("_", 2)[-1] if c.startswith("param_") else c for c in cols]
+    head += [f"run{i} req/s" for i in range(len(labels))] + [f"run{i}/run0" for i in range(1, len(labels))]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for _, r in merged.iterrows():
+        cells = [str(r[c]).removesuffix(".0") for c in cols]
+        cells += [f"{r[f'run{i}']:.1f}" for i in range(len(labels))]
+        cells += [f"{r[f'ratio{i}']:.2f}x" for i in range(1, len(labels))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
