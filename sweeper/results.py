@@ -181,7 +181,7 @@ def _spread(row: pd.Series, col: str, digits: int = 1) -> str:
     return mean
 
 
-def markdown(df: pd.DataFrame, title: str = "") -> str:
+def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str:
     """results.md: the aggregated table (repeats as mean (min-max)) and failed trials."""
     lines = [f"# {title}" if title else "# Results", ""]
     if df.empty:
@@ -226,6 +226,12 @@ def markdown(df: pd.DataFrame, title: str = "") -> str:
                 f"⚠ WARNING: {len(bound_notes)} trial(s) were client-bound (the load engine, not the "
                 f"server, set the pace): {', '.join(bound_notes)}. Their figures understate the server."
             )
+    if cores:
+        from .findings import thread_findings
+
+        found = thread_findings(df, cores)
+        if found:
+            lines += ["", "## Finding (computed from this run)", ""] + [f"- {s}" for s in found]
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         lines += ["", "## Failed or interrupted trials", "", "| trial | repeat | status | error |", "|---|---|---|---|"]
@@ -241,10 +247,17 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _cores(run_dir: Path) -> int | None:
+    try:
+        return int(json.loads((run_dir / "machine.json").read_text())["cores_usable"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write_tables(run_dir: Path) -> list[dict]:
     """Rebuild results.csv and results.md from the per-trial files."""
     df = table(run_dir)
     _atomic_text(run_dir / "results.csv", df.to_csv(index=False))
     title = str(df["sweep"].iloc[0]) if not df.empty and "sweep" in df else run_dir.name
-    _atomic_text(run_dir / "results.md", markdown(df, f"{title}: {run_dir.name}"))
+    _atomic_text(run_dir / "results.md", markdown(df, f"{title}: {run_dir.name}", cores=_cores(run_dir)))
     return df.to_dict("records")

@@ -1,0 +1,87 @@
+"""The thread-contention finding, in words computed from a run's data.
+
+Only what the data says: best and worst configuration and their ratio, the throughput
+change when workers x torch threads exceed the cores, and how closely context switches
+per request track throughput (Spearman rank correlation). Nothing here is hard-coded.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+WORKER_COLUMNS = ("param_server_default_workers_per_model", "param_model_min_workers")
+THREAD_COLUMNS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS", "param_env_TORCH_NUM_THREADS")
+FIGURE = "client_throughput_rps"
+
+
+def _first_varying(df: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
+    for c in candidates:
+        if c in df and pd.to_numeric(df[c], errors="coerce").nunique() > 1:
+            return c
+    return None
+
+
+def _describe(row: pd.Series, columns: list[str]) -> str:
+    parts = []
+    for c in columns:
+        v = row[c]
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        parts.append(f"{c.split('_', 2)[-1]}={v}")
+    return ", ".join(parts)
+
+
+def _spearman(x: pd.Series, y: pd.Series) -> float:
+    ok = x.notna() & y.notna()
+    if ok.sum() < 3:
+        return math.nan
+    return float(x[ok].rank().corr(y[ok].rank()))
+
+
+def thread_findings(df: pd.DataFrame, cores: int) -> list[str]:
+    """Sentences for a run whose workers or torch threads vary; [] otherwise."""
+    ok = df[(df["status"] == "ok")] if "status" in df else df
+    if ok.empty or FIGURE not in ok:
+        return []
+    workers = _first_varying(ok, WORKER_COLUMNS)
+    threads = _first_varying(ok, THREAD_COLUMNS)
+    if workers is None and threads is None:
+        return []
+    params = [c for c in ok.columns if c.startswith("param_") and ok[c].astype(str).nunique() > 1]
+    agg = ok.groupby(params, dropna=False)[[FIGURE, "proc_ctx_per_req"]].mean().reset_index() if params else ok
+    out = []
+    best = agg.loc[agg[FIGURE].idxmax()]
+    worst = agg.loc[agg[FIGURE].idxmin()]
+    ratio = best[FIGURE] / worst[FIGURE] if worst[FIGURE] > 0 else math.inf
+    out.append(
+        f"Best: {_describe(best, params)} at {best[FIGURE]:.0f} req/s; worst: {_describe(worst, params)} "
+        f"at {worst[FIGURE]:.0f} req/s ({ratio:.1f}x apart)."
+    )
+    if workers is not None and threads is not None:
+        product = pd.to_numeric(agg[workers], errors="coerce") * pd.to_numeric(agg[threads], errors="coerce")
+        within = agg[product <= cores][FIGURE]
+        above = agg[product > cores][FIGURE]
+        if len(within) and len(above):
+            change = 100.0 * (above.mean() / within.mean() - 1.0)
+            verb = "cut" if change < 0 else "raised"
+            out.append(
+                f"Workers x torch threads above the {cores} cores {verb} mean throughput by {abs(change):.0f}% "
+                f"({above.mean():.0f} vs {within.mean():.0f} req/s over {len(above)} and {len(within)} configurations)."
+            )
+    if "proc_ctx_per_req" in agg and agg["proc_ctx_per_req"].notna().sum() >= 3:
+        rho = _spearman(agg["proc_ctx_per_req"], agg[FIGURE])
+        if not math.isnan(rho):
+            if rho <= -0.7:
+                verdict = "strongly track the throughput loss (more switches, fewer requests served)"
+            elif rho <= -0.4:
+                verdict = "partly track the throughput loss"
+            else:
+                verdict = "do not explain the throughput differences"
+            out.append(
+                f"Context switches per request {verdict}: Spearman rank correlation {rho:+.2f} across "
+                f"{int(agg['proc_ctx_per_req'].notna().sum())} configurations "
+                f"({agg['proc_ctx_per_req'].min():.1f} to {agg['proc_ctx_per_req'].max():.1f} switches per request)."
+            )
+    return out
