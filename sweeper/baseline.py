@@ -42,6 +42,9 @@ class BaselineResult:
     batches: int
     duration_s: float
     path: str = "handler"
+    cpu_s: float = 0.0
+    """CPU seconds of the measuring process in the timed loop: well below
+    threads x duration_s means it was starved by other processes, and the figure is low."""
 
 
 def measure_baseline(
@@ -134,9 +137,11 @@ def _measure_in_this_process(
                     handler.model(inputs)
 
         _run_for(step, min(0.5, duration_s / 4))  # warm-up: allocator, thread pool, caches
+        cpu_start_s = time.process_time()
         batches, elapsed_s = _run_for(step, duration_s)
+        cpu_s = time.process_time() - cpu_start_s
         results.append(
-            BaselineResult(model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path)
+            BaselineResult(model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path, cpu_s)
         )
     return results
 

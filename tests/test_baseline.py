@@ -14,7 +14,7 @@ from sweeper.errors import SpecError
 def test_measure_baseline_reports_positive_throughput():
     result = measure_baseline("mlp", batch_size=2, threads=1, duration_s=0.05)
     assert (result.model, result.batch_size, result.threads, result.path) == ("mlp", 2, 1, "handler")
-    assert result.batches >= 3 and result.duration_s >= 0.05
+    assert result.batches >= 3 and result.duration_s >= 0.05 and result.cpu_s > 0
     assert result.samples_per_s == pytest.approx(result.batches * 2 / result.duration_s)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.batches = 0  # type: ignore[misc]
