@@ -149,6 +149,8 @@ def cmd_run(args) -> int:
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
     outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
     rows = outcome.rows
+    if getattr(spec.settings, "baseline", False) and not outcome.stopped:
+        rows = _baseline(run_dir, rows)
     failed = [r for r in rows if r.get("status") != "ok"]
     if not args.no_report:
         _report(run_dir, None)
@@ -159,6 +161,29 @@ def cmd_run(args) -> int:
     if failed:
         print(f"sweeper: {len(failed)} trial(s) failed; see {run_dir / 'results.md'}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
+    from . import results
+    from .ceiling import measure_run
+    from .spec import machine_cores
+
+    print("measuring the in-process ceiling (no server) for serving efficiency", file=sys.stderr)
+    measure_run(run_dir, rows, machine_cores())
+    return results.write_tables(run_dir)
+
+
+def cmd_baseline(args) -> int:
+    from . import results
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.csv").exists():
+        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
+    _baseline(run_dir, list(results.load_rows(run_dir).values()))
+    print(f"wrote {run_dir / 'baseline.csv'}; results.csv now has baseline_samples_per_s and efficiency")
+    if not args.no_report:
+        _report(run_dir, None)
     return 0
 
 
@@ -219,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--slo-p99-ms", type=float, default=None, help="latency objective (default: the sweep's settings.slo_p99_ms)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("baseline", help="measure the in-process ceiling of a run's trials (serving efficiency)")
+    p.add_argument("run_dir")
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=cmd_baseline)
 
     p = sub.add_parser("compare", help="the same sweep from different machines side by side")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -144,6 +144,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
             "server_queue_latency_mean_ms",
             "proc_ctx_per_req",
             "proc_cpu_pct",
+            "efficiency",
         )
         if c in ok
     ]
@@ -201,7 +202,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             "p99 ms",
             "served batch",
             "ctx sw/req",
-        ]
+        ] + (["efficiency"] if "efficiency" in agg else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         bound_notes = []
@@ -215,7 +216,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
                 _spread(r, "client_latency_p99_ms"),
                 _fmt(float(r.get("client_batch_size_mean", math.nan))),
                 _fmt(float(r.get("proc_ctx_per_req", math.nan))),
-            ]
+            ] + ([_fmt(float(r["efficiency"]), 2)] if "efficiency" in agg else [])
             if bool(r.get("client_bound", False)):
                 cells[0] = "⚠ " + cells[0]
                 bound_notes.append(r["trial_id"])
@@ -256,7 +257,9 @@ def _cores(run_dir: Path) -> int | None:
 
 def write_tables(run_dir: Path) -> list[dict]:
     """Rebuild results.csv and results.md from the per-trial files."""
-    df = table(run_dir)
+    from .ceiling import add_efficiency
+
+    df = add_efficiency(table(run_dir), run_dir, _cores(run_dir))
     _atomic_text(run_dir / "results.csv", df.to_csv(index=False))
     title = str(df["sweep"].iloc[0]) if not df.empty and "sweep" in df else run_dir.name
     _atomic_text(run_dir / "results.md", markdown(df, f"{title}: {run_dir.name}", cores=_cores(run_dir)))
