@@ -47,6 +47,7 @@ class SweeperHandler:
     def __init__(self, info: models.ModelInfo, model: torch.nn.Module):
         self.info = info
         self.model = model.eval()
+        self.batches = 0
 
     @classmethod
     def for_model(cls, name: str) -> SweeperHandler:
@@ -67,6 +68,9 @@ class SweeperHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         start = time.perf_counter()
+        self.batches += 1
+        if self.info.fail_every and self.batches % self.info.fail_every == 0:
+            raise RuntimeError(f"{self.info.name}: injected fault in batch {self.batches}")
         answers: list[bytes] = [b""] * len(data)
         inputs: list[torch.Tensor] = []
         served: list[int] = []

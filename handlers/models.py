@@ -183,6 +183,9 @@ class ModelInfo:
     parse: Callable[[Any], torch.Tensor]
     example: Callable[[int], bytes]
     content_type: str = "application/json"
+    # Fault injection for the sweeper's own tests: every fail_every-th batch raises, so
+    # TorchServe answers its requests with a 5xx. 0 (every real model): never.
+    fail_every: int = 0
 
     def build(self) -> nn.Module:
         """The model with its seeded weights, in eval mode. Leaves the global RNG as it was."""
@@ -213,6 +216,11 @@ MODELS: dict[str, ModelInfo] = {
             'transformer encoder, 2 layers, d_model 128, 4 heads (797,956 params); '
             'input: JSON string or {"text": "..."}',
             build_transformer, parse_transformer, example_transformer,
+        ),
+        ModelInfo(
+            "mlp_faulty", 425_130,
+            "the mlp (425,130 params) with an injected fault: every 4th batch fails (HTTP 5xx); for testing failure accounting",
+            build_mlp, parse_mlp, example_mlp, fail_every=4,
         ),
     )
 }

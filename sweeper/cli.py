@@ -50,24 +50,21 @@ def _model_store(spec, source: str) -> Path:
 
 def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     """Load, expand and render every trial; check prerequisites. Starts nothing."""
-    from .plan import expand
+    from .plan import count_trials, expand
     from .render import PLACEHOLDER_PORTS, render_config
     from .spec import load_sweep
 
     path = _sweep_path(sweep_arg)
     spec = load_sweep(path)
     source = str(path)
-    trials = expand(spec)
-    for t in trials:
-        if t.model.min_workers and t.model.max_workers and t.model.max_workers < t.model.min_workers:
-            raise SpecError(source, "model.max_workers", f"must be >= min_workers ({t.model.min_workers}), got {t.model.max_workers}")
-    distinct = len({t.trial_id for t in trials})
+    distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
     if distinct > spec.settings.max_trials and not yes:
         raise SpecError(
             source,
             "settings.max_trials",
             f"the grid has {distinct} trials, more than the limit {spec.settings.max_trials}; pass --yes to run it anyway",
         )
+    trials = expand(spec)
     store = _model_store(spec, source)
     from handlers.models import MODELS
 
@@ -117,6 +114,19 @@ def _check_writable(out: Path) -> None:
         raise EnvironmentProblem(f"{out}: output directory is not writable: {exc.strerror or exc}") from None
 
 
+def _new_run_dir(out: Path, name: str) -> Path:
+    """runs/<name>-<timestamp>, with -1, -2, ... when two runs start in the same second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        run_dir = out / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise EnvironmentProblem(f"{out}: cannot create a new run directory for {name}-{stamp}")
+
+
 def cmd_run(args) -> int:
     from .machine import fingerprint
     from .runner import GridSearch, SweepContext, run_sweep
@@ -132,10 +142,8 @@ def cmd_run(args) -> int:
             raise SpecError("sweeper run", "SWEEP", "give a sweep name or file, or --resume RUN_DIR")
         path, spec, trials, store = prepare(args.sweep, args.yes)
         _check_writable(Path(args.out))
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out) / f"{spec.name}-{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / "sweep.yaml").write_text(dump_resolved(spec))
+        run_dir = _new_run_dir(Path(args.out), spec.name)
+        (run_dir / "sweep.yaml").write_text(dump_resolved(spec, model_store=store))
     _check_writable(run_dir)
     (run_dir / "machine.json").write_text(json.dumps(fingerprint(), indent=2))
     from handlers.models import MODELS
@@ -270,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sweeper: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sweeper plan x | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

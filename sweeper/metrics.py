@@ -15,8 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import ServerError
 
-from .errors import ServerError
-
 Scrape = dict[tuple[str, frozenset], float]
 
 REQUESTS = "ts_inference_requests"  # names without "_total" (see parse)
@@ -25,41 +23,70 @@ QUEUE_US = "ts_queue_latency_microseconds"
 
 
 def parse(text: str) -> Scrape:
+    """{(name, labels): value}. TorchServe 0.12 writes counters both with and without
+    "_total" (ts_inference_requests_total, ts_inference_latency_microseconds); the names
+    here never carry it. Raises ValueError for text that is not Prometheus exposition."""
     out: Scrape = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            # the parser appends "_total" to counters that lack it; one spelling for all
             name = sample.name[: -len("_total")] if sample.name.endswith("_total") else sample.name
             out[(name, frozenset(sample.labels.items()))] = float(sample.value)
     return out
 
 
 def scrape(metrics_url: str, timeout_s: float = 5.0) -> Scrape:
+    """One scrape of TorchServe's metrics endpoint; a server that cannot answer, or answers
+    something that is not Prometheus text, is a ServerError (the trial fails), not a crash
+    of the sweep."""
     try:
         r = httpx.get(metrics_url + "/metrics", timeout=timeout_s)
         r.raise_for_status()
     except httpx.HTTPError as exc:
         raise ServerError(f"scraping {metrics_url}/metrics failed: {type(exc).__name__}: {exc}") from None
-    return parse(r.text)
+    try:
+        return parse(r.text)
+    except ValueError as exc:
+        raise ServerError(f"scraping {metrics_url}/metrics: not Prometheus text: {exc}") from None
 
 
 def total(scrape_: Scrape, name: str, model: str | None = None) -> float:
     """Sum of a metric's samples, optionally only those labelled with model_name=model."""
-    s = 0.0
+    found = _sum(scrape_, name, model)
+    return 0.0 if found is None else found
+
+
+def _sum(scrape_: Scrape, name: str, model: str | None) -> float | None:
+    """Like total, but None when no sample matches."""
+    s, found = 0.0, False
     for (n, labels), v in scrape_.items():
         if n == name and (model is None or ("model_name", model) in labels):
             s += v
-    return s
+            found = True
+    return s if found else None
+
+
+def delta(before: Scrape, after: Scrape, name: str, model: str | None = None) -> float:
+    """Counter increase between two scrapes; NaN when unknown (series absent afterwards,
+    or the counter went backwards: the server restarted in between). A series absent
+    before the window is a counter TorchServe had not created yet: 0."""
+    end = _sum(after, name, model)
+    if end is None:
+        return math.nan
+    start = _sum(before, name, model) or 0.0
+    d = end - start
+    return d if d >= 0 else math.nan
 
 
 def server_columns(before: Scrape, after: Scrape, model: str) -> dict[str, float]:
-    def delta(name: str) -> float:
-        return total(after, name, model) - total(before, name, model)
+    requests = delta(before, after, REQUESTS, model)
 
-    requests = delta(REQUESTS)
-    per_req = (lambda us: us / requests / 1000.0) if requests > 0 else (lambda us: math.nan)
+    def per_request_ms(name: str) -> float:
+        if not requests > 0:  # also NaN
+            return math.nan
+        return delta(before, after, name, model) / requests / 1000.0
+
     return {
         "server_requests": requests,
-        "server_inference_latency_mean_ms": per_req(delta(INFERENCE_US)),
-        "server_queue_latency_mean_ms": per_req(delta(QUEUE_US)),
+        "server_inference_latency_mean_ms": per_request_ms(INFERENCE_US),
+        "server_queue_latency_mean_ms": per_request_ms(QUEUE_US),
     }

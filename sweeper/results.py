@@ -65,10 +65,10 @@ PREFIXES = ("param_", "load_", "client_", "server_", "proc_")
 
 
 def _clean(value: object) -> object:
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if hasattr(value, "item"):  # numpy scalar
-        return value.item()
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
@@ -207,12 +207,12 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         lines.append("|" + "---|" * len(head))
         bound_notes = []
         for _, r in agg.iterrows():
-            cells = [_fmt(r[c], 0) if isinstance(r[c], float) else _fmt(r[c]) for c in params]
+            cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
                 _spread(r, "client_throughput_rps"),
-                _fmt(float(r["client_success_rate"]), 3),
+                _fmt(float(r.get("client_success_rate", math.nan)), 3),
                 _spread(r, "client_latency_p50_ms"),
-                _fmt(float(r["client_latency_p90_ms"])),
+                _fmt(float(r.get("client_latency_p90_ms", math.nan))),
                 _spread(r, "client_latency_p99_ms"),
                 _fmt(float(r.get("client_batch_size_mean", math.nan))),
                 _fmt(float(r.get("proc_ctx_per_req", math.nan))),

@@ -19,6 +19,7 @@ Every error becomes one SpecError naming the file, the key path, the rule and th
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import re
 import typing
@@ -82,6 +83,7 @@ def machine_cores() -> int:
 
 
 def machine_cpus() -> set[int]:
+    """CPU numbers this process may use: what settings.client_cpus/server_cpus may name."""
     try:
         return set(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -119,8 +121,7 @@ def _show(value: Any, depth: int) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        text = str(value) if value.bit_length() < 200 else "a very large integer"
-        return text
+        return str(value) if value.bit_length() < 200 else "a very large integer"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
@@ -128,7 +129,7 @@ def _show(value: Any, depth: int) -> str:
     if isinstance(value, (list, dict)):
         if depth <= 0:
             return "[...]" if isinstance(value, list) else "{...}"
-        items = list(value.items())[:4] if isinstance(value, dict) else list(value)[:4]
+        items = list(itertools.islice(value.items() if isinstance(value, dict) else value, 4))
         if isinstance(value, dict):
             inner = ", ".join(f"{_show(k, 0)}: {_show(v, depth - 1)}" for k, v in items)
             more = ", ..." if len(value) > 4 else ""
@@ -169,18 +170,13 @@ class _Strict(BaseModel):
         out = dict(data)
         cores = machine_cores() if cls._relative else 0
         for key in cls._lists:
-            if key not in data:
-                continue
-            value = data[key]
-            if isinstance(value, list) and not value:
-                raise ValueError(f"{key}: must not be empty (give at least one value)")
-            if key in cls._relative:
-                out[key] = _resolve_axis(key, value, cores, text_ok=False)
+            if key in data:
+                out[key] = _prepare_axis(key, data[key], cores, relative=key in cls._relative, text_ok=False)
         return out
 
     @model_validator(mode="after")
     def _distinct_lists(self) -> Any:
-        for key in self._lists:
+        for key in self._lists:  # a safety net: _prepare_axis reports with the file's indices
             value = getattr(self, key)
             if isinstance(value, list):
                 _check_distinct(key, value)
@@ -202,21 +198,49 @@ def _resolve_one(key: str, value: Any, cores: int, text_ok: bool) -> tuple[Any, 
     return value, False
 
 
-def _resolve_axis(key: str, value: Any, cores: int, text_ok: bool) -> Any:
-    """Resolve `cores` forms. Values that only coincide because of the machine's core count
-    (`[1, cores]` on one core) collapse into one; literal duplicates are left for
-    `_check_distinct` to report."""
+def _marker(value: Any, as_text: bool) -> Any:
+    """What makes two written values the same: 100 and 100.0 are; true and 1 are not;
+    for environment values 1 and "1" are."""
+    if isinstance(value, bool):
+        return ("bool", value)
+    if as_text and isinstance(value, (int, str)):
+        return ("text", str(value))
+    if isinstance(value, (int, float)):
+        if value != value:  # nan: "must be a finite number" says more than "duplicate"
+            return None
+        return ("number", float(value)) if abs(value) < 2**53 else ("number", value)
+    if isinstance(value, str):
+        return ("text", value)
+    return None  # lists, mappings: the type check reports them
+
+
+def _prepare_axis(key: str, value: Any, cores: int, relative: bool, text_ok: bool = False, as_text: bool = False) -> Any:
+    """Check a list-valued field (not empty, no value twice: reported with the file's
+    indices) and resolve `cores` forms where allowed. Values that only coincide because of
+    this machine's core count (`[1, cores]` on one core) collapse into one."""
     if not isinstance(value, list):
-        return _resolve_one(key, value, cores, text_ok)[0]
-    out: list = []
-    relative_of: dict[Any, bool] = {}
+        return _resolve_one(key, value, cores, text_ok)[0] if relative else value
+    if not value:
+        raise ValueError(f"{key}: must not be empty (give at least one value)")
+    first: dict[Any, int] = {}
     for i, item in enumerate(value):
-        resolved, relative = _resolve_one(f"{key}[{i}]", item, cores, text_ok)
-        marker = str(resolved) if isinstance(resolved, (int, str)) and not isinstance(resolved, bool) else None
-        if marker is not None and marker in relative_of and (relative or relative_of[marker]):
+        marker = _marker(item, as_text)
+        if marker is None:
             continue
+        if marker in first:
+            raise ValueError(f"{key}[{i}]: duplicate of {key}[{first[marker]}], got {show(item)}")
+        first[marker] = i
+    if not relative:
+        return value
+    out: list = []
+    seen: set = set()
+    for i, item in enumerate(value):
+        resolved, _ = _resolve_one(f"{key}[{i}]", item, cores, text_ok)
+        marker = _marker(resolved, as_text)
+        if marker is not None and marker in seen:
+            continue  # literal duplicates were refused above: this one came from `cores`
         if marker is not None:
-            relative_of.setdefault(marker, relative)
+            seen.add(marker)
         out.append(resolved)
     return out
 
@@ -224,9 +248,9 @@ def _resolve_axis(key: str, value: Any, cores: int, text_ok: bool) -> Any:
 def _check_distinct(key: str, values: list, as_text: bool = False) -> None:
     seen: dict[Any, int] = {}
     for i, v in enumerate(values):
-        if not isinstance(v, (int, float, str)):
+        marker = _marker(v, as_text)
+        if marker is None:
             continue  # mappings (load profiles) are compared by SweepSpec._distinct_loads
-        marker = str(v) if as_text else v
         if marker in seen:
             raise ValueError(f"{key}[{i}]: duplicate of {key}[{seen[marker]}], got {show(v)}")
         seen[marker] = i
@@ -381,12 +405,7 @@ class SweepSpec(_Strict):
         if not isinstance(v, dict):
             return v
         cores = machine_cores()
-        out = {}
-        for key, value in v.items():
-            if isinstance(value, list) and not value:
-                raise ValueError(f"{_key_text(key)}: must not be empty (give at least one value)")
-            out[key] = _resolve_axis(_key_text(key), value, cores, text_ok=True)
-        return out
+        return {key: _prepare_axis(_key_text(key), value, cores, relative=True, text_ok=True, as_text=True) for key, value in v.items()}
 
     @field_validator("env", mode="after")
     @classmethod
@@ -616,7 +635,9 @@ def _describe(errors: list[dict], data: Any) -> tuple[str, str]:
         # only type errors: say every shape the field accepts
         words: list[str] = []
         has_list = False
-        for e, _ in deepest:
+        for e, p in deepest:
+            if p != parts:
+                continue  # another key's error
             if e.get("type") == "list_type":
                 has_list = True
             else:

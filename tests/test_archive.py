@@ -74,7 +74,7 @@ def test_a_broken_archive_counts_as_missing(tmp_path):
 
 
 def test_unknown_names_are_refused_before_anything_is_built(tmp_path):
-    with pytest.raises(SpecError, match=r"unknown model 'resnet', expected one of: cnn, mlp, transformer"):
+    with pytest.raises(SpecError, match=r"unknown model 'resnet', expected one of: cnn, mlp, mlp_faulty, transformer"):
         archive.build_archive("resnet", tmp_path)
     with pytest.raises(SpecError, match="resnet"):
         archive.ensure_archives(tmp_path, ["mlp", "resnet"])

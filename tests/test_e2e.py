@@ -231,3 +231,24 @@ def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
         assert r.status_code in (400, 401)  # the old key no longer does
         pids = set(server.seen_pids)
     assert pids and not [p for p in pids if psutil.pid_exists(p)]
+
+
+def test_handler_failures_are_counted_as_failures_not_served(tmp_path):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "faulty",
+        model={**MLP, "name": "mlp_faulty", "batch_size": 1},
+        load={"mode": "closed", "concurrency": 2, "requests": 200},
+        settings={"warmup_s": 0},
+    )
+    assert main(["run", str(sweep), "--out", str(out)]) == 0  # the trial ran; its requests failed
+    _, df = _results(out)
+    row = df.iloc[0]
+    assert row["client_requests"] == 200
+    statuses = dict(pair.split(":") for pair in row["client_status_counts"].split())
+    failed = sum(int(n) for code, n in statuses.items() if code.startswith("5"))
+    assert failed == pytest.approx(50, abs=2)  # every 4th batch of one
+    assert row["client_ok"] == 200 - failed and row["client_success_rate"] == pytest.approx(row["client_ok"] / 200)
+    assert row["client_throughput_rps"] * row["measure_s"] == pytest.approx(row["client_ok"], rel=0.05)
+    assert_nothing_left(out)

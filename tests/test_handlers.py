@@ -22,6 +22,9 @@ import torch
 from handlers.handler import LocalContext, SweeperHandler
 from handlers.models import MODELS, InvalidRequest, tokenize
 
+# the fault-injection model fails batches on purpose; the real models serve every batch
+SERVED_MODELS = sorted(name for name, info in MODELS.items() if not info.fail_every)
+
 MS_PATTERN = re.compile(r"^\d+\.\d{3}$")
 
 
@@ -51,7 +54,7 @@ def test_mlp_has_the_published_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 425_130
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", SERVED_MODELS)
 def test_registry_parameter_count_and_description_agree_with_the_model(name):
     info = MODELS[name]
     assert sum(p.numel() for p in info.build().parameters()) == info.num_params
@@ -64,7 +67,7 @@ def test_cnn_and_transformer_are_in_the_requested_size_range():
     assert 100_000 <= MODELS["transformer"].num_params <= 1_000_000
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", SERVED_MODELS)
 def test_build_is_deterministic_and_leaves_the_global_rng_alone(name):
     torch.manual_seed(7)
     expected_next = torch.rand(3)
@@ -76,7 +79,7 @@ def test_build_is_deterministic_and_leaves_the_global_rng_alone(name):
     assert not first.training
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", SERVED_MODELS)
 def test_example_requests_are_deterministic_valid_and_vary_with_the_seed(name, handlers_by_name):
     info = MODELS[name]
     assert info.example_request() == info.example_request()
@@ -96,7 +99,7 @@ def test_tokenizer_is_stable_lowercased_and_fixed_length():
 # --- handler on a LocalContext ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", SERVED_MODELS)
 def test_a_batch_gets_one_answer_per_request_in_order_equal_to_single_answers(name, handlers_by_name):
     handler, info = handlers_by_name[name], MODELS[name]
     bodies = [info.example_request(seed) for seed in range(6)]
