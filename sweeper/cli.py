@@ -75,9 +75,14 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     for t in trials:
         render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host)
     if check_environment:
-        from .server import check_java
+        from .server import check_java, check_ports
 
         check_java()
+        if spec.settings.base_port:
+            try:
+                check_ports(spec.settings.host, spec.settings.base_port)
+            except EnvironmentProblem as exc:
+                raise SpecError(source, "settings.base_port", str(exc)) from None
     return path, spec, trials, store
 
 
@@ -157,7 +162,7 @@ def cmd_run(args) -> int:
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
     outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
     rows = outcome.rows
-    if getattr(spec.settings, "baseline", False) and not outcome.stopped:
+    if spec.settings.baseline and not outcome.stopped:
         rows = _baseline(run_dir, rows)
     failed = [r for r in rows if r.get("status") != "ok"]
     if not args.no_report:

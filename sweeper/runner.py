@@ -100,6 +100,7 @@ class LocalExecutor:
             host=settings.host,
             ready_timeout_s=settings.ready_timeout_s,
             cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
+            base_port=settings.base_port,
         )
         self.server = server  # set before start so close() reaps a half-started server
         server.start()

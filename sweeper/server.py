@@ -89,6 +89,18 @@ def free_ports(host: str, n: int = 3) -> list[int]:
             s.close()
 
 
+def fixed_ports(base_port: int) -> list[int]:
+    """inference, management, metrics, gRPC inference, gRPC management."""
+    return [base_port + i for i in range(5)]
+
+
+def check_ports(host: str, base_port: int) -> None:
+    """EnvironmentProblem naming the first of the fixed ports that is taken."""
+    for port in fixed_ports(base_port):
+        if not port_is_free(host, port):
+            raise EnvironmentProblem(f"port {port} on {host} is already in use (settings.base_port={base_port} uses {base_port}-{base_port + 4})")
+
+
 @dataclass(frozen=True)
 class Keys:
     inference: str
@@ -130,6 +142,7 @@ class TorchServe:
         ready_timeout_s: float = 60.0,
         cpu_affinity: tuple[int, ...] | None = None,
         token_auth: bool = True,
+        base_port: int | None = None,
     ):
         self.workdir = Path(workdir)
         self._render = render
@@ -139,6 +152,7 @@ class TorchServe:
         self.ready_timeout_s = ready_timeout_s
         self.cpu_affinity = cpu_affinity
         self.token_auth = token_auth
+        self.base_port = base_port
         self.ports: Ports | None = None
         self.keys: Keys | None = None
         self._proc: subprocess.Popen | None = None
@@ -201,11 +215,11 @@ class TorchServe:
             raise ServerError("server already started")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
-        ports = free_ports(self.host, 5)
+        ports = fixed_ports(self.base_port) if self.base_port else free_ports(self.host, 5)
         self.ports = Ports(*ports)
         busy = [p for p in ports if not port_is_free(self.host, p)]
         if busy:
-            raise EnvironmentProblem(f"port {busy[0]} on {self.host} is already in use")
+            raise ServerError(f"port {busy[0]} on {self.host} is already in use")
         config = self.workdir / "config.properties"
         config.write_text(self._render(self.ports))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "MKL_", "OMP_"))}

@@ -28,6 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
+    StrictBool,
     BaseModel,
     ConfigDict,
     Field,
@@ -374,6 +375,11 @@ class Settings(_Strict):
     model_store: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
     client_cpus: Union[list[NonNegInt], None] = None
     server_cpus: Union[list[NonNegInt], None] = None
+    # fixed ports base_port .. base_port+4 (inference, management, metrics, 2x gRPC) instead
+    # of free ones chosen per server, for firewalls; checked free before anything starts
+    base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = None
+    # after the trials, measure the in-process ceiling for serving efficiency (sweeper.ceiling)
+    baseline: StrictBool = False
 
     @model_validator(mode="after")
     def _cpus_exist(self) -> "Settings":

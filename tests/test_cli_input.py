@@ -501,3 +501,23 @@ def test_resume_keeps_a_relative_model_store(tmp_path, capsys, monkeypatch):
     (run_dir,) = list((tmp_path / "out").iterdir())
     code, _, err = call(capsys, ["run", "--resume", str(run_dir)])
     assert "stopped before the sweep" in err, err
+
+
+def test_a_base_port_in_use_is_refused_before_anything_starts(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        if port > 65530:
+            pytest.skip("ephemeral port too high for a base_port")
+        sweep = tmp_path / "ports.yaml"
+        sweep.write_text(
+            "name: ports\nmodel: {name: mlp}\nload: {mode: closed, concurrency: 1, duration_s: 1}\n"
+            f"settings: {{base_port: {port}}}\n"
+        )
+        code, _, err = call(capsys, ["run", str(sweep), "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert err.strip() == f"sweeper: {sweep}: settings.base_port: port {port} on 127.0.0.1 is already in use (settings.base_port={port} uses {port}-{port + 4})"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
