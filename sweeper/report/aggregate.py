@@ -82,7 +82,8 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
             out[f"{name}_{stat}"] = agg[stat].reindex(out.index) if len(agg) else np.nan
     # std of one sample is NaN; that is what "no spread known" should be.
 
-    bound = column(df, "client_bound").fillna(False).astype(bool)
+    # True/False from the CSV, NaN where a trial never measured: only a real True counts
+    bound = column(df, "client_bound").map(lambda v: v is True or str(v).lower() == "true").astype(bool)
     out["client_bound"] = bound.groupby(keys, sort=False).any()
     reasons = column(df, "client_bound_reason").astype("string").fillna("")
     out["client_bound_reason"] = reasons.where(bound, "").groupby(keys, sort=False).agg(_distinct)
