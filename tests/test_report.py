@@ -390,3 +390,16 @@ def test_same_winner_for_both_objectives_is_said_once(batching):
         assert "Best throughput under p99 ≤ 25 ms" in text
         assert "The same trial: the best-throughput configuration also meets the SLO" in text
         assert text.count("curl -X POST") == 1
+
+
+def test_thread_sweep_states_the_finding_in_words(threads):
+    html, md = render_report(threads)
+    text = md.read_text()
+    assert "## Finding (computed from this run's data)" in text
+    assert "Spearman rank correlation" in text and "above the 2 cores" in text
+    assert 'id="findings"' in html.read_text()
+
+
+def test_batching_sweep_has_no_thread_finding(batching):
+    _, md = render_report(batching)
+    assert "## Finding" not in md.read_text()

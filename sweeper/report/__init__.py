@@ -84,8 +84,20 @@ def build_context(
         "failures": failures,
         "max_failure_tails": MAX_FAILURE_TAILS,
         "machine": machine_rows(data.machine),
+        "findings": _findings(data),
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
     }
+
+
+def _findings(data: RunData) -> list[str]:
+    """The thread-contention finding in words (sweeper.findings), when the run has thread axes."""
+    from ..findings import thread_findings
+
+    cores = data.machine.get("cores_usable") or data.machine.get("cores_logical")
+    try:
+        return thread_findings(data.results, int(cores)) if cores else []
+    except (TypeError, ValueError):
+        return []
 
 
 def _environment() -> jinja2.Environment:
