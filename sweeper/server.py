@@ -144,10 +144,11 @@ class TorchServe:
         token_auth: bool = True,
         base_port: int | None = None,
     ):
-        self.workdir = Path(workdir)
+        # absolute: torchserve runs with this as its cwd, so a relative path would dangle
+        self.workdir = Path(workdir).resolve()
         self._render = render
         self.env = dict(env)
-        self.model_store = Path(model_store)
+        self.model_store = Path(model_store).resolve()
         self.host = host
         self.ready_timeout_s = ready_timeout_s
         self.cpu_affinity = cpu_affinity

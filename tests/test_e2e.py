@@ -35,9 +35,10 @@ def _results(out):
     return run_dir, pd.read_csv(run_dir / "results.csv")
 
 
-def test_smoke_sweep_end_to_end(tmp_path, capsys):
+def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "runs"
-    code = main(["run", str(ROOT / "sweeps" / "smoke.yaml"), "--out", str(out)])
+    monkeypatch.chdir(tmp_path)  # a relative --out, as `make sweep` gives: runs/...
+    code = main(["run", str(ROOT / "sweeps" / "smoke.yaml"), "--out", "runs"])
     assert code == 0, capsys.readouterr().err
     run_dir, df = _results(out)
     assert len(df) == 2
