@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import SpecError
-from .results import aggregate
+from .aggregate import aggregate_trials
 
-FIGURE = "client_throughput_rps"
+FIGURE = "client_throughput_rps_mean"  # over the ok repeats of a trial
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,8 @@ def load_run(run_dir: Path) -> RunSummary:
     df = pd.read_csv(csv)
     if "status" not in df or df.empty:
         raise SpecError(str(csv), "", "no trials in results.csv")
-    return RunSummary(_label(run_dir), run_dir, aggregate(df))
+    table = aggregate_trials(df)
+    return RunSummary(_label(run_dir), run_dir, table[table["n_ok"] > 0].reset_index(drop=True))
 
 
 def _keys(tables: list[pd.DataFrame]) -> list[str]:

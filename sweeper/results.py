@@ -58,6 +58,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .aggregate import aggregate_trials
+
 RESULT_FILE = "result.json"
 IDENTITY = ["sweep", "run_id", "seq", "trial_id", "repeat", "group_id", "status", "error", "started_at"]
 TIMING = ["wall_s", "measure_s", "overhead_s"]
@@ -119,45 +121,11 @@ def table(run_dir: Path) -> pd.DataFrame:
     return df[column_order(list(df.columns))].reset_index(drop=True)
 
 
-def param_columns(df: pd.DataFrame) -> list[str]:
+def varying_columns(df: pd.DataFrame) -> list[str]:
     """The param_*/load_* columns that vary in this run (plus the model name)."""
     cols = [c for c in df.columns if c.startswith(("param_", "load_"))]
     varying = [c for c in cols if df[c].astype(str).nunique(dropna=False) > 1]
     return varying or [c for c in cols if c == "param_model_name"]
-
-
-def aggregate(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial_id: mean and min/max of the headline figures over repeats."""
-    ok = df[df["status"] == "ok"]
-    if ok.empty:
-        return pd.DataFrame()
-    keys = [c for c in df.columns if c.startswith(("param_", "load_"))]
-    figures = [
-        c
-        for c in (
-            "client_throughput_rps",
-            "client_success_rate",
-            "client_latency_p50_ms",
-            "client_latency_p90_ms",
-            "client_latency_p99_ms",
-            "client_batch_size_mean",
-            "server_queue_latency_mean_ms",
-            "proc_ctx_per_req",
-            "proc_cpu_pct",
-            "efficiency",
-        )
-        if c in ok
-    ]
-    g = ok.groupby("trial_id", sort=False)
-    out = g[keys].first()
-    out["repeats"] = g.size()
-    for c in figures:
-        out[c] = g[c].mean()
-        out[c + "_min"] = g[c].min()
-        out[c + "_max"] = g[c].max()
-    if "client_bound" in ok:
-        out["client_bound"] = g["client_bound"].any()
-    return out.reset_index()
 
 
 def _fmt(value: object, digits: int = 1) -> str:
@@ -175,9 +143,14 @@ def _short(col: str) -> str:
     return col
 
 
+def _mean(row: pd.Series, col: str, digits: int = 1) -> str:
+    return _fmt(float(row.get(col + "_mean", math.nan)), digits)
+
+
 def _spread(row: pd.Series, col: str, digits: int = 1) -> str:
-    mean = _fmt(float(row[col]), digits)
-    if row.get("repeats", 1) > 1:
+    """mean, with (min-max) when more than one repeat was measured."""
+    mean = _mean(row, col, digits)
+    if row.get("n_ok", 1) > 1:
         return f"{mean} ({_fmt(float(row[col + '_min']), digits)}-{_fmt(float(row[col + '_max']), digits)})"
     return mean
 
@@ -191,9 +164,11 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
     lines.append(f"{len(df)} trial runs: {n_ok} ok, {len(df) - n_ok} failed or interrupted.")
     lines.append("Figures are means over repeats with (min-max) when repeated; latency is client-side, ms.")
     lines.append("")
-    agg = aggregate(df)
+    agg = aggregate_trials(df)
+    agg = agg[agg["n_ok"] > 0]
+    has_efficiency = "efficiency" in df
     if not agg.empty:
-        params = param_columns(df)
+        params = varying_columns(df)
         head = [_short(c) for c in params] + [
             "throughput req/s",
             "success",
@@ -202,7 +177,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             "p99 ms",
             "served batch",
             "ctx sw/req",
-        ] + (["efficiency"] if "efficiency" in agg else [])
+        ] + (["efficiency"] if has_efficiency else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         bound_notes = []
@@ -210,13 +185,13 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
                 _spread(r, "client_throughput_rps"),
-                _fmt(float(r.get("client_success_rate", math.nan)), 3),
+                _mean(r, "client_success_rate", 3),
                 _spread(r, "client_latency_p50_ms"),
-                _fmt(float(r.get("client_latency_p90_ms", math.nan))),
+                _mean(r, "client_latency_p90_ms"),
                 _spread(r, "client_latency_p99_ms"),
-                _fmt(float(r.get("client_batch_size_mean", math.nan))),
-                _fmt(float(r.get("proc_ctx_per_req", math.nan))),
-            ] + ([_fmt(float(r["efficiency"]), 2)] if "efficiency" in agg else [])
+                _mean(r, "client_batch_size_mean"),
+                _mean(r, "proc_ctx_per_req"),
+            ] + ([_mean(r, "efficiency", 2)] if has_efficiency else [])
             if bool(r.get("client_bound", False)):
                 cells[0] = "⚠ " + cells[0]
                 bound_notes.append(r["trial_id"])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sweeper import results
+from sweeper.aggregate import aggregate_trials
 
 
 def row(trial_id: str, repeat: int = 0, status: str = "ok", seq: int = 0, **over) -> dict:
@@ -184,16 +185,16 @@ def test_repeats_are_aggregated_as_mean_min_max(tmp_path):
     line_b = next(line for line in md.splitlines() if line.startswith("| 8 |"))
     assert "| 500.0 |" in line_b  # one repeat: no range
 
-    agg = results.aggregate(results.table(tmp_path))
+    agg = aggregate_trials(results.table(tmp_path))
     a = agg[agg["trial_id"] == "a"].iloc[0]
-    assert (a["repeats"], a["client_throughput_rps"], a["client_throughput_rps_min"], a["client_throughput_rps_max"]) == (3, 110.0, 100.0, 120.0)
+    assert (a["n_ok"], a["client_throughput_rps_mean"], a["client_throughput_rps_min"], a["client_throughput_rps_max"]) == (3, 110.0, 100.0, 120.0)
 
 
 def test_failed_repeats_do_not_enter_the_aggregate(tmp_path):
     put(tmp_path, row("a", 0, client_throughput_rps=100.0))
     put(tmp_path, row("a", 1, status="failed", client_throughput_rps=1.0))
-    agg = results.aggregate(results.table(tmp_path))
-    assert agg.iloc[0]["repeats"] == 1 and agg.iloc[0]["client_throughput_rps"] == 100.0
+    agg = aggregate_trials(results.table(tmp_path))
+    assert agg.iloc[0]["n_ok"] == 1 and agg.iloc[0]["client_throughput_rps_mean"] == 100.0
 
 
 def test_a_failed_row_appears_in_the_failed_section(tmp_path):

@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from sweeper.report import fmt
-from sweeper.report.aggregate import aggregate_trials, column, param_columns, varying
+from sweeper.aggregate import aggregate_trials, column, param_columns, varying
 from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep

@@ -1,5 +1,5 @@
 """Aggregation over repeats: one row per trial (trial_id) from the per-repeat rows of
-results.csv, plus the helpers that say which parameters vary and what a "configuration"
+results.csv (used by results.md, the report and sweeper compare), plus the helpers that say which parameters vary and what a "configuration"
 is (the param_* values, without the load).
 
 Only repeats with status "ok" are measurements. A trial is *eligible* for a recommendation
@@ -19,6 +19,7 @@ _SPREAD = ("mean", "min", "max", "std")
 METRICS: dict[str, tuple[str, ...]] = {
     "client_throughput_rps": _SPREAD,
     "client_latency_p50_ms": ("mean", "min", "max"),
+    "client_latency_p90_ms": ("mean",),
     "client_latency_p99_ms": _SPREAD,
     "client_latency_mean_ms": ("mean",),
     "client_success_rate": ("mean", "min"),
@@ -29,6 +30,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "proc_cpu_pct": ("mean",),
     "proc_ctx_per_req": ("mean", "min", "max"),
     "server_queue_latency_mean_ms": ("mean",),
+    "efficiency": ("mean", "min", "max"),
 }
 
 
