@@ -326,7 +326,8 @@ def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> 
         eta = f" ETA {int(remaining // 60)}m{int(remaining % 60):02d}s"
     load = f"c={trial.load.concurrency}" if trial.load.mode == "closed" else f"rate={trial.load.rate_rps:g}/s"
     m = trial.model
-    what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms {f"workers={m.min_workers} " if m.min_workers else ""}{trial.load.mode} {load}"
+    workers = f"workers={m.min_workers} " if m.min_workers else ""
+    what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms {workers}{trial.load.mode} {load}"
     if trial.server or trial.env:
         what += " " + " ".join(f"{k}={v}" for k, v in (*trial.server, *trial.env))
     bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
