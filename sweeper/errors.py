@@ -36,9 +36,10 @@ class EnvironmentProblem(SweeperError):
 
 
 class ServerError(SweeperError):
-    def __init__(self, message: str, log_tail: str = ""):
+    def __init__(self, message: str, log_tail: str = "", partial_row: dict | None = None):
         super().__init__(message)
         self.log_tail = log_tail
+        self.partial_row = partial_row  # what a trial measured before it failed, if anything
 
 
 class ServerNotReady(ServerError):

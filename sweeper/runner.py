@@ -13,14 +13,15 @@ import json
 import signal
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
+import psutil
+
 from . import management, metrics, probe, results
-from .errors import Interrupted, LoadError, ManagementError, ServerError, SweeperError
+from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
 from .plan import ModelParams, Trial
 from .render import render_config, render_env
@@ -119,14 +120,15 @@ class LocalExecutor:
             row["status"] = "ok"
             row["error"] = ""
         except (ServerError, ManagementError, LoadError) as exc:
-            row.update(getattr(exc, "partial_row", {}))
+            row.update(getattr(exc, "partial_row", None) or {})
             row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             tail = getattr(exc, "log_tail", "") or (self.server.log_tail() if self.server else "")
             row["log_tail"] = tail
-            self.close()  # the next trial starts from a clean server
-        finally:
             if self.server is not None:
                 _copy_logs(self.server, offsets, trial_dir / "logs")
+            self.close()  # the next trial starts from a clean server
+        else:
+            _copy_logs(self.server, offsets, trial_dir / "logs")
         row["wall_s"] = time.monotonic() - started
         row["overhead_s"] = row["wall_s"] - (row.get("measure_s") or 0.0)
         return row
@@ -164,9 +166,9 @@ class LocalExecutor:
             raise ServerError("TorchServe died during the measured window", server.log_tail())
         lost = workers_before - _worker_pids(server)
         if lost:
-            failed = ServerError(f"{len(lost)} backend worker(s) died during the measured window", server.log_tail())
-            failed.partial_row = row  # keep what was measured
-            raise failed
+            raise ServerError(
+                f"{len(lost)} backend worker(s) died during the measured window", server.log_tail(), partial_row=row
+            )
         return row
 
 
@@ -184,7 +186,7 @@ def _worker_pids(server: TorchServe) -> set[int]:
         try:
             if "model_service_worker" in " ".join(p.cmdline()):
                 out.add(p.pid)
-        except Exception:  # psutil.Error: the process went away while we looked
+        except psutil.Error:  # the process went away while we looked
             continue
     return out
 
@@ -333,6 +335,3 @@ def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> 
     bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))
     return f"[{bar}] {index}/{total} {pct:3.0f}%{eta}  {what} (r{trial.repeat})"
 
-
-def format_exception(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc))

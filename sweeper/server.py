@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from . import reaper
 from .errors import EnvironmentProblem, ServerError, ServerNotReady
 from .render import Ports
 
@@ -160,6 +161,7 @@ class TorchServe:
         self._pgid: int | None = None
         self._seen_pids: set[int] = set()
         self._tmp: Path | None = None
+        self._reaper: subprocess.Popen | None = None
 
     # --- addresses and credentials ---------------------------------------------------
 
@@ -261,6 +263,7 @@ class TorchServe:
         finally:
             stdout.close()
         self._pgid = self._proc.pid  # session leader: pgid == pid
+        self._reaper = reaper.start(self._pgid)  # stops the group if this process is SIGKILLed
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -377,6 +380,10 @@ class TorchServe:
             while time.monotonic() < deadline and not all(port_is_free(self.host, p) for p in ports):
                 time.sleep(0.05)
         self._proc = None
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

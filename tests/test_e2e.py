@@ -20,6 +20,7 @@ from e2e_helpers import (
     run_dirs,
     serving,
     sweeper_cmd,
+    ts_processes_under,
     wait_for,
     write_sweep,
 )
@@ -253,3 +254,29 @@ def test_handler_failures_are_counted_as_failures_not_served(tmp_path):
     assert row["client_ok"] == 200 - failed and row["client_success_rate"] == pytest.approx(row["client_ok"] / 200)
     assert row["client_throughput_rps"] * row["measure_s"] == pytest.approx(row["client_ok"], rel=0.05)
     assert_nothing_left(out)
+
+
+def test_sigkill_of_the_sweeper_still_stops_its_server(tmp_path):
+    """The one exit no finally can cover: the reaper process stops the server group."""
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "sigkill",
+        model={**MLP, "batch_size": 1},
+        load={"mode": "closed", "concurrency": 2, "duration_s": 3},
+        settings={"warmup_s": 0},
+    )
+    proc = subprocess.Popen(sweeper_cmd("run", str(sweep), "--out", str(out), "--no-report"), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: serving(out), 90, "first predictions")
+        jvm = find_process(out, "org.pytorch.serve.ModelServer")
+        worker = find_process(out, "model_service_worker")
+        proc.kill()
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs([jvm, worker], timeout=20)
+        assert not alive, f"server processes outlived the sweeper: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    wait_for(lambda: not ts_processes_under(out), 10, "no TorchServe process under the run")
