@@ -146,16 +146,21 @@ class LocalExecutor:
             body=self.ctx.request_body,
             headers=(("Content-Type", self.ctx.content_type), *server.headers("inference").items()),
         )
-        if spec.settings.warmup_s > 0:
-            run_load(target, _warmup_profile(trial.load, spec.settings.warmup_s))
-        server.note_pids()
-        workers_before = _worker_pids(server)
-        before = metrics.scrape(server.metrics_url)
-        sampler = probe.Probe(server.root_pid, spec.settings.probe_interval_s).start()
+        warmup = _warmup_profile(trial.load, spec.settings.warmup_s) if spec.settings.warmup_s > 0 else None
+        window: dict = {}
+
+        def before_window() -> None:
+            # runs when the engines have warmed up and wait for t0: snapshot, then measure
+            server.note_pids()
+            window["workers"] = _worker_pids(server)
+            window["metrics"] = metrics.scrape(server.metrics_url)
+            window["probe"] = probe.Probe(server.root_pid, spec.settings.probe_interval_s).start()
+
         try:
-            run = run_load(target, trial.load)
+            run = run_load(target, trial.load, warmup=warmup, on_ready=before_window)
         finally:
-            samples = sampler.stop()
+            samples = window["probe"].stop() if "probe" in window else []
+        before, workers_before = window["metrics"], window["workers"]
         after = metrics.scrape(server.metrics_url) if server.alive() else {}
         write_records(run, trial_dir / "requests.csv.gz")
         row = summarize(run)
@@ -177,7 +182,10 @@ def _warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:
         concurrency = load.concurrency
     else:
         concurrency = max(1, min(WARMUP_MAX_CONCURRENCY, int(load.rate_rps * 0.05)))
-    return LoadProfile(mode="closed", concurrency=concurrency, duration_s=warmup_s, timeout_s=load.timeout_s)
+    concurrency = max(concurrency, load.processes)  # every engine process warms its connections
+    return LoadProfile(
+        mode="closed", concurrency=concurrency, duration_s=warmup_s, timeout_s=load.timeout_s, processes=load.processes
+    )
 
 
 def _worker_pids(server: TorchServe) -> set[int]:

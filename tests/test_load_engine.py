@@ -214,3 +214,23 @@ def test_ctrl_c_terminates_the_engine_processes():
             timer.cancel()
     assert time.monotonic() - started < 5.0
     assert _engine_children() == []
+
+
+def test_warmup_runs_in_the_same_engine_and_is_not_recorded():
+    seen = []
+    with FakeServer(delay_s=0.001) as server:
+
+        def on_ready():
+            seen.append(server.requests)  # the warm-up is over, the window has not begun
+
+        run = run_load(
+            Target(server.url("/predictions/m"), BODY),
+            closed(concurrency=2, requests=100),
+            warmup=closed(concurrency=2, duration_s=0.3),
+            on_ready=on_ready,
+        )
+        total = server.requests
+    assert len(seen) == 1 and seen[0] > 0  # called once, after warm-up requests were served
+    assert len(run.records) == 100 and total == seen[0] + 100
+    with pytest.raises(LoadError, match="warm-up must be a closed loop"):
+        run_load(Target("http://127.0.0.1:9/"), closed(requests=1), warmup=open_(rate_rps=10, duration_s=1))

@@ -290,10 +290,13 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def child_main(pipe, target: Target, part: EnginePart) -> None:
+def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None) -> None:
     """Entry point of an engine process. Talks to the parent over `pipe`:
-    -> ("ready", None) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
-    -> ("done", records, cpu_s) | ("error", msg)."""
+    -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
+    -> ("done", records, cpu_s) | ("error", msg).
+
+    A warm-up (a closed loop whose records are dropped) runs before "ready", in this same
+    process, so a trial pays for one engine start, not two."""
     # The parent owns Ctrl-C: it terminates the engines; a KeyboardInterrupt traceback
     # from every child would only bury the parent's message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -303,9 +306,15 @@ def child_main(pipe, target: Target, part: EnginePart) -> None:
             os.sched_setaffinity(0, part.cpu_affinity)
         _raise_fd_limit(part.concurrency + 64)
         loop = _new_loop()
+        warmed = 0
+        if warmup is not None:
+            warm = ClosedLoop(loop, target, warmup)
+            loop.run_until_complete(warm.prepare())
+            loop.run_until_complete(warm.run(time.perf_counter()))
+            warmed = len(warm.records)
         engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
         loop.run_until_complete(engine.prepare())
-        pipe.send(("ready", None))
+        pipe.send(("ready", warmed))
         command, t0_wall = pipe.recv()
         if command != "go":
             return

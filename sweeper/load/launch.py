@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import time
 from multiprocessing.connection import wait
+from typing import Callable
 
 import numpy as np
 
@@ -156,24 +157,40 @@ def wall_time(records: np.ndarray) -> float:
     return float(records["end_s"].max() - records["scheduled_s"].min())
 
 
-def run_load(target: Target, profile: LoadProfile) -> LoadRun:
+def run_load(
+    target: Target,
+    profile: LoadProfile,
+    warmup: LoadProfile | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> LoadRun:
     """Run the load described by `profile` against `target`; block until it is done.
+
+    `warmup` (a closed loop; its records are dropped) runs first in the same engine
+    processes. `on_ready` is called after the warm-up, once every engine is connected and
+    waiting, just before the measured window starts: the place for "before" snapshots.
 
     Failed requests are data (status 0, 4xx, 5xx in the records). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child
     that crashed or hung.
     """
     parts = split(profile)
+    warm_parts: list[EnginePart | None] = [None] * len(parts)
+    ready_timeout_s = READY_TIMEOUT_S
+    if warmup is not None:
+        if warmup.mode != "closed" or warmup.processes != profile.processes:
+            raise LoadError("load profile: a warm-up must be a closed loop with the same processes as the load")
+        warm_parts = list(split(warmup))
+        ready_timeout_s += (warmup.duration_s or 0.0) + warmup.timeout_s
     prepare(target)  # a bad URL fails here, in the caller, with the same message
     ctx = multiprocessing.get_context("spawn")
     pipes, procs = [], []
     finished = False
     try:
-        for part in parts:
+        for part, warm in zip(parts, warm_parts):
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
                 target=child_main,
-                args=(child_end, target, part),
+                args=(child_end, target, part, warm),
                 name=f"sweeper-load-{part.index}",
                 daemon=True,  # dies with the parent even if the parent is killed hard
             )
@@ -182,7 +199,9 @@ def run_load(target: Target, profile: LoadProfile) -> LoadRun:
             pipes.append(parent_end)
             procs.append(proc)
         everyone = set(range(len(parts)))
-        _collect(pipes, procs, set(everyone), "ready", time.monotonic() + READY_TIMEOUT_S)
+        _collect(pipes, procs, set(everyone), "ready", time.monotonic() + ready_timeout_s)
+        if on_ready is not None:
+            on_ready()
         t0_wall = time.time() + START_DELAY_S
         for pipe in pipes:
             pipe.send(("go", t0_wall))
