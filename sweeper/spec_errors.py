@@ -13,7 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from . import spec as _spec  # the schema (SweepSpec, patterns); used at call time only
+
+
+def _schema():
+    """sweeper.spec (SweepSpec, the patterns), imported late: spec imports this module."""
+    from . import spec
+
+    return spec
 
 
 # --- value display -------------------------------------------------------------------------
@@ -118,7 +124,7 @@ def _walk(data: Any, loc: tuple, missing: bool) -> list[tuple[str, Any]]:
 
 def _model_at(parts: list[tuple[str, Any]]) -> type[BaseModel] | None:
     """The schema class that owns the keys at `parts` (for 'did you mean')."""
-    current: Any = _spec.SweepSpec
+    current: Any = _schema().SweepSpec
     for kind, part in parts:
         if kind == "index":
             continue
@@ -167,7 +173,7 @@ def _rule(err: dict) -> str:
     if kind == "literal_error":
         return f"must be {ctx.get('expected')}"
     if kind == "string_pattern_mismatch":
-        return _spec.PATTERN_RULES.get(ctx.get("pattern"), "has characters that are not allowed")
+        return _schema().PATTERN_RULES.get(ctx.get("pattern"), "has characters that are not allowed")
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "missing":
@@ -239,7 +245,7 @@ def describe(errors: list[dict], data: Any) -> tuple[str, str]:
             rule = "must be a list"
     else:
         rule = _rule(err)
-        if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == _spec.ENV_NAME:
+        if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == _schema().ENV_NAME:
             rule += _env_hint(err.get("input"))
     if kind == "missing":
         return key, rule
@@ -254,7 +260,7 @@ def _env_hint(name: Any) -> str:
     if not isinstance(name, str):
         return ""
     guess = re.sub(r"[^A-Za-z0-9_+]", "_", name.strip()).upper()
-    return f" (did you mean '{guess}'?)" if re.match(_spec.ENV_NAME, guess) and guess != name else ""
+    return f" (did you mean '{guess}'?)" if re.match(_schema().ENV_NAME, guess) and guess != name else ""
 
 
 def one_line(text: str) -> str:
