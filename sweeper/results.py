@@ -44,6 +44,10 @@ proc_*:    psutil samples of the server's process tree (JVM + workers) during th
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,
            proc_ctx_involuntary, proc_ctx_per_req ((voluntary + involuntary) / client_ok)
+ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.ceiling):
+           baseline_samples_per_s (in-process samples/s of the same model and handler at
+           the trial's batch size and torch threads), efficiency (client_throughput_rps /
+           baseline_samples_per_s; closed loop only)
 """
 
 from __future__ import annotations
