@@ -7,12 +7,15 @@ in its own session that polls the sweeper's pid and, when it is gone, signals th
 process group (SIGTERM, then SIGKILL). The sweeper kills its reaper when it stops the
 server itself.
 
-    python -m sweeper.reaper SWEEPER_PID SWEEPER_CREATE_TIME SERVER_PGID
+    python -m sweeper.reaper SWEEPER_PID SWEEPER_CREATE_TIME SERVER_PGID [TMP_DIR]
+
+TMP_DIR, the server's private temp directory, is removed once the group is gone.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,26 +45,28 @@ def _group_alive(pgid: int) -> bool:
         return True
 
 
-def watch(pid: int, create_time: float, pgid: int) -> None:
+def watch(pid: int, create_time: float, pgid: int) -> bool:
+    """True when the sweeper died and the group had to be stopped here."""
     while _alive(pid, create_time):
         if not _group_alive(pgid):
-            return  # the server is gone already: nothing to guard
+            return False  # the server is gone already: nothing to guard
         time.sleep(POLL_S)
     for sig, wait_s in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, GRACE_S)):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
-            return
+            break
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and _group_alive(pgid):
             time.sleep(0.1)
+    return True
 
 
-def start(server_pgid: int) -> subprocess.Popen:
+def start(server_pgid: int, tmp_dir: str = "") -> subprocess.Popen:
     """A reaper guarding `server_pgid` on behalf of this process."""
     me = psutil.Process()
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeper.reaper", str(me.pid), repr(me.create_time()), str(server_pgid)],
+        [sys.executable, "-m", "sweeper.reaper", str(me.pid), repr(me.create_time()), str(server_pgid), tmp_dir],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -72,8 +77,10 @@ def start(server_pgid: int) -> subprocess.Popen:
 
 def main(argv: list[str]) -> int:
     pid, create_time, pgid = int(argv[0]), float(argv[1]), int(argv[2])
+    tmp_dir = argv[3] if len(argv) > 3 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    watch(pid, create_time, pgid)
+    if watch(pid, create_time, pgid) and tmp_dir:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return 0
 
 

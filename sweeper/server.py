@@ -263,7 +263,7 @@ class TorchServe:
         finally:
             stdout.close()
         self._pgid = self._proc.pid  # session leader: pgid == pid
-        self._reaper = reaper.start(self._pgid)  # stops the group if this process is SIGKILLed
+        self._reaper = reaper.start(self._pgid, str(self._tmp))  # stops the group if this process is SIGKILLed
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -351,6 +351,7 @@ class TorchServe:
     def stop(self) -> None:
         """Stop the JVM and every worker; idempotent; safe after a crash of the server."""
         if self._proc is None:
+            self._remove_tmp()  # a start that failed before the process began
             return
         procs = self.processes()
         self._seen_pids.update(p.pid for p in procs)
@@ -384,11 +385,14 @@ class TorchServe:
             self._reaper.kill()
             self._reaper.wait()
             self._reaper = None
+        self._remove_tmp()
+        # for tests and post-mortems: every pid this server had, all stopped by now
+        (self.workdir / "pids.json").write_text(json.dumps(sorted(self._seen_pids)))
+
+    def _remove_tmp(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
-        # for tests and post-mortems: every pid this server had, all stopped by now
-        (self.workdir / "pids.json").write_text(json.dumps(sorted(self._seen_pids)))
 
     @property
     def seen_pids(self) -> frozenset[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -272,6 +273,7 @@ def test_sigkill_of_the_sweeper_still_stops_its_server(tmp_path):
         wait_for(lambda: serving(out), 90, "first predictions")
         jvm = find_process(out, "org.pytorch.serve.ModelServer")
         worker = find_process(out, "model_service_worker")
+        tmp_dir = next(a.split("=", 1)[1] for a in jvm.cmdline() if a.startswith("-Djava.io.tmpdir="))
         proc.kill()
         proc.wait(timeout=10)
         gone, alive = psutil.wait_procs([jvm, worker], timeout=20)
@@ -280,3 +282,4 @@ def test_sigkill_of_the_sweeper_still_stops_its_server(tmp_path):
         if proc.poll() is None:
             proc.kill()
     wait_for(lambda: not ts_processes_under(out), 10, "no TorchServe process under the run")
+    wait_for(lambda: not os.path.exists(tmp_dir), 10, "the server's private temp dir removed")
