@@ -283,3 +283,29 @@ def test_sigkill_of_the_sweeper_still_stops_its_server(tmp_path):
             proc.kill()
     wait_for(lambda: not ts_processes_under(out), 10, "no TorchServe process under the run")
     wait_for(lambda: not os.path.exists(tmp_dir), 10, "the server's private temp dir removed")
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to keep client and server apart")
+def test_server_and_client_cpu_affinity(tmp_path):
+    out = tmp_path / "runs"
+    cpus = sorted(os.sched_getaffinity(0))
+    sweep = write_sweep(
+        tmp_path,
+        "affinity",
+        model={**MLP, "batch_size": 1},
+        load={"mode": "closed", "concurrency": 2, "duration_s": 2},
+        settings={"warmup_s": 0, "server_cpus": [cpus[0]], "client_cpus": [cpus[1]]},
+    )
+    seen: dict[str, list[int]] = {}
+
+    def look():
+        wait_for(lambda: serving(out), 60, "first predictions")
+        seen["jvm"] = find_process(out, "org.pytorch.serve.ModelServer").cpu_affinity()
+        seen["worker"] = find_process(out, "model_service_worker").cpu_affinity()
+
+    t = in_thread(look)
+    assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == 0
+    t.join(10)
+    assert not t.errors, t.errors
+    assert seen == {"jvm": [cpus[0]], "worker": [cpus[0]]}
+    assert_nothing_left(out)
