@@ -19,9 +19,11 @@ from .errors import EnvironmentProblem, SpecError, SweeperError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
-SECONDS_PER_TRIAL_OVERHEAD = 1.0  # measured: registration-free trials cost ~1 s beyond load
-SECONDS_PER_SERVER_START = 2.0
-SECONDS_PER_REGISTRATION = 2.5
+# Calibrated on the 2-core machine (batching: 6.1 min actual; thread_contention: 8.4 min):
+# a trial costs ~0.4 s beyond warm-up and window, a server start ~3.5 s, a registration ~3 s.
+SECONDS_PER_TRIAL_OVERHEAD = 0.4
+SECONDS_PER_SERVER_START = 3.5
+SECONDS_PER_REGISTRATION = 3.0
 
 
 def _sweep_path(arg: str) -> Path:
