@@ -14,7 +14,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from .errors import EnvironmentProblem, SpecError, SweeperError
+from .errors import EnvironmentProblem, Interrupted, SpecError, SweeperError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
@@ -162,7 +162,11 @@ def cmd_run(args) -> int:
     body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
     ctx = SweepContext(spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body)
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
-    outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except Interrupted as exc:
+        exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
+        raise
     rows = outcome.rows
     if spec.settings.baseline and not outcome.stopped:
         rows = _baseline(run_dir, rows)

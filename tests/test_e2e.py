@@ -193,7 +193,7 @@ def test_interrupt_then_resume(tmp_path, sig, code):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, err
-    assert "interrupted" in err
+    assert "interrupted" in err and "sweeper run --resume" in err
     run_dir, df = _results(out)
     assert list(df["status"]) == ["ok", "interrupted"]
     assert_nothing_left(out)
