@@ -74,29 +74,34 @@ def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     assert_nothing_left(out)
 
 
-def test_jvm_killed_mid_trial_is_a_failed_row_and_sweep_goes_on(tmp_path, capsys):
+def _sweep_with_a_kill(tmp_path, name: str, marker: str):
+    """Two trials; `marker`'s process is SIGKILLed inside the first trial's measured window."""
     out = tmp_path / "runs"
     sweep = write_sweep(
         tmp_path,
-        "jvmkill",
+        name,
         model={**MLP, "batch_size": [1, 2]},
         load={"mode": "closed", "concurrency": 4, "duration_s": 3},
         settings={"warmup_s": 0.3},
     )
 
     def killer():
-        wait_for(lambda: measuring(out, 0), 60, "first trial")
         wait_for(lambda: serving(out), 60, "first predictions")
-        jvm = find_process(out, "org.pytorch.serve.ModelServer")
+        victim = find_process(out, marker)
         time.sleep(1.0)  # warm-up is 0.3 s: this is inside the 3 s measured window
-        jvm.kill()
+        victim.kill()
 
     t = in_thread(killer)
     code = main(["run", str(sweep), "--out", str(out)])
     t.join(5)
     assert not t.errors, t.errors
-    assert code == 1
     run_dir, df = _results(out)
+    return out, run_dir, df, code
+
+
+def test_jvm_killed_mid_trial_is_a_failed_row_and_sweep_goes_on(tmp_path):
+    out, run_dir, df, code = _sweep_with_a_kill(tmp_path, "jvmkill", "org.pytorch.serve.ModelServer")
+    assert code == 1
     assert list(df["status"]) == ["failed", "ok"]
     assert "died" in df["error"][0] or "connect" in df["error"][0].lower()
     result = json.loads((run_dir / "trials" / f"{df['trial_id'][0]}-r0" / "result.json").read_text())
@@ -106,27 +111,8 @@ def test_jvm_killed_mid_trial_is_a_failed_row_and_sweep_goes_on(tmp_path, capsys
 
 
 def test_worker_killed_mid_trial_is_a_failed_row(tmp_path):
-    out = tmp_path / "runs"
-    sweep = write_sweep(
-        tmp_path,
-        "workerkill",
-        model={**MLP, "batch_size": [1, 2]},
-        load={"mode": "closed", "concurrency": 4, "duration_s": 3},
-        settings={"warmup_s": 0.3},
-    )
-
-    def killer():
-        wait_for(lambda: serving(out), 60, "first predictions")
-        worker = find_process(out, "model_service_worker")
-        time.sleep(1.0)  # warm-up is 0.3 s: this is inside the 3 s measured window
-        worker.kill()
-
-    t = in_thread(killer)
-    code = main(["run", str(sweep), "--out", str(out)])
-    t.join(5)
-    assert not t.errors, t.errors
+    out, _, df, code = _sweep_with_a_kill(tmp_path, "workerkill", "model_service_worker")
     assert code == 1
-    _, df = _results(out)
     assert list(df["status"]) == ["failed", "ok"]
     assert "worker" in df["error"][0]
     assert_nothing_left(out)

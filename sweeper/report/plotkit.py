@@ -64,23 +64,22 @@ def level_axis(ax, levels: list) -> None:
     ax.minorticks_off()
 
 
-def log_x_if_wide(ax, values: pd.Series) -> None:
+def _log_if_wide(axis, set_scale, values: pd.Series, ratio: float) -> None:
     v = values[values > 0]
-    if len(v) and v.max() / v.min() >= 16:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt.value(x)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    if len(v) and v.max() / v.min() >= ratio:
+        set_scale("log")
+        axis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        axis.set_major_formatter(FuncFormatter(lambda x, _: fmt.value(x)))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def log_x_if_wide(ax, values: pd.Series) -> None:
+    _log_if_wide(ax.xaxis, ax.set_xscale, values, 16)
 
 
 def log_y_if_wide(ax, values: pd.Series) -> None:
     # One overloaded point (a queue that grew) would flatten every other line.
-    v = values[values > 0]
-    if len(v) and v.max() / v.min() >= 20:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: fmt.value(y)))
-        ax.yaxis.set_minor_formatter(NullFormatter())
+    _log_if_wide(ax.yaxis, ax.set_yscale, values, 20)
 
 
 def slo_line(ax, slo: float | None, horizontal: bool) -> None:
