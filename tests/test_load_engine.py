@@ -91,9 +91,12 @@ def test_open_loop_follows_the_schedule_and_accounts_send_lag():
     assert lag.min() >= 0
     got = summarize(run)
     assert got["client_send_lag_max_ms"] == pytest.approx(lag.max() * 1000)
-    # Loose here (a busy test machine); benchmarks/bench_load_open_loop.py measures 1%.
-    assert got["client_achieved_rate_rps"] == pytest.approx(500.0, rel=0.03)
-    assert got["client_bound"] is False, got["client_bound_reason"]
+    # Loose on purpose: a shared CI machine can pause this process for 10+ ms, which in a
+    # 0.6 s run is a few percent of the rate and would make the 1% client-bound verdict
+    # flip. benchmarks/bench_load_open_loop.py measures the engine's accuracy (0.01%);
+    # tests/test_load_summary.py checks the verdict's rules on exact records.
+    assert got["client_achieved_rate_rps"] == pytest.approx(500.0, rel=0.05)
+    assert got["client_send_lag_p99_ms"] < 50.0
     assert got["client_latency_p50_ms"] >= 2.0  # the server's delay is in it
 
 
@@ -107,10 +110,13 @@ def test_a_stall_shows_in_the_latency_of_requests_scheduled_during_it():
     assert got["client_latency_p99_ms"] >= 150.0
     latency = rec["end_s"] - rec["scheduled_s"]
     assert latency[rec["scheduled_s"] < 0.25].max() < 100.0 / 1000
-    assert np.median(latency[(rec["scheduled_s"] > 0.32) & (rec["scheduled_s"] < 0.38)]) > 0.1
-    # The engine kept sending during the stall: the stall was the server's, not the client's.
-    assert got["client_send_lag_p99_ms"] < 10.0
-    assert got["client_bound"] is False, got["client_bound_reason"]
+    in_stall = (rec["scheduled_s"] > 0.32) & (rec["scheduled_s"] < 0.38)
+    assert np.median(latency[in_stall]) > 0.1
+    # The stall was the server's, not the client's: those requests left (nearly) on time
+    # and waited after leaving. Bounds are relative to the 200 ms stall, because a shared
+    # CI machine once paused the engine for 13 ms (lag p99 13.3 ms, against ~1.2 ms here).
+    assert np.median((rec["end_s"] - rec["sent_s"])[in_stall]) > 0.1
+    assert got["client_send_lag_p99_ms"] < 50.0
 
 
 def test_an_absurd_open_loop_rate_is_flagged_as_client_bound():
@@ -141,7 +147,7 @@ def test_processes_share_t0_and_their_records_merge_into_one_schedule():
     assert np.all(np.diff(rec["scheduled_s"]) > 0)
     # Both started at the common t0: neither process's first send is late by much.
     assert rec["sent_s"][:2].max() < 0.05
-    assert summarize(run)["client_achieved_rate_rps"] == pytest.approx(400.0, rel=0.03)
+    assert summarize(run)["client_achieved_rate_rps"] == pytest.approx(400.0, rel=0.05)
 
 
 def test_closed_loop_over_processes_splits_count_and_concurrency():
