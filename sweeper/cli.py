@@ -75,7 +75,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     if spec.settings.model_store is not None and not (store / f"{spec.model.name}.mar").exists():
         raise SpecError(source, "model.name", f"no archive {spec.model.name}.mar in {store}")
     for t in trials:
-        render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host)
+        render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host, disable_token_auth=not spec.settings.token_auth)
     if check_environment:
         from .server import check_java, check_ports
 
@@ -162,6 +162,11 @@ def cmd_run(args) -> int:
     body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
     ctx = SweepContext(spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body)
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
+    from .spec import is_loopback
+
+    if not is_loopback(spec.settings.host):
+        print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
+              "token authorization is on", file=sys.stderr)
     try:
         outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
     except Interrupted as exc:

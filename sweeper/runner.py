@@ -95,10 +95,13 @@ class LocalExecutor:
         workdir = self.ctx.run_dir / "servers" / f"{trial.group_id}-{self._servers_started}"
         server = TorchServe(
             workdir=workdir,
-            render=lambda ports: render_config(trial, ports, self.ctx.model_store, host=settings.host),
+            render=lambda ports: render_config(
+                trial, ports, self.ctx.model_store, host=settings.host, disable_token_auth=not settings.token_auth
+            ),
             env=render_env(trial),
             model_store=self.ctx.model_store,
             host=settings.host,
+            token_auth=settings.token_auth,
             ready_timeout_s=settings.ready_timeout_s,
             cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
             base_port=settings.base_port,
@@ -323,7 +326,10 @@ def _complete_row(ctx: SweepContext, trial: Trial, index: int, row: dict) -> dic
 def _write_trial_inputs(ctx: SweepContext, trial: Trial, trial_dir: Path) -> None:
     from .render import PLACEHOLDER_PORTS
 
-    config = render_config(trial, PLACEHOLDER_PORTS, ctx.model_store, host=ctx.spec.settings.host)
+    config = render_config(
+        trial, PLACEHOLDER_PORTS, ctx.model_store, host=ctx.spec.settings.host,
+        disable_token_auth=not ctx.spec.settings.token_auth,
+    )
     (trial_dir / "config.properties").write_text(config)
     (trial_dir / "env.json").write_text(json.dumps(render_env(trial), indent=2))
 

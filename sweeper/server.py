@@ -166,8 +166,9 @@ class TorchServe:
     # --- addresses and credentials ---------------------------------------------------
 
     def _url(self, port: int) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}"
+        # A server listening on every address (0.0.0.0) is reached, and measured, on loopback.
+        host = "127.0.0.1" if self.host == "0.0.0.0" else self.host
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     @property
     def inference_url(self) -> str:

@@ -98,6 +98,27 @@ def machine_cpus() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 or localhost: reachable from this machine only."""
+    return host == "localhost" or (bool(_IPV4.fullmatch(host)) and host.startswith("127."))
+
+
+def _bind_problem(host: str) -> str | None:
+    """Why a server could not listen on `host` (None when it can): an address of another
+    machine fails here, at load time, rather than as a server that never starts."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
 def resolve_count(value: Any, cores: int) -> Any:
     """`2*cores` -> 2*cores, `cores/2` -> max(1, cores//2); anything else unchanged.
 
@@ -334,8 +355,13 @@ class Settings(_Strict):
     slo_p99_ms: Union[PosFloat, None] = None
     max_trials: PosInt = 200  # a larger grid needs --yes
     probe_interval_s: PosFloat = 0.25
-    # TorchServe's address pattern has no room for an IPv6 literal: IPv4 or a host name only
-    host: Literal["127.0.0.1", "localhost"] = "127.0.0.1"
+    # The address every server listens on. Loopback by default; another address of this
+    # machine (0.0.0.0: all of them) only with token_auth on. TorchServe's address
+    # pattern has no room for an IPv6 literal: an IPv4 address or localhost.
+    host: str = "127.0.0.1"
+    # TorchServe's token authorization: keys read from the server's key file and sent as
+    # bearer tokens. Off is allowed on loopback only.
+    token_auth: StrictBool = True
     # directory of .mar files; default: the project's. Relative: to the sweep file.
     model_store: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
     client_cpus: Union[list[NonNegInt], None] = None
@@ -345,6 +371,27 @@ class Settings(_Strict):
     base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = None
     # after the trials, measure the in-process ceiling for serving efficiency (sweeper.ceiling)
     baseline: StrictBool = False
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host_is_ours(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v  # the type check reports it
+        if v != "localhost" and not _IPV4.fullmatch(v):
+            raise ValueError(f"must be an IPv4 address or localhost (TorchServe cannot parse IPv6), got {show(v)}")
+        problem = _bind_problem(v)
+        if problem:
+            raise ValueError(f"must be an address of this machine (0.0.0.0 for all of them), got {show(v)}: {problem}")
+        return v
+
+    @model_validator(mode="after")
+    def _remote_needs_token(self) -> "Settings":
+        if not self.token_auth and not is_loopback(self.host):
+            raise ValueError(
+                f"host: listening on {self.host}, beyond loopback, needs token_auth: true "
+                f"(token_auth: false is allowed on 127.0.0.1 or localhost only)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cpus_exist(self) -> "Settings":

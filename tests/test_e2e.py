@@ -295,3 +295,38 @@ def test_server_and_client_cpu_affinity(tmp_path):
     assert not t.errors, t.errors
     assert seen == {"jvm": [cpus[0]], "worker": [cpus[0]]}
     assert_nothing_left(out)
+
+
+def test_token_auth_off_on_loopback_serves_without_keys(tmp_path):
+    """settings.token_auth: false (loopback only): no key is read or sent, and the server
+    answers a request that carries no Authorization header."""
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "noauth",
+        model={**MLP, "batch_size": 1},
+        load={"mode": "closed", "concurrency": 2, "duration_s": 1},
+        settings={"warmup_s": 0, "host": "localhost", "token_auth": False},
+    )
+    answers: dict[str, int] = {}
+
+    def ping_without_a_key():
+        import httpx
+
+        wait_for(lambda: serving(out), 60, "first predictions")
+        (run_dir,) = run_dirs(out)
+        config = next((run_dir / "servers").glob("*/config.properties")).read_text()
+        port = int(config.split("inference_address=http://localhost:")[1].split()[0])
+        answers["ping"] = httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code
+
+    t = in_thread(ping_without_a_key)
+    assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == 0
+    t.join(10)
+    assert not t.errors, t.errors
+    run_dir, df = _results(out)
+    assert df["status"].tolist() == ["ok"] and df["client_success_rate"].tolist() == [1.0]
+    assert answers == {"ping": 200}
+    (server_dir,) = (run_dir / "servers").iterdir()
+    assert "disable_token_authorization=true" in (server_dir / "config.properties").read_text()
+    assert not (server_dir / "key_file.json").exists()
+    assert_nothing_left(out)

@@ -179,6 +179,17 @@ def test_a_malicious_host_is_refused(host):
         render_config(a_trial(), PORTS, Path("/s"), host=host)
 
 
+def test_a_server_on_every_address_is_still_measured_over_loopback(tmp_path):
+    from sweeper.server import TorchServe
+
+    for host, reached in (("0.0.0.0", "127.0.0.1"), ("127.0.0.2", "127.0.0.2"), ("localhost", "localhost")):
+        server = TorchServe(tmp_path, lambda ports: "", {}, tmp_path, host=host)
+        server.ports = PORTS
+        assert server.inference_url == f"http://{reached}:{PORTS.inference}"
+        assert server.metrics_url == f"http://{reached}:{PORTS.metrics}"
+    assert "inference_address=http://0.0.0.0:" in render_config(a_trial(), PORTS, Path("/s"), host="0.0.0.0")
+
+
 @pytest.mark.parametrize("ports", [Ports(1, 2, 3, 4, -1), Ports(1, 2, 3, 4, 70000), Ports(1, 2, "3\nx=1", 4, 5)])
 def test_bad_ports_are_refused(ports):
     with pytest.raises(ValueError):

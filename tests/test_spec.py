@@ -62,6 +62,17 @@ def test_minimal_sweep_gets_the_documented_defaults():
     assert s.env == {} and s.loads[0].processes == 1
 
 
+def test_listening_beyond_loopback_needs_token_auth():
+    assert parse().settings.token_auth is True
+    wide = parse(settings={"host": "0.0.0.0"})  # token_auth stays on by default
+    assert (wide.settings.host, wide.settings.token_auth) == ("0.0.0.0", True)
+    for host in ("127.0.0.1", "127.0.0.2", "localhost"):
+        assert parse(settings={"host": host, "token_auth": False}).settings.token_auth is False
+    err = error({**MINIMAL, "settings": {"host": "0.0.0.0", "token_auth": False}})
+    assert (err.key, str(err).count("\n")) == ("settings.host", 0)
+    assert "needs token_auth: true" in str(err)
+
+
 def test_single_values_and_lists_are_both_accepted():
     s = parse(model={"batch_size": 4, "max_batch_delay_ms": [0, 5]})
     assert s.model.batch_size == 4 and s.model.max_batch_delay_ms == [0, 5]
