@@ -240,3 +240,42 @@ def test_warmup_runs_in_the_same_engine_and_is_not_recorded():
     assert len(run.records) == 100 and total == seen[0] + 100
     with pytest.raises(LoadError, match="warm-up must be a closed loop"):
         run_load(Target("http://127.0.0.1:9/"), closed(requests=1), warmup=open_(rate_rps=10, duration_s=1))
+
+
+def test_engines_stop_when_the_sweeper_is_killed():
+    """SIGKILL of the process that ran run_load leaves no `finally`: the engines notice
+    their parent is gone (watchdog, every 0.1 s) and stop instead of loading the server
+    until the profile's end (30 s here)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with FakeServer(delay_s=0.005) as server:
+        code = (
+            "from sweeper.load import LoadProfile, Target, run_load\n"
+            f"run_load(Target({server.url()!r}), LoadProfile('closed', concurrency=2, duration_s=30.0, "
+            "timeout_s=5.0, processes=2))\n"
+        )
+        driver = subprocess.Popen([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": root})
+        engines: list = []
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not (server.requests > 50 and len(engines) == 2):
+                time.sleep(0.05)
+                engines = [p for p in psutil.Process(driver.pid).children() if "spawn" in " ".join(p.cmdline())]
+            assert len(engines) == 2 and server.requests > 50, "the engines never started sending"
+            driver.kill()
+            driver.wait(5)
+            gone, alive = psutil.wait_procs(engines, timeout=5)
+            assert not alive, f"engines outlived the sweeper: {[p.pid for p in alive]}"
+            after = server.requests
+            time.sleep(0.3)
+            assert server.requests == after  # and nothing more reached the server
+        finally:
+            for p in [driver, *engines]:
+                try:
+                    p.kill()
+                except (ProcessLookupError, psutil.Error):
+                    pass

@@ -56,6 +56,10 @@ class EnginePart:
     cpu_affinity: tuple[int, ...] | None = None
 
 
+class ParentGone(Exception):
+    """The process that started this engine exited; nobody will read the records."""
+
+
 class _Engine:
     """Connections and records shared by both loops."""
 
@@ -70,6 +74,9 @@ class _Engine:
         self.conns: set[Connection] = set()
         self.addr: tuple | None = None
         self.done: asyncio.Future | None = None
+        # The sweeper that started this process: when it is gone (SIGKILL leaves no
+        # `finally` to stop us), stop sending instead of loading the server until the end.
+        self.parent_pid: int | None = None
 
     async def resolve(self) -> None:
         # Resolve once: a name lookup per reconnect would go through a thread pool.
@@ -130,6 +137,10 @@ class _Engine:
         interval = min(WATCHDOG_INTERVAL_S, timeout / 10)
         while True:
             await asyncio.sleep(interval)
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                if not self.done.done():
+                    self.done.set_exception(ParentGone(f"the sweeper (pid {self.parent_pid}) is gone"))
+                return
             now = self.clock()
             for conn in list(self.conns):
                 if conn.busy:
@@ -300,6 +311,7 @@ def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None
     # The parent owns Ctrl-C: it terminates the engines; a KeyboardInterrupt traceback
     # from every child would only bury the parent's message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
     loop = None
     try:
         if part.cpu_affinity:
@@ -309,10 +321,12 @@ def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None
         warmed = 0
         if warmup is not None:
             warm = ClosedLoop(loop, target, warmup)
+            warm.parent_pid = parent
             loop.run_until_complete(warm.prepare())
             loop.run_until_complete(warm.run(time.perf_counter()))
             warmed = len(warm.records)
         engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
+        engine.parent_pid = parent
         loop.run_until_complete(engine.prepare())
         pipe.send(("ready", warmed))
         command, t0_wall = pipe.recv()
