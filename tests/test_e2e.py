@@ -71,6 +71,11 @@ def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     written += (run_dir / "results.csv").read_text() + md
     for kind in ("inference", "management", "API"):
         assert keys[kind]["key"] not in written
+    # compare reads a real run's files (results.csv, machine.json): against itself, 1.00x
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(run_dir)]) == 0
+    compared = capsys.readouterr().out
+    assert "Matched configurations (2)" in compared and compared.count("| 1.00x |") == 2
     assert_nothing_left(out)
 
 
