@@ -303,8 +303,9 @@ def test_server_and_client_cpu_affinity(tmp_path):
 
 
 def test_token_auth_off_on_loopback_serves_without_keys(tmp_path):
-    """settings.token_auth: false (loopback only): no key is read or sent, and the server
-    answers a request that carries no Authorization header."""
+    """settings.token_auth: false (loopback only): no key file, and no key is sent. The
+    server's headers() are then empty, so the model was registered and every measured
+    request was served without an Authorization header."""
     out = tmp_path / "runs"
     sweep = write_sweep(
         tmp_path,
@@ -313,25 +314,12 @@ def test_token_auth_off_on_loopback_serves_without_keys(tmp_path):
         load={"mode": "closed", "concurrency": 2, "duration_s": 1},
         settings={"warmup_s": 0, "host": "localhost", "token_auth": False},
     )
-    answers: dict[str, int] = {}
-
-    def ping_without_a_key():
-        import httpx
-
-        wait_for(lambda: serving(out), 60, "first predictions")
-        (run_dir,) = run_dirs(out)
-        config = next((run_dir / "servers").glob("*/config.properties")).read_text()
-        port = int(config.split("inference_address=http://localhost:")[1].split()[0])
-        answers["ping"] = httpx.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code
-
-    t = in_thread(ping_without_a_key)
     assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == 0
-    t.join(10)
-    assert not t.errors, t.errors
     run_dir, df = _results(out)
     assert df["status"].tolist() == ["ok"] and df["client_success_rate"].tolist() == [1.0]
-    assert answers == {"ping": 200}
+    assert df["client_ok"].iloc[0] > 10
     (server_dir,) = (run_dir / "servers").iterdir()
-    assert "disable_token_authorization=true" in (server_dir / "config.properties").read_text()
+    config = (server_dir / "config.properties").read_text()
+    assert "disable_token_authorization=true" in config and "inference_address=http://localhost:" in config
     assert not (server_dir / "key_file.json").exists()
     assert_nothing_left(out)
