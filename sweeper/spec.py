@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -109,8 +110,6 @@ def is_loopback(host: str) -> bool:
 def _bind_problem(host: str) -> str | None:
     """Why a server could not listen on `host` (None when it can): an address of another
     machine fails here, at load time, rather than as a server that never starts."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, 0))
