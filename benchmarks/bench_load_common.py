@@ -33,6 +33,11 @@ def torchserve(model_store: Path | None = None, env: dict[str, str] | None = Non
                 f"inference_address=http://127.0.0.1:{ports.inference}",
                 f"management_address=http://127.0.0.1:{ports.management}",
                 f"metrics_address=http://127.0.0.1:{ports.metrics}",
+                # gRPC always opens: without these it takes 7070/7071 on every address
+                "grpc_inference_address=127.0.0.1",
+                f"grpc_inference_port={ports.grpc_inference}",
+                "grpc_management_address=127.0.0.1",
+                f"grpc_management_port={ports.grpc_management}",
                 f"model_store={store}",
                 "enable_model_api=true",
                 "metrics_mode=prometheus",
@@ -44,6 +49,22 @@ def torchserve(model_store: Path | None = None, env: dict[str, str] | None = Non
     with tempfile.TemporaryDirectory(prefix="bench-load-ts-") as tmp:
         with TorchServe(Path(tmp), render, env or {}, store, token_auth=False) as server:
             yield server
+
+
+@contextmanager
+def ping_target(use_torchserve: bool, fake_delay_s: float = 0.0):
+    """(url, label) of a `/ping`: a model-less TorchServe, or the tests' fake server in
+    this process answering after `fake_delay_s`."""
+    if use_torchserve:
+        with torchserve() as server:
+            yield server.inference_url + "/ping", "TorchServe 0.12 /ping, no model"
+    else:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from fakeserver import FakeServer
+
+        with FakeServer(delay_s=fake_delay_s) as server:
+            label = f"fake server (tests/fakeserver.py, asyncio, this process), {fake_delay_s * 1000:g} ms delay"
+            yield server.url("/ping"), label
 
 
 def _aiohttp_child(url: str, method: str, body: bytes, headers: dict, concurrency: int,

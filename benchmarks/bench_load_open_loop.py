@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_load_common import torchserve  # noqa: E402
+from bench_load_common import ping_target  # noqa: E402
 
 from sweeper.load import LoadProfile, Target, run_load, summarize  # noqa: E402
-
-
-@contextmanager
-def fast_url(use_torchserve: bool):
-    if use_torchserve:
-        with torchserve() as server:
-            yield server.inference_url + "/ping", "TorchServe 0.12 /ping"
-    else:
-        from fakeserver import FakeServer
-
-        with FakeServer(delay_s=0.0005) as server:
-            yield server.url("/ping"), "fake server, 0.5 ms delay"
 
 
 def main() -> int:
@@ -46,7 +32,7 @@ def main() -> int:
     parser.add_argument("--torchserve", action="store_true", help="TorchServe /ping, not the fake server")
     args = parser.parse_args()
 
-    with fast_url(args.torchserve) as (url, what):
+    with ping_target(args.torchserve, fake_delay_s=0.0005) as (url, what):
         target = Target(url, method="GET")
         profile = LoadProfile(
             "open", rate_rps=args.rate, duration_s=args.duration_s, processes=args.processes

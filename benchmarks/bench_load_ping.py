@@ -18,27 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_load_common import aiohttp_closed_loop, torchserve  # noqa: E402
+from bench_load_common import aiohttp_closed_loop, ping_target  # noqa: E402
 
 from sweeper.load import LoadProfile, Target, run_load, summarize  # noqa: E402
-
-
-@contextmanager
-def ping_url(fake: bool):
-    if fake:
-        from fakeserver import FakeServer
-
-        with FakeServer() as server:
-            yield server.url("/ping"), "fake server (tests/fakeserver.py, asyncio, this process)"
-    else:
-        with torchserve() as server:
-            yield server.inference_url + "/ping", "TorchServe 0.12 /ping, no model"
 
 
 def main() -> int:
@@ -50,7 +36,7 @@ def main() -> int:
     parser.add_argument("--aiohttp", action="store_true", help="also run the aiohttp reference")
     args = parser.parse_args()
 
-    with ping_url(args.fake) as (url, what):
+    with ping_target(not args.fake) as (url, what):
         print(f"target: {what}: {url}")
         target = Target(url, method="GET")
         # Warm-up: JIT of the JVM's request path, connections, page cache.
