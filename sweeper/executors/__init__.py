@@ -1,0 +1,60 @@
+"""Executors: where a trial runs. The runner sees only the `Executor` protocol.
+
+An executor takes trials with `submit()` (at most `slots` in flight) and hands back
+finished ones from `wait()` as `TrialResult`s: the flat row plus the trial's files as
+bytes. It never writes into the run directory; `sweeper.rundir.RunDir` does that. A local
+executor has one slot and runs the trial inside `wait()`; a cluster executor has one slot
+per node. (Issue 13 wires the runner to this protocol; `local.py` holds today's executor.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..plan import Trial
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One finished run of one trial (and repeat).
+
+    row:       the flat result row (status, error, client_*, server_*, proc_*, ...); the
+               runner adds the identity and param_* columns.
+    artifacts: file name relative to the trial's directory -> bytes ("config.properties",
+               "env.json", "requests.csv.gz", "logs/ts_log.log", ...).
+    key:       the trial's directory name; `trial.key` unless an executor runs the same
+               trial more than once (one per node: "<trial_id>-r<repeat>@<node>").
+    """
+
+    trial: "Trial"
+    row: Mapping[str, object]
+    artifacts: Mapping[str, bytes] = field(default_factory=dict)
+    key: str = ""
+
+    @property
+    def status(self) -> str:
+        return str(self.row.get("status", ""))
+
+    @property
+    def dir_key(self) -> str:
+        return self.key or self.trial.key
+
+
+@runtime_checkable
+class Executor(Protocol):
+    @property
+    def slots(self) -> int:
+        """How many trials may be in flight at once."""
+        ...
+
+    def submit(self, trial: "Trial") -> None: ...
+
+    def wait(self) -> "list[TrialResult]":
+        """Block until at least one submitted trial has finished; return the finished ones."""
+        ...
+
+    def close(self) -> None:
+        """Stop every process this executor started (servers, engines, remote actors)."""
+        ...
