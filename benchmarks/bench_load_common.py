@@ -16,8 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sweeper.render import Ports  # noqa: E402
-from sweeper.server import TorchServe, check_java  # noqa: E402
+from sweeper.torchserve.config import Ports  # noqa: E402
+from sweeper.torchserve.process import TorchServe, check_java  # noqa: E402
 
 
 @contextmanager

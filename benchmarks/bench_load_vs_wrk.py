@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_load_common import ROOT, torchserve  # noqa: E402
 
 from handlers.models import MODELS  # noqa: E402
-from sweeper import management  # noqa: E402
+from sweeper.torchserve import management  # noqa: E402
 from sweeper.archive import ensure_archives  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load, summarize  # noqa: E402
 from sweeper.plan import ModelParams  # noqa: E402

@@ -53,7 +53,7 @@ def _model_store(spec, source: str) -> Path:
 def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     """Load, expand and render every trial; check prerequisites. Starts nothing."""
     from .plan import count_trials, expand
-    from .render import PLACEHOLDER_PORTS, render_config
+    from .torchserve.config import PLACEHOLDER_PORTS, render_config
     from .spec import load_sweep
 
     path = _sweep_path(sweep_arg)
@@ -77,7 +77,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     for t in trials:
         render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host, disable_token_auth=not spec.settings.token_auth)
     if check_environment:
-        from .server import check_java, check_ports
+        from .torchserve.process import check_java, check_ports
 
         check_java()
         if spec.settings.base_port:
@@ -190,7 +190,7 @@ def cmd_run(args) -> int:
 
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
     from . import results
-    from .ceiling import measure_run
+    from .analysis.efficiency import measure_run
     from .spec import machine_cores
 
     print("measuring the in-process ceiling (no server) for serving efficiency", file=sys.stderr)
@@ -234,7 +234,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import compare, markdown
+    from .analysis.compare import compare, markdown
 
     merged, best = compare([Path(d) for d in args.run_dirs])
     text = markdown(merged, best)

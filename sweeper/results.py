@@ -44,7 +44,7 @@ proc_*:    psutil samples of the server's process tree (JVM + workers) during th
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,
            proc_ctx_involuntary, proc_ctx_per_req ((voluntary + involuntary) / client_ok)
-ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.ceiling):
+ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.analysis.efficiency):
            baseline_samples_per_s (in-process samples/s of the same model and handler at
            the trial's batch size and torch threads), efficiency (client_throughput_rps /
            baseline_samples_per_s; closed loop only)
@@ -62,7 +62,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .aggregate import aggregate_trials
+from .analysis.aggregate import aggregate_trials
 
 RESULT_FILE = "result.json"
 IDENTITY = ["sweep", "run_id", "seq", "trial_id", "repeat", "group_id", "status", "error", "started_at"]
@@ -207,7 +207,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
                 f"server, set the pace): {', '.join(bound_notes)}. Their figures understate the server."
             )
     if cores:
-        from .findings import thread_findings
+        from .analysis.findings import thread_findings
 
         found = thread_findings(df, cores)
         if found:
@@ -236,7 +236,7 @@ def _cores(run_dir: Path) -> int | None:
 
 def write_tables(run_dir: Path) -> list[dict]:
     """Rebuild results.csv and results.md from the per-trial files."""
-    from .ceiling import add_efficiency
+    from .analysis.efficiency import add_efficiency
 
     df = add_efficiency(table(run_dir), run_dir, _cores(run_dir))
     _atomic_text(run_dir / "results.csv", df.to_csv(index=False))

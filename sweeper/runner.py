@@ -20,12 +20,13 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 import psutil
 
-from . import management, metrics, probe, results
+from . import results
+from .torchserve import management, metrics, probe
 from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
 from .plan import ModelParams, Trial
-from .render import render_config, render_env
-from .server import TorchServe, redact
+from .torchserve.config import render_config, render_env
+from .torchserve.process import TorchServe, redact
 from .spec import SweepSpec
 
 WARMUP_MAX_CONCURRENCY = 16
@@ -324,7 +325,7 @@ def _complete_row(ctx: SweepContext, trial: Trial, index: int, row: dict) -> dic
 
 
 def _write_trial_inputs(ctx: SweepContext, trial: Trial, trial_dir: Path) -> None:
-    from .render import PLACEHOLDER_PORTS
+    from .torchserve.config import PLACEHOLDER_PORTS
 
     config = render_config(
         trial, PLACEHOLDER_PORTS, ctx.model_store, host=ctx.spec.settings.host,

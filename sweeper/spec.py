@@ -58,7 +58,7 @@ SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # control characters are never a path anyone meant.
 STORE_PATH = r"^[^\x00-\x1f\x7f]+$"
 
-# Variables the sweeper sets itself for every server (sweeper.server); TS_CONFIG_FILE
+# Variables the sweeper sets itself for every server (sweeper.torchserve.process); TS_CONFIG_FILE
 # would make TorchServe ignore the rendered config.properties.
 RESERVED_ENV = frozenset({"TS_CONFIG_FILE", "TMPDIR", "TEMP", "LOG_LOCATION", "METRICS_LOCATION"})
 
@@ -368,7 +368,7 @@ class Settings(_Strict):
     # fixed ports base_port .. base_port+4 (inference, management, metrics, 2x gRPC) instead
     # of free ones chosen per server, for firewalls; checked free before anything starts
     base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = None
-    # after the trials, measure the in-process ceiling for serving efficiency (sweeper.ceiling)
+    # after the trials, measure the in-process ceiling for serving efficiency (sweeper.analysis.ceiling)
     baseline: StrictBool = False
 
     @field_validator("host", mode="before")

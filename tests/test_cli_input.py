@@ -15,7 +15,7 @@ import yaml
 
 import sweeper.cli as cli
 import sweeper.runner
-import sweeper.server
+import sweeper.torchserve.process
 import sweeper.spec
 from sweeper.errors import SweeperError
 
@@ -246,8 +246,8 @@ def nothing_starts(monkeypatch, tmp_path):
         raise AssertionError("a server or a sweep was started")
 
     monkeypatch.setattr(sweeper.runner, "run_sweep", refuse)
-    monkeypatch.setattr(sweeper.server.TorchServe, "start", refuse)
-    monkeypatch.setattr(sweeper.server, "check_java", lambda *a, **k: None)
+    monkeypatch.setattr(sweeper.torchserve.process.TorchServe, "start", refuse)
+    monkeypatch.setattr(sweeper.torchserve.process, "check_java", lambda *a, **k: None)
     monkeypatch.chdir(tmp_path)
 
 

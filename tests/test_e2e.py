@@ -203,10 +203,10 @@ def test_interrupt_then_resume(tmp_path, sig, code):
 
 
 def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
-    from sweeper import management
+    from sweeper.torchserve import management
     from sweeper.plan import expand
-    from sweeper.render import render_config, render_env
-    from sweeper.server import TorchServe
+    from sweeper.torchserve.config import render_config, render_env
+    from sweeper.torchserve.process import TorchServe
     from sweeper.spec import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "smoke.yaml")

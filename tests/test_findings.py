@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sweeper.findings import thread_findings
+from sweeper.analysis.findings import thread_findings
 
 
 def _frame(points):

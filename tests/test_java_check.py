@@ -39,7 +39,7 @@ def test_java_problems_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, ve
 
 
 def test_real_java_is_accepted():
-    from sweeper.server import check_java
+    from sweeper.torchserve.process import check_java
 
     if os.environ.get("PATH") is None:
         pytest.skip("no PATH")

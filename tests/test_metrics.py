@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sweeper import metrics
+from sweeper.torchserve import metrics
 from sweeper.errors import ServerError
 
 

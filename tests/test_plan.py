@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.plan import Trial, count_trials, expand
-from sweeper.render import render_env
+from sweeper.torchserve.config import render_env
 from sweeper.spec import load_sweep, parse_sweep
 
 SWEEPS = {p.stem: p for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")}

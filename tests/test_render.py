@@ -11,7 +11,7 @@ import jinja2
 import pytest
 
 from sweeper.plan import expand
-from sweeper.render import (
+from sweeper.torchserve.config import (
     PLACEHOLDER_PORTS,
     TEMPLATES_DIR,
     Ports,
@@ -180,7 +180,7 @@ def test_a_malicious_host_is_refused(host):
 
 
 def test_a_server_on_every_address_is_still_measured_over_loopback(tmp_path):
-    from sweeper.server import TorchServe
+    from sweeper.torchserve.process import TorchServe
 
     for host, reached in (("0.0.0.0", "127.0.0.1"), ("127.0.0.2", "127.0.0.2"), ("localhost", "localhost")):
         server = TorchServe(tmp_path, lambda ports: "", {}, tmp_path, host=host)

@@ -14,7 +14,7 @@ import pytest
 
 from sweeper.errors import SweeperError
 from sweeper.report import render_report
-from sweeper.aggregate import aggregate_trials
+from sweeper.analysis.aggregate import aggregate_trials
 from sweeper.report.plots import heatmap_axes, knee_rate, pareto_front
 from sweeper.report.recommend import api_lines, recommend
 from sweeper.report.rundata import read_results

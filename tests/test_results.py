@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sweeper import results
-from sweeper.aggregate import aggregate_trials
+from sweeper.analysis.aggregate import aggregate_trials
 
 
 def row(trial_id: str, repeat: int = 0, status: str = "ok", seq: int = 0, **over) -> dict:

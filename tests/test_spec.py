@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import sweeper.spec as spec
 from sweeper.errors import SpecError
 from sweeper.plan import count_trials, expand
-from sweeper.render import PLACEHOLDER_PORTS, render_config, render_env
+from sweeper.torchserve.config import PLACEHOLDER_PORTS, render_config, render_env
 from sweeper.spec import SweepSpec, dump_resolved, load_sweep, parse_sweep
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))

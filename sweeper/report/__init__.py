@@ -23,7 +23,7 @@ import pandas as pd
 import yaml
 
 from sweeper.report import fmt
-from sweeper.aggregate import aggregate_trials, column, param_columns, varying
+from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, varying
 from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep
@@ -90,8 +90,8 @@ def build_context(
 
 
 def _findings(data: RunData) -> list[str]:
-    """The thread-contention finding in words (sweeper.findings), when the run has thread axes."""
-    from ..findings import thread_findings
+    """The thread-contention finding in words (sweeper.analysis.findings), when the run has thread axes."""
+    from ..analysis.findings import thread_findings
 
     cores = data.machine.get("cores_usable") or data.machine.get("cores_logical")
     try:

@@ -18,7 +18,7 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.report import fmt
 from sweeper.report import plotkit as kit
-from sweeper.aggregate import column, param_columns, varying
+from sweeper.analysis.aggregate import column, param_columns, varying
 
 TPUT = "client_throughput_rps"
 P50 = "client_latency_p50_ms"

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.report import fmt
-from sweeper.aggregate import column, param_columns, varying
+from sweeper.analysis.aggregate import column, param_columns, varying
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ import httpx
 import psutil
 
 from . import reaper
-from .errors import EnvironmentProblem, ServerError, ServerNotReady
-from .render import Ports
+from ..errors import EnvironmentProblem, ServerError, ServerNotReady
+from .config import Ports
 
 LOG_FILES = ("stdout.log", "ts_log.log", "model_log.log")
 STOP_GRACE_S = 8.0

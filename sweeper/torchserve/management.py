@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from .errors import ManagementError
-from .plan import ModelParams
-from .server import TorchServe
+from ..errors import ManagementError
+from ..plan import ModelParams
+from .process import TorchServe
 
 
 class _Client(httpx.Client):

@@ -13,7 +13,7 @@ import math
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from .errors import ServerError
+from ..errors import ServerError
 
 Scrape = dict[tuple[str, frozenset], float]
 

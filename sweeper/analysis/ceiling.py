@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 from sweeper.errors import EnvironmentProblem, SpecError
 
 PATHS = ("handler", "forward")
-_REPO_ROOT = Path(__file__).resolve().parents[1]
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _run_child(model: str, batch_sizes: list[int], threads: int, duration_s: flo
     with tempfile.TemporaryDirectory(prefix="sweeper-baseline-") as tmp:
         out = Path(tmp) / "results.json"
         command = [
-            sys.executable, "-m", "sweeper.baseline", "--model", model, "--threads", str(threads),
+            sys.executable, "-m", "sweeper.analysis.ceiling", "--model", model, "--threads", str(threads),
             "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
             "--path", path, "--out", str(out),
         ]
@@ -159,7 +159,7 @@ def _run_for(step: Callable[[], None], duration_s: float) -> tuple[int, float]:
 
 def _child_main(argv: list[str] | None = None) -> int:
     # The child side of _run_child; not a user-facing command.
-    parser = argparse.ArgumentParser(prog="python -m sweeper.baseline")
+    parser = argparse.ArgumentParser(prog="python -m sweeper.analysis.ceiling")
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--batch-sizes", required=True)

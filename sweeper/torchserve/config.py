@@ -12,9 +12,9 @@ from pathlib import Path
 
 import jinja2
 
-from .plan import Trial
+from ..plan import Trial
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 _LINE = re.compile(r"^([a-z_]+)=(.*)$")
 _KEY = re.compile(r"^[a-z_]+$")
 # The characters sweeper.spec allows in a value that reaches config.properties. ':' and

@@ -7,7 +7,7 @@ in its own session that polls the sweeper's pid and, when it is gone, signals th
 process group (SIGTERM, then SIGKILL). The sweeper kills its reaper when it stops the
 server itself.
 
-    python -m sweeper.reaper SWEEPER_PID SWEEPER_CREATE_TIME SERVER_PGID [TMP_DIR]
+    python -m sweeper.torchserve.reaper SWEEPER_PID SWEEPER_CREATE_TIME SERVER_PGID [TMP_DIR]
 
 TMP_DIR, the server's private temp directory, is removed once the group is gone.
 """
@@ -66,7 +66,7 @@ def start(server_pgid: int, tmp_dir: str = "") -> subprocess.Popen:
     """A reaper guarding `server_pgid` on behalf of this process."""
     me = psutil.Process()
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeper.reaper", str(me.pid), repr(me.create_time()), str(server_pgid), tmp_dir],
+        [sys.executable, "-m", "sweeper.torchserve.reaper", str(me.pid), repr(me.create_time()), str(server_pgid), tmp_dir],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

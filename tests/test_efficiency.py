@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from sweeper.ceiling import add_efficiency, needed, trial_threads
+from sweeper.analysis.efficiency import add_efficiency, needed, trial_threads
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Serving efficiency: each trial's served throughput against the in-process ceiling.
 
 After a sweep (settings.baseline: true, or `sweeper baseline RUN_DIR`), the same model and
-handler code run without TorchServe (sweeper.baseline) at every batch size and torch
+handler code run without TorchServe (sweeper.analysis.ceiling) at every batch size and torch
 thread count the run used; `baseline.csv` keeps the figures and results.csv gains
 `baseline_samples_per_s` and `efficiency` (served req/s / in-process samples/s; closed
 loop only, since under a fixed rate the client sets the throughput).
@@ -39,7 +39,7 @@ def needed(rows: list[dict], cores: int) -> list[tuple[str, int, int]]:
 
 def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float = 2.0) -> pd.DataFrame:
     """Measure the ceilings a run needs and write baseline.csv; returns the table."""
-    from .baseline import measure_grid
+    from .ceiling import measure_grid
 
     results = []
     for model in sorted({m for m, _, _ in needed(rows, cores)}):

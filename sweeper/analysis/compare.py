@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import SpecError
+from ..errors import SpecError
 from .aggregate import aggregate_trials
 
 FIGURE = "client_throughput_rps_mean"  # over the ok repeats of a trial
