@@ -1,13 +1,52 @@
-"""A fingerprint of the machine and software a run measured (machine.json)."""
+"""This machine as a sweep sees it: the cores and CPUs this process may use, whether an
+address is loopback or can be bound here, and the fingerprint of the machine and software
+a run measured (machine.json)."""
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 import socket
 import subprocess
 from importlib import metadata
 
 import psutil
+
+
+def machine_cores() -> int:
+    """Cores this process may use (affinity-aware), the unit of `cores` in sweep files."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def machine_cpus() -> set[int]:
+    """CPU numbers this process may use: what settings.client_cpus/server_cpus may name."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
+IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 or localhost: reachable from this machine only."""
+    return host == "localhost" or (bool(IPV4.fullmatch(host)) and host.startswith("127."))
+
+
+def bind_problem(host: str) -> str | None:
+    """Why a server could not listen on `host` (None when it can): an address of another
+    machine fails here, at load time, rather than as a server that never starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, 0))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _cpu_model() -> str:
@@ -37,8 +76,6 @@ def _java() -> str:
 
 
 def fingerprint() -> dict[str, object]:
-    from .spec import machine_cores
-
     return {
         "hostname": socket.gethostname(),
         "cpu_model": _cpu_model(),

@@ -18,9 +18,7 @@ Every error becomes one SpecError naming the file, the key path, the rule and th
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -38,25 +36,12 @@ from pydantic import (
 )
 
 from .errors import SpecError
+from .machine import IPV4, bind_problem, is_loopback, machine_cores, machine_cpus
 from .spec_errors import describe, key_text, kind, one_line, show
+from .spec_rules import ENV_NAME, MODEL_NAME, SAFE_TEXT, STORE_PATH, SWEEP_NAME
 
-# vmargs reach config.properties; TorchServe's launcher reads that line with a plain
-# split on the first '=' and passes the value through str.split() to java. So ':' and
-# '=' inside the value are harmless and needed (-XX:+UseG1GC, -Dkey=value); a line
-# break, '\\' (escape / line continuation) or '#'/'!' (comments) are not allowed.
-# Environment values never enter config.properties (they go to the process
-# environment), and thread-tuning values need ':' and '=' too
-# (KMP_AFFINITY=granularity=fine,compact,1,0).
-SAFE_TEXT = r"^[A-Za-z0-9_.,/+@%:= -]*$"
 SafeText = Annotated[str, StringConstraints(pattern=SAFE_TEXT, max_length=200)]
-# "OMP_NUM_THREADS+MKL_NUM_THREADS" is one axis that sets both variables to each value.
-ENV_NAME = r"^[A-Z_][A-Z0-9_]*(\+[A-Z_][A-Z0-9_]*)*$"
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=200)]
-MODEL_NAME = r"^[a-z][a-z0-9_]*$"
-SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-# A path for config.properties: render escapes '\\' and non-ASCII; line breaks and
-# control characters are never a path anyone meant.
-STORE_PATH = r"^[^\x00-\x1f\x7f]+$"
 
 # Variables the sweeper sets itself for every server (sweeper.torchserve.process); TS_CONFIG_FILE
 # would make TorchServe ignore the rendered config.properties.
@@ -64,14 +49,6 @@ RESERVED_ENV = frozenset({"TS_CONFIG_FILE", "TMPDIR", "TEMP", "LOG_LOCATION", "M
 
 JAVA_INT_MAX = 2**31 - 1  # TorchServe parses these counts as Java ints
 
-# The rule each pattern stands for, as error messages say it.
-PATTERN_RULES = {
-    SAFE_TEXT: "may contain only letters, digits, spaces and _ . , / + @ % - : = (no line break, #, !, \\ or quote)",
-    ENV_NAME: "must be an UPPER_CASE variable name such as OMP_NUM_THREADS",
-    MODEL_NAME: "must be a lowercase name such as mlp",
-    SWEEP_NAME: "must start with a letter or digit and contain only letters, digits, _ . -",
-    STORE_PATH: "must be a directory path without line breaks or control characters",
-}
 PosInt = Annotated[int, Field(ge=1, le=JAVA_INT_MAX, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, le=JAVA_INT_MAX, strict=True)]
 PosFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
@@ -81,41 +58,6 @@ NonNegFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
 _RELATIVE = re.compile(r"^\s*(?:(\d{1,6})\s*\*\s*)?cores(?:\s*\*\s*(\d{1,6}))?(?:\s*/\s*(\d{1,6}))?\s*$")
 _LOOKS_RELATIVE = re.compile(r"\*|\bcores\b", re.IGNORECASE)
 RELATIVE_FORMS = "cores, 2*cores or cores/2"
-
-
-def machine_cores() -> int:
-    """Cores this process may use (affinity-aware), the unit of `cores` in sweep files."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def machine_cpus() -> set[int]:
-    """CPU numbers this process may use: what settings.client_cpus/server_cpus may name."""
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return set(range(os.cpu_count() or 1))
-
-
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8 or localhost: reachable from this machine only."""
-    return host == "localhost" or (bool(_IPV4.fullmatch(host)) and host.startswith("127."))
-
-
-def _bind_problem(host: str) -> str | None:
-    """Why a server could not listen on `host` (None when it can): an address of another
-    machine fails here, at load time, rather than as a server that never starts."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, 0))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
 
 
 def resolve_count(value: Any, cores: int) -> Any:
@@ -376,9 +318,9 @@ class Settings(_Strict):
     def _host_is_ours(cls, v: Any) -> Any:
         if not isinstance(v, str):
             return v  # the type check reports it
-        if v != "localhost" and not _IPV4.fullmatch(v):
+        if v != "localhost" and not IPV4.fullmatch(v):
             raise ValueError(f"must be an IPv4 address or localhost (TorchServe cannot parse IPv6), got {show(v)}")
-        problem = _bind_problem(v)
+        problem = bind_problem(v)
         if problem:
             raise ValueError(f"must be an address of this machine (0.0.0.0 for all of them), got {show(v)}: {problem}")
         return v
@@ -490,7 +432,7 @@ def parse_sweep(data: Any, source: str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        key, rule = describe(exc.errors(include_url=False), data)
+        key, rule = describe(exc.errors(include_url=False), data, SweepSpec)
         raise SpecError(source, one_line(key), one_line(rule)) from None
 
 

@@ -1,6 +1,7 @@
 """How the sweep schema's errors read: pydantic's errors become one line naming the key
 path and the rule (`model.batch_size[2]: must be >= 1, got 0`), and values are shown as
-the user wrote them. sweeper.spec owns the schema; this module owns the wording.
+the user wrote them. sweeper.spec owns the schema and hands its root model to `describe`;
+this module owns the wording.
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-
-
-def _schema():
-    """sweeper.spec (SweepSpec, the patterns), imported late: spec imports this module."""
-    from . import spec
-
-    return spec
+from .spec_rules import ENV_NAME, PATTERN_RULES
 
 
 # --- value display -------------------------------------------------------------------------
@@ -122,9 +117,9 @@ def _walk(data: Any, loc: tuple, missing: bool) -> list[tuple[str, Any]]:
     return parts
 
 
-def _model_at(parts: list[tuple[str, Any]]) -> type[BaseModel] | None:
+def _model_at(parts: list[tuple[str, Any]], schema: type[BaseModel]) -> type[BaseModel] | None:
     """The schema class that owns the keys at `parts` (for 'did you mean')."""
-    current: Any = _schema().SweepSpec
+    current: Any = schema
     for kind, part in parts:
         if kind == "index":
             continue
@@ -147,9 +142,9 @@ def _find_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _unknown_key(parts: list[tuple[str, Any]]) -> str:
+def _unknown_key(parts: list[tuple[str, Any]], schema: type[BaseModel]) -> str:
     name = parts[-1][1] if parts else "?"
-    model = _model_at(parts[:-1])
+    model = _model_at(parts[:-1], schema)
     valid = list(model.model_fields) if model is not None else []
     near = difflib.get_close_matches(str(name).lower(), valid, n=1) if isinstance(name, str) else []
     if near:
@@ -173,7 +168,7 @@ def _rule(err: dict) -> str:
     if kind == "literal_error":
         return f"must be {ctx.get('expected')}"
     if kind == "string_pattern_mismatch":
-        return _schema().PATTERN_RULES.get(ctx.get("pattern"), "has characters that are not allowed")
+        return PATTERN_RULES.get(ctx.get("pattern"), "has characters that are not allowed")
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "missing":
@@ -196,12 +191,12 @@ def _is_type_error(err: dict) -> bool:
     return err.get("type") in _TYPE_WORDS or err.get("type") == "list_type"
 
 
-def describe(errors: list[dict], data: Any) -> tuple[str, str]:
+def describe(errors: list[dict], data: Any, schema: type[BaseModel]) -> tuple[str, str]:
     """The one (key, rule) that reads best among pydantic's errors."""
     walked = [(e, _walk(data, tuple(e.get("loc", ())), e.get("type") == "missing")) for e in errors]
     extra = [(e, p) for e, p in walked if e.get("type") == "extra_forbidden"]
     if extra:
-        return _join(extra[0][1]), _unknown_key(extra[0][1])
+        return _join(extra[0][1]), _unknown_key(extra[0][1], schema)
     # A union reports one error per member: the deepest path is where the input went
     # wrong; at equal depth a broken rule beats "wrong type" from the other member.
     depth = max(len(p) for _, p in walked)
@@ -223,7 +218,7 @@ def describe(errors: list[dict], data: Any) -> tuple[str, str]:
     if kind == "invalid_key":
         return key, f"keys must be strings, got {show(err.get('input'))}"
     if kind == "extra_forbidden":
-        return key, _unknown_key(parts)
+        return key, _unknown_key(parts, schema)
     if not ruled:
         # only type errors: say every shape the field accepts
         words: list[str] = []
@@ -245,7 +240,7 @@ def describe(errors: list[dict], data: Any) -> tuple[str, str]:
             rule = "must be a list"
     else:
         rule = _rule(err)
-        if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == _schema().ENV_NAME:
+        if kind == "string_pattern_mismatch" and (err.get("ctx") or {}).get("pattern") == ENV_NAME:
             rule += _env_hint(err.get("input"))
     if kind == "missing":
         return key, rule
@@ -260,7 +255,7 @@ def _env_hint(name: Any) -> str:
     if not isinstance(name, str):
         return ""
     guess = re.sub(r"[^A-Za-z0-9_+]", "_", name.strip()).upper()
-    return f" (did you mean '{guess}'?)" if re.match(_schema().ENV_NAME, guess) and guess != name else ""
+    return f" (did you mean '{guess}'?)" if re.match(ENV_NAME, guess) and guess != name else ""
 
 
 def one_line(text: str) -> str:
