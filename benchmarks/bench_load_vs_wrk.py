@@ -22,6 +22,7 @@ wrk: apt-get install wrk (Debian/Ubuntu), or build it from https://github.com/wg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import statistics
@@ -119,7 +120,7 @@ def main() -> int:
             url, body, method = server.inference_url + "/ping", b"", "GET"
             what = "GET /ping"
         else:
-            management.register_model(server, MODEL)
+            management.register_model(server, **dataclasses.asdict(MODEL))
             url = f"{server.inference_url}/predictions/{MODEL.name}"
             body, method = MODELS[MODEL.name].example_request(), "POST"
             what = (f"POST {MODEL.name}: {MODEL.min_workers} workers, batch {MODEL.batch_size}, "

@@ -16,86 +16,10 @@ from pathlib import Path
 
 from .errors import EnvironmentProblem, Interrupted, SpecError, SweeperError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SWEEPS_DIR = PROJECT_ROOT / "sweeps"
-DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
-# Calibrated on the 2-core machine (batching: 6.1 min actual; thread_contention: 8.4 min):
-# a trial costs ~0.4 s beyond warm-up and window, a server start ~3.5 s, a registration ~3 s.
-SECONDS_PER_TRIAL_OVERHEAD = 0.4
-SECONDS_PER_SERVER_START = 3.5
-SECONDS_PER_REGISTRATION = 3.0
-
-
-def _sweep_path(arg: str) -> Path:
-    from .spec import resolve_sweep_path
-
-    p = resolve_sweep_path(arg, Path("sweeps"))
-    if not p.exists():
-        p2 = resolve_sweep_path(arg, SWEEPS_DIR)
-        if p2.exists():
-            return p2
-        names = sorted(x.stem for x in SWEEPS_DIR.glob("*.yaml"))
-        raise SpecError(str(p), "", f"file not found (shipped sweeps: {', '.join(names)})")
-    return p
-
-
-def _model_store(spec, source: str) -> Path:
-    if spec.settings.model_store is None:
-        return DEFAULT_MODEL_STORE
-    store = Path(spec.settings.model_store).expanduser()
-    if not store.is_absolute():
-        store = (Path(source).parent / store).resolve()
-    if not store.is_dir():
-        raise SpecError(source, "settings.model_store", f"must be an existing directory, got {str(store)!r}")
-    return store
-
-
-def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
-    """Load, expand and render every trial; check prerequisites. Starts nothing."""
-    from .plan import count_trials, expand
-    from .torchserve.config import PLACEHOLDER_PORTS, render_config
-    from .spec import load_sweep
-
-    path = _sweep_path(sweep_arg)
-    spec = load_sweep(path)
-    source = str(path)
-    distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
-    if distinct > spec.settings.max_trials and not yes:
-        raise SpecError(
-            source,
-            "settings.max_trials",
-            f"the grid has {distinct} trials, more than the limit {spec.settings.max_trials}; pass --yes to run it anyway",
-        )
-    trials = expand(spec)
-    store = _model_store(spec, source)
-    from handlers.models import MODELS
-
-    if spec.settings.model_store is None and spec.model.name not in MODELS:
-        raise SpecError(source, "model.name", f"unknown model {spec.model.name!r}, expected one of: {', '.join(sorted(MODELS))}")
-    if spec.settings.model_store is not None and not (store / f"{spec.model.name}.mar").exists():
-        raise SpecError(source, "model.name", f"no archive {spec.model.name}.mar in {store}")
-    for t in trials:
-        render_config(t, PLACEHOLDER_PORTS, store, host=spec.settings.host, disable_token_auth=not spec.settings.token_auth)
-    if check_environment:
-        from .torchserve.process import check_java, check_ports
-
-        check_java()
-        if spec.settings.base_port:
-            try:
-                check_ports(spec.settings.host, spec.settings.base_port)
-            except EnvironmentProblem as exc:
-                raise SpecError(source, "settings.base_port", str(exc)) from None
-    return path, spec, trials, store
-
-
-def estimate_s(spec, trials) -> float:
-    groups = len({t.group_id for t in trials})
-    regs = len({(t.group_id, t.model) for t in trials})
-    load = sum((t.load.duration_s or 10.0) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
-    return load + groups * SECONDS_PER_SERVER_START + regs * SECONDS_PER_REGISTRATION
-
 
 def cmd_plan(args) -> int:
+    from .preflight import estimate_s, prepare
+
     path, spec, trials, store = prepare(args.sweep, args.yes, check_environment=False)
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
           f"{len({t.group_id for t in trials})} server start(s), model store {store}")
@@ -136,6 +60,7 @@ def _new_run_dir(out: Path, name: str) -> Path:
 
 def cmd_run(args) -> int:
     from .machine import fingerprint
+    from .preflight import prepare
     from .runner import GridSearch, SweepContext, run_sweep
     from .spec import dump_resolved
 
@@ -162,7 +87,7 @@ def cmd_run(args) -> int:
     body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
     ctx = SweepContext(spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body)
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
-    from .spec import is_loopback
+    from .machine import is_loopback
 
     if not is_loopback(spec.settings.host):
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
@@ -191,7 +116,7 @@ def cmd_run(args) -> int:
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
     from . import results
     from .analysis.efficiency import measure_run
-    from .spec import machine_cores
+    from .machine import machine_cores
 
     print("measuring the in-process ceiling (no server) for serving efficiency", file=sys.stderr)
     measure_run(run_dir, rows, machine_cores())
@@ -212,6 +137,8 @@ def cmd_baseline(args) -> int:
 
 
 def _estimate_text(spec, trials) -> str:
+    from .preflight import estimate_s
+
     est = estimate_s(spec, trials)
     return f"{est / 60:.1f} min"
 

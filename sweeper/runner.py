@@ -25,7 +25,7 @@ from .torchserve import management, metrics, probe
 from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
 from .plan import ModelParams, Trial
-from .torchserve.config import render_config, render_env
+from .inputs import trial_config, trial_env
 from .torchserve.process import TorchServe, redact
 from .spec import SweepSpec
 
@@ -96,10 +96,8 @@ class LocalExecutor:
         workdir = self.ctx.run_dir / "servers" / f"{trial.group_id}-{self._servers_started}"
         server = TorchServe(
             workdir=workdir,
-            render=lambda ports: render_config(
-                trial, ports, self.ctx.model_store, host=settings.host, disable_token_auth=not settings.token_auth
-            ),
-            env=render_env(trial),
+            render=lambda ports: trial_config(trial, ports, self.ctx.model_store, settings),
+            env=trial_env(trial),
             model_store=self.ctx.model_store,
             host=settings.host,
             token_auth=settings.token_auth,
@@ -141,7 +139,17 @@ class LocalExecutor:
         spec = self.ctx.spec
         if self._model != trial.model:
             self._model = None
-            management.register_model(server, trial.model, timeout_s=max(120.0, spec.settings.ready_timeout_s))
+            m = trial.model
+            management.register_model(
+                server,
+                m.name,
+                batch_size=m.batch_size,
+                max_batch_delay_ms=m.max_batch_delay_ms,
+                response_timeout_s=m.response_timeout_s,
+                min_workers=m.min_workers,
+                max_workers=m.max_workers,
+                timeout_s=max(120.0, spec.settings.ready_timeout_s),
+            )
             self._model = trial.model
         expected_s = (trial.load.duration_s or 60.0) + spec.settings.warmup_s
         server.refresh_tokens(min_valid_s=expected_s + 300.0)
@@ -327,12 +335,9 @@ def _complete_row(ctx: SweepContext, trial: Trial, index: int, row: dict) -> dic
 def _write_trial_inputs(ctx: SweepContext, trial: Trial, trial_dir: Path) -> None:
     from .torchserve.config import PLACEHOLDER_PORTS
 
-    config = render_config(
-        trial, PLACEHOLDER_PORTS, ctx.model_store, host=ctx.spec.settings.host,
-        disable_token_auth=not ctx.spec.settings.token_auth,
-    )
+    config = trial_config(trial, PLACEHOLDER_PORTS, ctx.model_store, ctx.spec.settings)
     (trial_dir / "config.properties").write_text(config)
-    (trial_dir / "env.json").write_text(json.dumps(render_env(trial), indent=2))
+    (trial_dir / "env.json").write_text(json.dumps(trial_env(trial), indent=2))
 
 
 def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> str:

@@ -205,14 +205,14 @@ def test_interrupt_then_resume(tmp_path, sig, code):
 def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
     from sweeper.torchserve import management
     from sweeper.plan import expand
-    from sweeper.torchserve.config import render_config, render_env
+    from sweeper.inputs import trial_config, trial_env
     from sweeper.torchserve.process import TorchServe
     from sweeper.spec import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "smoke.yaml")
     trial = expand(spec)[0]
     store = ROOT / "model_store"
-    server = TorchServe(tmp_path / "srv", lambda ports: render_config(trial, ports, store), render_env(trial), store)
+    server = TorchServe(tmp_path / "srv", lambda ports: trial_config(trial, ports, store, spec.settings), trial_env(trial), store)
     with server:
         old = server.keys
         assert management.list_models(server) == []

@@ -179,14 +179,14 @@ def test_joined_env_key_sets_both_variables_to_each_value():
         (("MKL_NUM_THREADS", "1"), ("OMP_NUM_THREADS", "1")),
         (("MKL_NUM_THREADS", "2"), ("OMP_NUM_THREADS", "2")),
     }
-    assert {tuple(sorted(render_env(t).items())) for t in trials} == envs
+    assert {tuple(sorted(render_env(t.env).items())) for t in trials} == envs
 
 
 def test_joined_env_key_with_three_names_and_another_axis():
     trials = plan(env={"OMP_NUM_THREADS+MKL_NUM_THREADS": [1, 2], "KMP_BLOCKTIME": [0, 200]})
-    assert {render_env(t)["OMP_NUM_THREADS"] for t in trials} == {"1", "2"}
+    assert {render_env(t.env)["OMP_NUM_THREADS"] for t in trials} == {"1", "2"}
     for t in trials:
-        env = render_env(t)
+        env = render_env(t.env)
         assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"]
         assert set(env) == {"OMP_NUM_THREADS", "MKL_NUM_THREADS", "KMP_BLOCKTIME"}
     assert len({t.group_id for t in trials}) == 2 * 2 * 2

@@ -52,6 +52,11 @@ def properties(text: str) -> dict[str, str]:
     return out
 
 
+def render(trial, ports, store, **kwargs):
+    """config.properties of a trial's server group (render_config takes primitives)."""
+    return render_config(trial.server, ports, store, sweep=trial.sweep, group_id=trial.group_id, **kwargs)
+
+
 def a_trial(**server):
     doc = {"name": "r", "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}}
     if server:
@@ -65,14 +70,14 @@ def a_trial(**server):
 @pytest.mark.parametrize("name", sorted(SWEEPS))
 def test_every_trial_of_the_shipped_sweeps_has_exactly_the_expected_keys(name):
     for t in expand(load_sweep(SWEEPS[name])):
-        props = properties(render_config(t, PORTS, Path("/store")))
+        props = properties(render(t, PORTS, Path("/store")))
         assert set(props) == FIXED | {k for k, _ in t.server}
         for key, value in t.server:
             assert props[key] == str(value)
 
 
 def test_values_of_the_fixed_keys():
-    props = properties(render_config(a_trial(), PORTS, Path("/models"), host="localhost", disable_token_auth=True))
+    props = properties(render(a_trial(), PORTS, Path("/models"), host="localhost", disable_token_auth=True))
     assert props == {
         "inference_address": "http://localhost:8080",
         "management_address": "http://localhost:8081",
@@ -90,7 +95,7 @@ def test_values_of_the_fixed_keys():
 
 def test_server_values_are_rendered_as_torchserve_reads_them():
     t = a_trial(number_of_netty_threads=4, use_native_io=False, vmargs="-Xmx1g -XX:+UseG1GC -Dlog4j2.level=INFO")
-    props = properties(render_config(t, PLACEHOLDER_PORTS, Path("/s")))
+    props = properties(render(t, PLACEHOLDER_PORTS, Path("/s")))
     assert props["number_of_netty_threads"] == "4"
     assert props["use_native_io"] == "false"
     # ':' and '=' inside vmargs stay in the one vmargs value; TorchServe splits it on spaces
@@ -100,7 +105,7 @@ def test_server_values_are_rendered_as_torchserve_reads_them():
 
 def test_rendering_is_deterministic():
     t = a_trial(job_queue_size=10, number_of_netty_threads=2)
-    assert render_config(t, PORTS, Path("/s")) == render_config(t, PORTS, Path("/s"))
+    assert render(t, PORTS, Path("/s")) == render(t, PORTS, Path("/s"))
 
 
 # --- StrictUndefined --------------------------------------------------------------------------
@@ -109,13 +114,13 @@ def test_rendering_is_deterministic():
 def test_an_undefined_template_variable_raises(tmp_path):
     (tmp_path / "config.properties.j2").write_text("inference_address={{ ports.inference }}\nvmargs={{ no_such_variable }}\n")
     with pytest.raises(jinja2.UndefinedError):
-        render_config(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
+        render(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
 
 
 def test_an_undefined_attribute_raises(tmp_path):
     (tmp_path / "config.properties.j2").write_text("inference_address={{ ports.no_such_port }}\n")
     with pytest.raises(jinja2.UndefinedError):
-        render_config(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
+        render(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
 
 
 def test_the_shipped_template_uses_only_what_render_passes():
@@ -160,7 +165,7 @@ def test_the_shipped_template_uses_only_what_render_passes():
 def test_a_malicious_server_value_is_refused(key, value):
     t = dataclasses.replace(a_trial(), server=((key, value),))
     with pytest.raises(ValueError):
-        render_config(t, PORTS, Path("/s"))
+        render(t, PORTS, Path("/s"))
 
 
 @pytest.mark.parametrize(
@@ -170,13 +175,13 @@ def test_a_malicious_server_value_is_refused(key, value):
 def test_a_malicious_name_in_the_comment_line_is_refused(field, value):
     t = dataclasses.replace(a_trial(), **{field: value})
     with pytest.raises(ValueError):
-        render_config(t, PORTS, Path("/s"))
+        render(t, PORTS, Path("/s"))
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1\nload_models=all", "::1", "a b", ""])
 def test_a_malicious_host_is_refused(host):
     with pytest.raises(ValueError):
-        render_config(a_trial(), PORTS, Path("/s"), host=host)
+        render(a_trial(), PORTS, Path("/s"), host=host)
 
 
 def test_a_server_on_every_address_is_still_measured_over_loopback(tmp_path):
@@ -187,37 +192,37 @@ def test_a_server_on_every_address_is_still_measured_over_loopback(tmp_path):
         server.ports = PORTS
         assert server.inference_url == f"http://{reached}:{PORTS.inference}"
         assert server.metrics_url == f"http://{reached}:{PORTS.metrics}"
-    assert "inference_address=http://0.0.0.0:" in render_config(a_trial(), PORTS, Path("/s"), host="0.0.0.0")
+    assert "inference_address=http://0.0.0.0:" in render(a_trial(), PORTS, Path("/s"), host="0.0.0.0")
 
 
 @pytest.mark.parametrize("ports", [Ports(1, 2, 3, 4, -1), Ports(1, 2, 3, 4, 70000), Ports(1, 2, "3\nx=1", 4, 5)])
 def test_bad_ports_are_refused(ports):
     with pytest.raises(ValueError):
-        render_config(a_trial(), ports, Path("/s"))
+        render(a_trial(), ports, Path("/s"))
 
 
 @pytest.mark.parametrize("store", ["/tmp/a\nload_models=all", "/tmp/a\rb", "/tmp/\x00"])
 def test_a_model_store_with_a_line_break_is_refused(store):
     with pytest.raises(ValueError):
-        render_config(a_trial(), PORTS, Path(store))
+        render(a_trial(), PORTS, Path(store))
 
 
 def test_a_template_that_adds_a_key_is_refused(tmp_path):
     source = (TEMPLATES_DIR / "config.properties.j2").read_text() + "load_models=all\n"
     (tmp_path / "config.properties.j2").write_text(source)
     with pytest.raises(ValueError, match="keys"):
-        render_config(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
+        render(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
 
 
 def test_a_template_that_repeats_a_key_is_refused(tmp_path):
     source = (TEMPLATES_DIR / "config.properties.j2").read_text() + "metrics_mode=log\n"
     (tmp_path / "config.properties.j2").write_text(source)
     with pytest.raises(ValueError, match="keys"):
-        render_config(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
+        render(a_trial(), PORTS, Path("/s"), templates_dir=tmp_path)
 
 
 def test_separators_inside_a_model_store_path_stay_in_its_value():
-    props = properties(render_config(a_trial(), PORTS, Path("/tmp/a=b:c#d!e f")))
+    props = properties(render(a_trial(), PORTS, Path("/tmp/a=b:c#d!e f")))
     assert set(props) == FIXED and props["model_store"] == "/tmp/a=b:c#d!e f"
 
 
@@ -234,7 +239,7 @@ def test_model_store_is_escaped_so_java_reads_the_same_path(path):
     assert value.isascii() and "\n" not in value
     decoded = _java_unescape(value).encode("utf-16", "surrogatepass").decode("utf-16")
     assert decoded == path
-    rendered = render_config(a_trial(), PORTS, Path(path))
+    rendered = render(a_trial(), PORTS, Path(path))
     assert properties(rendered)["model_store"] == value.strip()
 
 
@@ -248,7 +253,7 @@ def test_render_env_gives_strings():
             "e.yaml",
         )
     )[0]
-    assert render_env(t) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "KMP_AFFINITY": "granularity=fine,compact,1,0"}
+    assert render_env(t.env) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "KMP_AFFINITY": "granularity=fine,compact,1,0"}
 
 
 @pytest.mark.parametrize(
@@ -264,4 +269,4 @@ def test_render_env_gives_strings():
 def test_render_env_refuses_what_the_schema_would(env):
     t = dataclasses.replace(a_trial(), env=env)
     with pytest.raises(ValueError):
-        render_env(t)
+        render_env(t.env)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import sweeper.spec as spec
 from sweeper.errors import SpecError
 from sweeper.plan import count_trials, expand
-from sweeper.torchserve.config import PLACEHOLDER_PORTS, render_config, render_env
+from sweeper.inputs import trial_config, trial_env
+from sweeper.torchserve.config import PLACEHOLDER_PORTS
 from sweeper.spec import SweepSpec, dump_resolved, load_sweep, parse_sweep
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
@@ -307,8 +308,8 @@ def check_parse(data) -> None:
         trials = expand(result)
         assert len({t.trial_id for t in trials}) == count_trials(result)
         for t in trials:
-            render_config(t, PLACEHOLDER_PORTS, Path("/store"), host=result.settings.host)
-            render_env(t)
+            trial_config(t, PLACEHOLDER_PORTS, Path("/store"), result.settings)
+            trial_env(t)
 
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

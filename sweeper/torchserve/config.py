@@ -1,7 +1,9 @@
-"""config.properties and the server environment for a trial, from templates/ (pure).
+"""config.properties and the server environment, from templates/ (pure).
 
-Values arrive typed and validated by sweeper.spec; this module checks once more that the
-rendered file has exactly the keys it should, so no value can add a line or a key.
+Takes primitives: the config.properties keys and values a sweep sets, the ports, the model
+store, the host; sweeper.inputs turns a trial into these. Values arrive validated by
+sweeper.spec; this module checks once more that the rendered file has exactly the keys it
+should, so no value can add a line or a key.
 """
 
 from __future__ import annotations
@@ -9,10 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import jinja2
-
-from ..plan import Trial
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 _LINE = re.compile(r"^([a-z_]+)=(.*)$")
@@ -95,33 +96,38 @@ def _utf16(ch: str) -> list[int]:
 
 
 def render_config(
-    trial: Trial,
+    server: Iterable[tuple[str, object]],
     ports: Ports,
     model_store: Path,
+    *,
+    sweep: str,
+    group_id: str,
     host: str = "127.0.0.1",
     disable_token_auth: bool = False,
     templates_dir: Path = TEMPLATES_DIR,
 ) -> str:
-    """config.properties for the trial's server group.
+    """config.properties: the fixed keys (addresses, ports, model store, metrics mode, token
+    authorization) plus the `server` keys a sweep sets; `sweep` and `group_id` name the file
+    in its header comment.
 
     Raises ValueError when a value could add or change a line: sweeper.spec refuses such
-    values, so reaching it here means a Trial was built around the schema.
+    values, so reaching it here means a value was built around the schema.
     """
-    server = [(k, _format(v)) for k, v in trial.server]
+    server = [(k, _format(v)) for k, v in server]
     for key, value in server:
         if not isinstance(key, str) or not _KEY.match(key) or key in _FIXED_KEYS:
             raise ValueError(f"server.{key!r}: not a key the sweep may set in config.properties")
         if not _VALUE.match(value):
             raise ValueError(f"server.{key}: value {value!r} would change config.properties structure")
-    for what, value in (("sweep", trial.sweep), ("group_id", trial.group_id), ("host", host)):
+    for what, value in (("sweep", sweep), ("group_id", group_id), ("host", host)):
         if not isinstance(value, str) or not _NAME.match(value):
             raise ValueError(f"{what}: {value!r} is not allowed in config.properties")
     for what, port in vars(ports).items():
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise ValueError(f"ports.{what}: {port!r} is not a port number")
     text = _environment(templates_dir).get_template("config.properties.j2").render(
-        sweep=trial.sweep,
-        group_id=trial.group_id,
+        sweep=sweep,
+        group_id=group_id,
         host=host,
         ports=ports,
         model_store=properties_path(model_store),
@@ -153,10 +159,10 @@ def _check(text: str, expected_keys: set[str]) -> None:
         raise ValueError(f"rendered config.properties keys {sorted(seen)} != expected {sorted(expected_keys)}")
 
 
-def render_env(trial: Trial) -> dict[str, str]:
+def render_env(variables: Iterable[tuple[str, object]]) -> dict[str, str]:
     """Environment overrides for the server (workers inherit the JVM's environment)."""
-    env = {}
-    for name, value in trial.env:
+    env: dict[str, str] = {}
+    for name, value in variables:
         text = str(value)
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             raise ValueError(f"env: {name!r} is not an environment variable name")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 
 from ..errors import ManagementError
-from ..plan import ModelParams
 from .process import TorchServe
 
 
@@ -54,29 +53,40 @@ def unregister_model(server: TorchServe, name: str, timeout_s: float = 60.0) -> 
         _check(c.delete(f"/models/{name}"), f"unregister {name}")
 
 
-def register_model(server: TorchServe, params: ModelParams, timeout_s: float = 120.0) -> None:
-    """(Re)register `params.name` from `<name>.mar` with the trial's per-model settings.
+def register_model(
+    server: TorchServe,
+    name: str,
+    *,
+    batch_size: int,
+    max_batch_delay_ms: int,
+    response_timeout_s: int,
+    min_workers: int | None = None,
+    max_workers: int | None = None,
+    timeout_s: float = 120.0,
+) -> None:
+    """(Re)register `name` from `<name>.mar` with these per-model settings.
 
-    Synchronous: returns once the initial workers are up. min/max workers above the initial
-    count go through PUT, which TorchServe applies without a restart.
+    Synchronous: returns once the initial workers (`min_workers`; TorchServe's default when
+    None) are up. A `max_workers` above `min_workers` goes through PUT, which TorchServe
+    applies without a restart.
     """
-    if params.name in list_models(server):
-        unregister_model(server, params.name)
+    if name in list_models(server):
+        unregister_model(server, name)
     query: dict[str, object] = {
-        "url": f"{params.name}.mar",
-        "model_name": params.name,
-        "batch_size": params.batch_size,
-        "max_batch_delay": params.max_batch_delay_ms,
-        "response_timeout": params.response_timeout_s,
+        "url": f"{name}.mar",
+        "model_name": name,
+        "batch_size": batch_size,
+        "max_batch_delay": max_batch_delay_ms,
+        "response_timeout": response_timeout_s,
         "synchronous": "true",
     }
-    if params.min_workers is not None:
-        query["initial_workers"] = params.min_workers
+    if min_workers is not None:
+        query["initial_workers"] = min_workers
     with _client(server, timeout_s) as c:
-        _check(c.post("/models", params=query), f"register {params.name}")
-        if params.min_workers is not None and params.max_workers not in (None, params.min_workers):
-            scale = {"min_worker": params.min_workers, "max_worker": params.max_workers, "synchronous": "true"}
-            _check(c.put(f"/models/{params.name}", params=scale), f"scale {params.name}")
+        _check(c.post("/models", params=query), f"register {name}")
+        if min_workers is not None and max_workers not in (None, min_workers):
+            scale = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
+            _check(c.put(f"/models/{name}", params=scale), f"scale {name}")
 
 
 def ready_workers(server: TorchServe, name: str) -> int:
