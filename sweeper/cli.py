@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import EnvironmentProblem, Interrupted, SpecError, SweeperError
+from .rundir import RunDir
 
 
 def cmd_plan(args) -> int:
@@ -45,19 +46,6 @@ def _check_writable(out: Path) -> None:
         raise EnvironmentProblem(f"{out}: output directory is not writable: {exc.strerror or exc}") from None
 
 
-def _new_run_dir(out: Path, name: str) -> Path:
-    """runs/<name>-<timestamp>, with -1, -2, ... when two runs start in the same second."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in range(100):
-        run_dir = out / (f"{name}-{stamp}" + (f"-{n}" if n else ""))
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-            return run_dir
-        except FileExistsError:
-            continue
-    raise EnvironmentProblem(f"{out}: cannot create a new run directory for {name}-{stamp}")
-
-
 def cmd_run(args) -> int:
     from .machine import fingerprint
     from .preflight import prepare
@@ -65,19 +53,20 @@ def cmd_run(args) -> int:
     from .spec import dump_resolved
 
     if args.resume:
-        run_dir = Path(args.resume)
-        if not (run_dir / "sweep.yaml").exists():
-            raise SpecError(str(run_dir), "", "not a run directory (no sweep.yaml)")
-        path, spec, trials, store = prepare(str(run_dir / "sweep.yaml"), yes=True)
+        run = RunDir(args.resume)
+        if not run.sweep_yaml.exists():
+            raise SpecError(str(run.path), "", f"not a run directory (no {run.sweep_yaml.name})")
+        path, spec, trials, store = prepare(str(run.sweep_yaml), yes=True)
     else:
         if not args.sweep:
             raise SpecError("sweeper run", "SWEEP", "give a sweep name or file, or --resume RUN_DIR")
         path, spec, trials, store = prepare(args.sweep, args.yes)
         _check_writable(Path(args.out))
-        run_dir = _new_run_dir(Path(args.out), spec.name)
-        (run_dir / "sweep.yaml").write_text(dump_resolved(spec, model_store=store))
+        run = RunDir.create(Path(args.out), spec.name, datetime.now())
+        run.sweep_yaml.write_text(dump_resolved(spec, model_store=store))
+    run_dir = run.path
     _check_writable(run_dir)
-    (run_dir / "machine.json").write_text(json.dumps(fingerprint(), indent=2))
+    run.machine_json.write_text(json.dumps(fingerprint(), indent=2))
     from handlers.models import MODELS
 
     if spec.settings.model_store is None:
@@ -103,19 +92,19 @@ def cmd_run(args) -> int:
     failed = [r for r in rows if r.get("status") != "ok"]
     if not args.no_report:
         _report(run_dir, None)
-    print(f"wrote {run_dir / 'results.csv'} and {run_dir / 'results.md'} ({len(rows)} rows, {len(failed)} failed)")
+    print(f"wrote {run.results_csv} and {run.results_md} ({len(rows)} rows, {len(failed)} failed)")
     if outcome.stopped:
         print(f"sweeper: {outcome.stopped}", file=sys.stderr)
         return 1
     if failed:
-        print(f"sweeper: {len(failed)} trial(s) failed; see {run_dir / 'results.md'}", file=sys.stderr)
+        print(f"sweeper: {len(failed)} trial(s) failed; see {run.results_md}", file=sys.stderr)
         return 1
     return 0
 
 
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
     from . import results
-    from .analysis.efficiency import measure_run
+    from .analysis.ceiling import measure_run
     from .machine import machine_cores
 
     print("measuring the in-process ceiling (no server) for serving efficiency", file=sys.stderr)
@@ -124,16 +113,20 @@ def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
 
 
 def cmd_baseline(args) -> int:
-    from . import results
-
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "results.csv").exists():
-        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
-    _baseline(run_dir, list(results.load_rows(run_dir).values()))
-    print(f"wrote {run_dir / 'baseline.csv'}; results.csv now has baseline_samples_per_s and efficiency")
+    run = _finished_run(args.run_dir)
+    run_dir = run.path
+    _baseline(run_dir, list(run.rows().values()))
+    print(f"wrote {run.baseline_csv}; {run.results_csv.name} now has baseline_samples_per_s and efficiency")
     if not args.no_report:
         _report(run_dir, None)
     return 0
+
+
+def _finished_run(arg: str) -> RunDir:
+    run = RunDir(arg)
+    if not run.results_csv.exists():
+        raise SpecError(str(run.path), "", f"not a finished run directory (no {run.results_csv.name})")
+    return run
 
 
 def _estimate_text(spec, trials) -> str:
@@ -153,10 +146,7 @@ def _report(run_dir: Path, slo: float | None) -> None:
 
 
 def cmd_report(args) -> int:
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "results.csv").exists():
-        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
-    _report(run_dir, args.slo_p99_ms)
+    _report(_finished_run(args.run_dir).path, args.slo_p99_ms)
     return 0
 
 

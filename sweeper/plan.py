@@ -14,6 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from .load.types import LoadProfile
+from .rundir import trial_key
 from .spec import SweepSpec
 
 
@@ -41,7 +42,7 @@ class Trial:
     @property
     def key(self) -> str:
         """Directory name and resume key: one per trial and repeat."""
-        return f"{self.trial_id}-r{self.repeat}"
+        return trial_key(self.trial_id, self.repeat)
 
     def params(self) -> dict[str, object]:
         """The param_* and load_* columns."""

@@ -26,6 +26,7 @@ from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
 from .plan import ModelParams, Trial
 from .inputs import trial_config, trial_env
+from .rundir import RunDir
 from .torchserve.process import TorchServe, redact
 from .spec import SweepSpec
 
@@ -93,7 +94,7 @@ class LocalExecutor:
         self.close()
         settings = self.ctx.spec.settings
         self._servers_started += 1
-        workdir = self.ctx.run_dir / "servers" / f"{trial.group_id}-{self._servers_started}"
+        workdir = RunDir(self.ctx.run_dir).server_dir(f"{trial.group_id}-{self._servers_started}")
         server = TorchServe(
             workdir=workdir,
             render=lambda ports: trial_config(trial, ports, self.ctx.model_store, settings),
@@ -263,7 +264,8 @@ def run_sweep(
 ) -> SweepOutcome:
     """Run trials until the strategy is done; every finished trial is on disk at once."""
     executor = executor or LocalExecutor(ctx)
-    done = results.load_rows(ctx.run_dir)
+    run = RunDir(ctx.run_dir)
+    done = run.rows()
     finished = {k: r for k, r in done.items() if r.get("status") == "ok"}
     total = strategy.total
     restore = _install_sigterm()
@@ -278,14 +280,14 @@ def run_sweep(
             if trial.key in finished:
                 continue
             current = trial
-            trial_dir = ctx.run_dir / "trials" / trial.key
+            trial_dir = run.trial_dir(trial.key)
             trial_dir.mkdir(parents=True, exist_ok=True)
             _write_trial_inputs(ctx, trial, trial_dir)
             if progress:
                 progress(_progress_line(index, total, trial, walls))
             row = executor.run(trial, trial_dir)
             row = _complete_row(ctx, trial, index, row)
-            results.write_result(trial_dir, row)
+            run.write_result(trial.key, row)
             current = None
             walls.append(row["wall_s"])
             if row["status"] == "ok":
@@ -305,9 +307,8 @@ def run_sweep(
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
         executor.close()
         if current is not None:
-            trial_dir = ctx.run_dir / "trials" / current.key
             row = {"status": "interrupted", "error": f"interrupted by signal {int(signum)}", "wall_s": float("nan")}
-            results.write_result(trial_dir, _complete_row(ctx, current, index, row))
+            run.write_result(current.key, _complete_row(ctx, current, index, row))
         results.write_tables(ctx.run_dir)
         raise Interrupted(int(signum)) from None
     finally:

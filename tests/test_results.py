@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweeper import results
+from sweeper import results, rundir
+from sweeper.report.markdown import markdown
 from sweeper.analysis.aggregate import aggregate_trials
 
 
@@ -49,54 +50,54 @@ def row(trial_id: str, repeat: int = 0, status: str = "ok", seq: int = 0, **over
 
 
 def put(run_dir, r: dict):
-    return results.write_result(run_dir / "trials" / f"{r['trial_id']}-r{r['repeat']}", r)
+    return rundir.write_result(run_dir / "trials" / f"{r['trial_id']}-r{r['repeat']}", r)
 
 
 # --- write_result ------------------------------------------------------------------------------
 
 
 def test_write_result_round_trips_and_leaves_no_temporary_file(tmp_path):
-    path = results.write_result(tmp_path / "t", {"a": 1, "b": "x", "c": None})
+    path = rundir.write_result(tmp_path / "t", {"a": 1, "b": "x", "c": None})
     assert path == tmp_path / "t" / "result.json"
     assert json.loads(path.read_text()) == {"a": 1, "b": "x", "c": None}
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["result.json"]
 
 
 def test_nan_and_numpy_scalars_become_json(tmp_path):
-    path = results.write_result(tmp_path / "t", {"nan": math.nan, "np_nan": np.float64("nan"), "i": np.int64(3), "b": np.bool_(True)})
+    path = rundir.write_result(tmp_path / "t", {"nan": math.nan, "np_nan": np.float64("nan"), "i": np.int64(3), "b": np.bool_(True)})
     assert json.loads(path.read_text()) == {"nan": None, "np_nan": None, "i": 3, "b": True}
 
 
 
 @pytest.mark.parametrize("value", [np.float32("nan"), math.inf, -math.inf, np.float64("inf")])
 def test_non_finite_values_of_any_float_type_become_null(tmp_path, value):
-    path = results.write_result(tmp_path / "t", {"x": value})
+    path = rundir.write_result(tmp_path / "t", {"x": value})
     assert json.loads(path.read_text()) == {"x": None}
 
 
 def test_a_crash_before_the_rename_leaves_the_old_file(tmp_path, monkeypatch):
-    path = results.write_result(tmp_path / "t", {"version": 1})
+    path = rundir.write_result(tmp_path / "t", {"version": 1})
 
     def crash(src, dst):
         raise OSError("disk full at the worst moment")
 
-    monkeypatch.setattr(results.os, "replace", crash)
+    monkeypatch.setattr(rundir.os, "replace", crash)
     with pytest.raises(OSError):
-        results.write_result(tmp_path / "t", {"version": 2})
+        rundir.write_result(tmp_path / "t", {"version": 2})
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"version": 1}
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["result.json"]
 
 
 def test_an_interrupt_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
-    path = results.write_result(tmp_path / "t", {"version": 1})
+    path = rundir.write_result(tmp_path / "t", {"version": 1})
 
     def interrupted(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(results.os, "fsync", interrupted)
+    monkeypatch.setattr(rundir.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        results.write_result(tmp_path / "t", {"version": 2})
+        rundir.write_result(tmp_path / "t", {"version": 2})
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"version": 1}
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["result.json"]
@@ -107,14 +108,14 @@ def test_a_temporary_file_left_by_a_killed_process_is_ignored(tmp_path):
     # what SIGKILL between write and rename leaves behind
     (tmp_path / "trials" / "b-r0").mkdir()
     (tmp_path / "trials" / "b-r0" / ".result-x.tmp").write_text(json.dumps(row("b"))[:40])
-    assert list(results.load_rows(tmp_path)) == ["a-r0"]
+    assert list(rundir.RunDir(tmp_path).rows()) == ["a-r0"]
     results.write_tables(tmp_path)
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
 
 
 def test_a_row_that_cannot_be_serialised_writes_nothing(tmp_path):
     with pytest.raises(TypeError):
-        results.write_result(tmp_path / "t", {"x": object()})
+        rundir.write_result(tmp_path / "t", {"x": object()})
     assert list((tmp_path / "t").iterdir()) == []
 
 
@@ -221,14 +222,14 @@ def test_only_failed_rows_still_give_a_readable_file(tmp_path):
 def test_client_bound_trials_are_flagged(tmp_path):
     put(tmp_path, row("a", 0, client_bound=True))
     put(tmp_path, row("b", 0, seq=1, param_model_batch_size=8))
-    md = results.markdown(results.table(tmp_path))
+    md = markdown(results.table(tmp_path))
     assert "⚠ WARNING: 1 trial(s) were client-bound" in md and "a" in md.split("WARNING")[1]
 
 
 def test_missing_optional_figures_are_blank_not_nan(tmp_path):
     put(tmp_path, row("a", 0, client_batch_size_mean=None, proc_ctx_per_req=None, server_queue_latency_mean_ms=math.nan))
     put(tmp_path, row("a", 1, client_batch_size_mean=None, proc_ctx_per_req=None, server_queue_latency_mean_ms=math.nan))
-    md = results.markdown(results.table(tmp_path))
+    md = markdown(results.table(tmp_path))
     assert "nan" not in md.lower()
 
 

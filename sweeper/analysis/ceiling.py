@@ -25,9 +25,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from sweeper.errors import EnvironmentProblem, SpecError
+from sweeper.rundir import RunDir
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 PATHS = ("handler", "forward")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,31 @@ class BaselineResult:
     cpu_s: float = 0.0
     """CPU seconds of the measuring process in the timed loop: well below
     threads x duration_s means it was starved by other processes, and the figure is low."""
+
+
+def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float = 2.0) -> "pd.DataFrame":
+    """Measure the ceilings a run needs and write baseline.csv; returns the table."""
+    # imported here, not at the top: each measuring child process imports this module, and
+    # pandas would only slow its start
+    import pandas as pd
+
+    from sweeper.analysis.efficiency import needed
+
+    results = []
+    for model in sorted({m for m, _, _ in needed(rows, cores)}):
+        keys = [k for k in needed(rows, cores) if k[0] == model]
+        batch_sizes = sorted({b for _, b, _ in keys})
+        threads = sorted({t for _, _, t in keys})
+        results += measure_grid(model, batch_sizes, threads, duration_s)
+    df = pd.DataFrame(
+        [
+            {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "samples_per_s": r.samples_per_s,
+             "cpu_s": r.cpu_s, "duration_s": r.duration_s}
+            for r in results
+        ]
+    )
+    df.to_csv(RunDir(run_dir).baseline_csv, index=False)
+    return df
 
 
 def measure_baseline(

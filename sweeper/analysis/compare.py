@@ -8,7 +8,6 @@ gets a throughput ratio per configuration, and each run's best configuration is 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import SpecError
+from ..rundir import RunDir
 from .aggregate import aggregate_trials
 
 FIGURE = "client_throughput_rps_mean"  # over the ok repeats of a trial
@@ -29,20 +29,19 @@ class RunSummary:
 
 
 def _label(run_dir: Path) -> str:
-    try:
-        m = json.loads((run_dir / "machine.json").read_text())
-        return f"{m.get('hostname', '?')} ({m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} cores) [{run_dir.name}]"
-    except (OSError, ValueError):
+    m = RunDir(run_dir).machine()
+    if not m:
         return run_dir.name
+    return f"{m.get('hostname', '?')} ({m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} cores) [{run_dir.name}]"
 
 
 def load_run(run_dir: Path) -> RunSummary:
-    csv = run_dir / "results.csv"
+    csv = RunDir(run_dir).results_csv
     if not csv.exists():
-        raise SpecError(str(run_dir), "", "not a run directory (no results.csv)")
+        raise SpecError(str(run_dir), "", f"not a run directory (no {csv.name})")
     df = pd.read_csv(csv)
     if "status" not in df or df.empty:
-        raise SpecError(str(csv), "", "no trials in results.csv")
+        raise SpecError(str(csv), "", f"no trials in {csv.name}")
     table = aggregate_trials(df)
     return RunSummary(_label(run_dir), run_dir, table[table["n_ok"] > 0].reset_index(drop=True))
 

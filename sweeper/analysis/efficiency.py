@@ -1,8 +1,8 @@
-"""Serving efficiency: each trial's served throughput against the in-process ceiling.
+"""Serving efficiency: joins the in-process ceilings onto the results table.
 
 After a sweep (settings.baseline: true, or `sweeper baseline RUN_DIR`), the same model and
-handler code run without TorchServe (sweeper.analysis.ceiling) at every batch size and torch
-thread count the run used; `baseline.csv` keeps the figures and results.csv gains
+handler code run without TorchServe at every batch size and torch thread count the run used
+(sweeper.analysis.ceiling measures them into `baseline.csv`); this module gives results.csv
 `baseline_samples_per_s` and `efficiency` (served req/s / in-process samples/s; closed
 loop only, since under a fixed rate the client sets the throughput).
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-BASELINE_FILE = "baseline.csv"
+from ..rundir import RunDir
+
 THREAD_VARS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS", "param_env_TORCH_NUM_THREADS")
 
 
@@ -37,30 +38,9 @@ def needed(rows: list[dict], cores: int) -> list[tuple[str, int, int]]:
     return sorted(keys)
 
 
-def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float = 2.0) -> pd.DataFrame:
-    """Measure the ceilings a run needs and write baseline.csv; returns the table."""
-    from .ceiling import measure_grid
-
-    results = []
-    for model in sorted({m for m, _, _ in needed(rows, cores)}):
-        keys = [k for k in needed(rows, cores) if k[0] == model]
-        batch_sizes = sorted({b for _, b, _ in keys})
-        threads = sorted({t for _, _, t in keys})
-        results += measure_grid(model, batch_sizes, threads, duration_s)
-    df = pd.DataFrame(
-        [
-            {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "samples_per_s": r.samples_per_s,
-             "cpu_s": r.cpu_s, "duration_s": r.duration_s}
-            for r in results
-        ]
-    )
-    df.to_csv(run_dir / BASELINE_FILE, index=False)
-    return df
-
-
 def add_efficiency(df: pd.DataFrame, run_dir: Path, cores: int | None) -> pd.DataFrame:
     """Join baseline.csv (if the run has one) onto the results table."""
-    path = run_dir / BASELINE_FILE
+    path = RunDir(run_dir).baseline_csv
     if not path.exists() or df.empty or cores is None:
         return df
     base = pd.read_csv(path)

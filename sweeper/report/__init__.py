@@ -12,7 +12,6 @@ to trials, ``recommend`` picks winners, ``tables`` and ``plots`` build what is s
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep
 from sweeper.report.tables import fixed_params, machine_rows, summary_table
+from sweeper.rundir import RunDir, write_atomic
 
 __all__ = ["render_report"]
 
@@ -52,10 +52,11 @@ def render_report(
     data = read_run(run_dir)
     context = build_context(data, slo_p99_ms, heatmap_axes)
     env = _environment()
-    html = run_dir / "report.html"
-    md = run_dir / "report.md"
-    _write(html, env.get_template("report.html.j2").render(**context))
-    _write(md, env.get_template("report.md.j2").render(**context))
+    run = RunDir(run_dir)
+    html, md = run.report_html, run.report_md
+    # atomic: a reader (a browser left open on the report) never sees half a file
+    write_atomic(html, env.get_template("report.html.j2").render(**context))
+    write_atomic(md, env.get_template("report.md.j2").render(**context))
     return html, md
 
 
@@ -175,10 +176,3 @@ def _duration(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     h, m = divmod(m, 60)
     return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s"
-
-
-def _write(path: Path, text: str) -> None:
-    # Atomic: a reader (a browser left open on the report) never sees half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

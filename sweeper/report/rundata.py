@@ -2,7 +2,7 @@
 details of failed trials (error line, log tail). Also owns redaction: nothing that looks
 like a token or key leaves this module.
 
-The layout and the columns are defined in ``sweeper.results``; this module only reads.
+The layout is sweeper.rundir's and the columns sweeper.results'; this module only reads.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from sweeper.errors import SweeperError
+from sweeper.rundir import RESULT_FILE, RunDir, trial_key
 
 # A log tail is for a human looking for the cause; a few dozen lines is enough and keeps a
 # report with many failures small.
@@ -82,14 +83,15 @@ def redact_text(text: str) -> str:
 
 def read_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
-    csv = run_dir / "results.csv"
+    run = RunDir(run_dir)
+    csv = run.results_csv
     if not csv.is_file():
         raise SweeperError(f"{run_dir}: no results.csv here; is this a run directory?")
     return RunData(
         run_dir=run_dir,
         results=read_results(csv),
-        machine=redact(_read_json(run_dir / "machine.json")),
-        sweep=redact(_read_yaml(run_dir / "sweep.yaml")),
+        machine=redact(_read_json(run.machine_json)),
+        sweep=redact(_read_yaml(run.sweep_yaml)),
     )
 
 
@@ -162,7 +164,7 @@ def read_failures(data: RunData) -> list[Failure]:
         error = redact_text(str(getattr(row, "error", "") or ""))
         tail, source = ("", "")
         if i < MAX_FAILURE_TAILS:
-            tail, source = _log_tail(data.run_dir / "trials" / f"{trial_id}-r{repeat}")
+            tail, source = _log_tail(RunDir(data.run_dir), trial_key(trial_id, repeat))
         out.append(Failure(trial_id, repeat, error, redact_text(tail), source))
     return out
 
@@ -174,12 +176,12 @@ def _int_or_zero(value: Any) -> int:
         return 0
 
 
-def _log_tail(trial_dir: Path) -> tuple[str, str]:
+def _log_tail(run: RunDir, key: str) -> tuple[str, str]:
     """The result.json ``log_tail`` if there is one, else the end of the server's log."""
-    result = _read_json(trial_dir / "result.json")
-    tail = result.get("log_tail")
+    trial_dir = run.trial_dir(key)
+    tail = run.result(key).get("log_tail")
     if isinstance(tail, str) and tail.strip():
-        return _clip(tail), f"{trial_dir.name}/result.json"
+        return _clip(tail), f"{key}/{RESULT_FILE}"
     logs = trial_dir / "logs"
     for name in ("ts_log.log", "model_log.log"):
         path = logs / name

@@ -1,0 +1,105 @@
+"""results.md: the aggregated results table (repeats as mean (min-max)), the client-bound
+warning, the thread finding in words and the failed trials, in Markdown."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..analysis.aggregate import aggregate_trials
+from ..analysis.findings import thread_findings
+
+
+def varying_columns(df: pd.DataFrame) -> list[str]:
+    """The param_*/load_* columns that vary in this run (plus the model name)."""
+    cols = [c for c in df.columns if c.startswith(("param_", "load_"))]
+    varying = [c for c in cols if df[c].astype(str).nunique(dropna=False) > 1]
+    return varying or [c for c in cols if c == "param_model_name"]
+
+
+def _fmt(value: object, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _short(col: str) -> str:
+    for prefix in ("param_model_", "param_server_", "param_env_", "param_", "load_"):
+        if col.startswith(prefix):
+            return col[len(prefix) :]
+    return col
+
+
+def _mean(row: pd.Series, col: str, digits: int = 1) -> str:
+    return _fmt(float(row.get(col + "_mean", math.nan)), digits)
+
+
+def _spread(row: pd.Series, col: str, digits: int = 1) -> str:
+    """mean, with (min-max) when more than one repeat was measured."""
+    mean = _mean(row, col, digits)
+    if row.get("n_ok", 1) > 1:
+        return f"{mean} ({_fmt(float(row[col + '_min']), digits)}-{_fmt(float(row[col + '_max']), digits)})"
+    return mean
+
+
+def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str:
+    """results.md: the aggregated table (repeats as mean (min-max)) and failed trials."""
+    lines = [f"# {title}" if title else "# Results", ""]
+    if df.empty:
+        return "\n".join(lines + ["No trials finished.", ""])
+    n_ok = int((df["status"] == "ok").sum())
+    lines.append(f"{len(df)} trial runs: {n_ok} ok, {len(df) - n_ok} failed or interrupted.")
+    lines.append("Figures are means over repeats with (min-max) when repeated; latency is client-side, ms.")
+    lines.append("")
+    agg = aggregate_trials(df)
+    agg = agg[agg["n_ok"] > 0]
+    has_efficiency = "efficiency" in df
+    if not agg.empty:
+        params = varying_columns(df)
+        head = [_short(c) for c in params] + [
+            "throughput req/s",
+            "success",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "served batch",
+            "ctx sw/req",
+        ] + (["efficiency"] if has_efficiency else [])
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        bound_notes = []
+        for _, r in agg.iterrows():
+            cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
+            cells += [
+                _spread(r, "client_throughput_rps"),
+                _mean(r, "client_success_rate", 3),
+                _spread(r, "client_latency_p50_ms"),
+                _mean(r, "client_latency_p90_ms"),
+                _spread(r, "client_latency_p99_ms"),
+                _mean(r, "client_batch_size_mean"),
+                _mean(r, "proc_ctx_per_req"),
+            ] + ([_mean(r, "efficiency", 2)] if has_efficiency else [])
+            if bool(r.get("client_bound", False)):
+                cells[0] = "⚠ " + cells[0]
+                bound_notes.append(r["trial_id"])
+            lines.append("| " + " | ".join(cells) + " |")
+        if bound_notes:
+            lines.append("")
+            lines.append(
+                f"⚠ WARNING: {len(bound_notes)} trial(s) were client-bound (the load engine, not the "
+                f"server, set the pace): {', '.join(bound_notes)}. Their figures understate the server."
+            )
+    if cores:
+        found = thread_findings(df, cores)
+        if found:
+            lines += ["", "## Finding (computed from this run)", ""] + [f"- {s}" for s in found]
+    failed = df[df["status"] != "ok"]
+    if not failed.empty:
+        lines += ["", "## Failed or interrupted trials", "", "| trial | repeat | status | error |", "|---|---|---|---|"]
+        for _, r in failed.iterrows():
+            err = str(r.get("error", "")).replace("|", "\\|")
+            lines.append(f"| {r['trial_id']} | {r['repeat']} | {r['status']} | {err} |")
+    return "\n".join(lines) + "\n"
