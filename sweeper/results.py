@@ -16,7 +16,9 @@ load_*:    load_mode ("closed" | "open"), load_concurrency, load_rate_rps, load_
            load_requests, load_processes
 client_*:  measured by the load engine: client_requests, client_ok, client_errors,
            client_status_counts ("200:950 503:50"), client_success_rate (0..1),
-           client_throughput_rps (2xx per second of the measured window),
+           client_throughput_rps (served 2xx per second of the measured window; see
+           sweeper.load.summary and the README's Definitions), client_window_s (the
+           window's length, from the load profile, not from the slowest request),
            client_latency_{mean,p50,p90,p99,max}_ms (2xx only; open loop: from the
            scheduled send time), client_target_rate_rps, client_achieved_rate_rps,
            client_send_lag_{p50,p99,max}_ms, client_cpu_pct (engine CPU, 100 = one core),

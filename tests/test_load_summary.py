@@ -53,7 +53,9 @@ CASES = [
             "client_errors": 1,
             "client_status_counts": "200:3 503:1",
             "client_success_rate": 0.75,
-            "client_throughput_rps": 3 / 0.100,
+            # the window ends when the last request was issued (0.020): 2 served by then
+            "client_throughput_rps": 2 / 0.020,
+            "client_window_s": 0.020,
             "client_latency_mean_ms": 20.0,
             "client_latency_p50_ms": 20.0,
             "client_latency_p90_ms": 28.0,  # linear interpolation between 20 and 30
@@ -77,7 +79,8 @@ CASES = [
             "client_send_lag_p50_ms": 1.0,
             "client_send_lag_p99_ms": 1.0,
             "client_latency_p99_ms": 5.0,
-            "client_throughput_rps": 5 / 0.045,
+            "client_throughput_rps": 5 / 0.05,  # the schedule: 5 requests at 100 req/s
+            "client_window_s": 0.05,
             "client_bound": False,
             "client_batch_size_mean": NAN,
             "client_handler_ms_mean": NAN,
@@ -123,7 +126,7 @@ def test_summarize_returns_exactly_the_client_columns_as_plain_python():
     got = summarize(run_of(CLOSED, MIXED))
     assert list(got) == [
         "client_requests", "client_ok", "client_errors", "client_status_counts",
-        "client_success_rate", "client_throughput_rps", "client_latency_mean_ms",
+        "client_success_rate", "client_throughput_rps", "client_window_s", "client_latency_mean_ms",
         "client_latency_p50_ms", "client_latency_p90_ms", "client_latency_p99_ms",
         "client_latency_max_ms", "client_target_rate_rps", "client_achieved_rate_rps",
         "client_send_lag_p50_ms", "client_send_lag_p99_ms", "client_send_lag_max_ms",

@@ -6,7 +6,17 @@ Definitions (times from RECORD_DTYPE, seconds since t0):
 - latency = end_s - scheduled_s. In the open loop scheduled_s is the fixed schedule, so a
   request that waited behind a stalled server, or behind a late client, is charged the wait
   (no coordinated omission).
-- throughput = served / run.wall_s (first scheduled send to last completion).
+- window: the measured interval, defined by the load profile, never by the slowest
+  request (one request hanging to its timeout must not stretch it):
+  - closed loop with duration_s: [0, duration_s] (the engine stops issuing at its end);
+  - closed loop bounded by a request count: [0, the moment the last request was issued];
+  - open loop: the schedule, [0, requests / rate_rps].
+  When that interval is empty (e.g. every request issued at t0), the window falls back to
+  first scheduled send to last completion.
+- throughput = served requests of the window / window length. Closed loop: 2xx responses
+  that completed inside the window (those still in flight at its end belong to no
+  window). Open loop: 2xx responses to requests scheduled in the window, whenever they
+  completed (a request is counted in the window where it was scheduled).
 - achieved rate = (issued - 1) / (last sent_s - first sent_s): intervals per second, so
   that N requests due every 1/r seconds give exactly r.
 - send lag = sent_s - scheduled_s: how late the engine started a request.
@@ -51,6 +61,30 @@ def _engine_cores(run: LoadRun) -> int:
     return max(1, min(profile.processes, available))
 
 
+def window(run: LoadRun) -> tuple[float, float]:
+    """(start_s, end_s) of the measured window, from the load profile (see the module
+    docstring); seconds since t0."""
+    rec, profile = run.records, run.profile
+    if len(rec) == 0:
+        return 0.0, 0.0
+    start = 0.0
+    if profile.mode == "open":
+        end = len(rec) / float(profile.rate_rps) if profile.rate_rps else 0.0
+    elif profile.duration_s is not None:
+        end = float(profile.duration_s)
+    else:
+        end = float(rec["scheduled_s"].max())
+    if not end > start:
+        start, end = float(rec["scheduled_s"].min()), float(rec["end_s"].max())
+    return start, end
+
+
+def _served_in_window(run: LoadRun, ok: np.ndarray, start: float, end: float) -> int:
+    if run.profile.mode == "open":
+        return int(ok.sum())
+    return int((ok & (run.records["end_s"] <= end)).sum())
+
+
 def summarize(run: LoadRun) -> dict:
     """The client_* columns for one run. Plain Python scalars (JSON-ready); NaN where
     a figure does not apply or there is nothing to compute it from."""
@@ -62,6 +96,10 @@ def summarize(run: LoadRun) -> dict:
 
     codes, counts = np.unique(status, return_counts=True)
     status_counts = " ".join(f"{int(c)}:{int(k)}" for c, k in zip(codes, counts))
+
+    w_start, w_end = window(run)
+    window_s = w_end - w_start
+    served = _served_in_window(run, ok, w_start, w_end)
 
     latency = (rec["end_s"] - rec["scheduled_s"])[ok]
     mean_ms = float(latency.mean()) * 1000.0 if n_ok else _NAN
@@ -105,7 +143,8 @@ def summarize(run: LoadRun) -> dict:
         "client_errors": n - n_ok,
         "client_status_counts": status_counts,
         "client_success_rate": n_ok / n if n else _NAN,
-        "client_throughput_rps": n_ok / run.wall_s if run.wall_s > 0 else _NAN,
+        "client_throughput_rps": served / window_s if window_s > 0 else _NAN,
+        "client_window_s": window_s if n else _NAN,
         "client_latency_mean_ms": mean_ms,
         "client_latency_p50_ms": p50,
         "client_latency_p90_ms": p90,

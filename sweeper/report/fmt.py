@@ -48,6 +48,21 @@ def num(v: Any, unit: str = "") -> str:
     return f"{text} {unit}".rstrip() if unit else text
 
 
+def success(rate: Any) -> str:
+    """A success rate as a percentage that never rounds up to 100%: 0.9997 -> 99.97%.
+    Only a rate of exactly 1 reads "100%"."""
+    if is_missing(rate):
+        return "–"
+    x = float(rate)
+    if x >= 1.0:
+        return "100%"
+    for digits in range(1, 6):
+        text = f"{x * 100:.{digits}f}"
+        if float(text) < 100.0:
+            return f"{text}%"
+    return "<100%"
+
+
 def span(lo: Any, hi: Any) -> str:
     if is_missing(lo) or is_missing(hi):
         return ""

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..analysis.aggregate import aggregate_trials
 from ..analysis.findings import thread_findings
+from . import fmt
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:
@@ -35,6 +36,17 @@ def _short(col: str) -> str:
 
 def _mean(row: pd.Series, col: str, digits: int = 1) -> str:
     return _fmt(float(row.get(col + "_mean", math.nan)), digits)
+
+
+def _success(row: pd.Series) -> str:
+    """The lowest success rate over the repeats, never rounded up to 100%."""
+    rate = row.get("client_success_rate_min", math.nan)
+    return "" if rate is None or (isinstance(rate, float) and math.isnan(rate)) else fmt.success(rate)
+
+
+def _had_errors(row: pd.Series) -> bool:
+    rate = row.get("client_success_rate_min", math.nan)
+    return rate is not None and not (isinstance(rate, float) and math.isnan(rate)) and float(rate) < 1.0
 
 
 def _spread(row: pd.Series, col: str, digits: int = 1) -> str:
@@ -70,22 +82,32 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         ] + (["efficiency"] if has_efficiency else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
-        bound_notes = []
+        bound_notes, error_notes = [], []
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
                 _spread(r, "client_throughput_rps"),
-                _mean(r, "client_success_rate", 3),
+                _success(r),
                 _spread(r, "client_latency_p50_ms"),
                 _mean(r, "client_latency_p90_ms"),
                 _spread(r, "client_latency_p99_ms"),
                 _mean(r, "client_batch_size_mean"),
                 _mean(r, "proc_ctx_per_req"),
             ] + ([_mean(r, "efficiency", 2)] if has_efficiency else [])
+            if _had_errors(r):
+                cells[0] = "✖ " + cells[0]
+                error_notes.append(r["trial_id"])
             if bool(r.get("client_bound", False)):
                 cells[0] = "⚠ " + cells[0]
                 bound_notes.append(r["trial_id"])
             lines.append("| " + " | ".join(cells) + " |")
+        if error_notes:
+            lines.append("")
+            lines.append(
+                f"✖ {len(error_notes)} trial(s) had failed requests (HTTP errors, timeouts, refused or "
+                f"connection errors; see client_status_counts): {', '.join(error_notes)}. "
+                "Throughput counts served requests only; such a trial cannot be recommended."
+            )
         if bound_notes:
             lines.append("")
             lines.append(

@@ -153,7 +153,7 @@ def _success(r: pd.Series) -> tuple[str, float]:
     v = r.get("client_success_rate_min")
     if fmt.is_missing(v):
         return "–", float("nan")
-    return f"{float(v) * 100:.1f}%".replace("100.0%", "100%"), float(v)
+    return fmt.success(v), float(v)
 
 
 def _status_cell(r: pd.Series) -> tuple[str, str]:
@@ -179,5 +179,5 @@ def _mark(r: pd.Series) -> tuple[str, str]:
     rate = r.get("client_success_rate_min")
     if not fmt.is_missing(rate) and float(rate) < 1.0:
         kind = "partial" if kind == "ok" else kind
-        notes.append(f"only {float(rate) * 100:.1f}% of requests served")
+        notes.append(f"only {fmt.success(rate)} of requests served")
     return kind, "; ".join(notes)
