@@ -15,12 +15,15 @@ param_*:   param_model_name, param_model_batch_size, param_model_max_batch_delay
 load_*:    load_mode ("closed" | "open"), load_concurrency, load_rate_rps, load_duration_s,
            load_requests, load_processes
 client_*:  measured by the load engine: client_requests, client_ok, client_errors,
-           client_status_counts ("200:950 503:50"), client_success_rate (0..1),
+           client_status_counts ("200:950 503:50 -1:3"; 0 connection error, -1 timeout,
+           -2 refused by the engine's outstanding cap), client_refused, client_timeouts,
+           client_connection_errors, client_success_rate (0..1),
            client_throughput_rps (served 2xx per second of the measured window; see
            sweeper.load.summary and the README's Definitions), client_window_s (the
            window's length, from the load profile, not from the slowest request),
            client_latency_{mean,p50,p90,p99,max}_ms (2xx only; open loop: from the
-           scheduled send time), client_target_rate_rps, client_achieved_rate_rps,
+           scheduled send time), client_target_rate_rps, client_achieved_rate_rps (requests put on the
+           wire per second; refused ones were never sent),
            client_send_lag_{p50,p99,max}_ms, client_cpu_pct (engine CPU, 100 = one core),
            client_bound (bool: the client, not the server, set the pace),
            client_bound_reason, client_batch_size_mean (served batch size from the

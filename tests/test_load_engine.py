@@ -18,6 +18,7 @@ import pytest
 
 from sweeper.errors import LoadError
 from sweeper.load import LoadProfile, Target, run_load, summarize
+from sweeper.load.types import STATUS_REFUSED, STATUS_TIMEOUT
 
 from fakeserver import FakeServer
 
@@ -62,7 +63,11 @@ def test_server_errors_are_failures_not_served_requests():
     got = summarize(run)
     assert got["client_status_counts"] == "200:300 503:100"
     assert (got["client_ok"], got["client_errors"], got["client_success_rate"]) == (300, 100, 0.75)
-    assert got["client_throughput_rps"] == pytest.approx(300 / run.wall_s)
+    # a count-bounded closed loop measures until its last request was issued
+    window = float(run.records["scheduled_s"].max())
+    served = int(((run.records["status"] == 200) & (run.records["end_s"] <= window)).sum())
+    assert got["client_window_s"] == pytest.approx(window)
+    assert got["client_throughput_rps"] == pytest.approx(served / window)
 
 
 def test_reconnects_when_the_server_closes_connections_and_reads_chunked_bodies():
@@ -76,7 +81,7 @@ def test_reconnects_when_the_server_closes_connections_and_reads_chunked_bodies(
 def test_requests_that_outlive_the_timeout_are_errors():
     with FakeServer(delay_s=2.0) as server:
         run = run_load(Target(server.url()), closed(concurrency=2, requests=2, timeout_s=0.2))
-    assert list(run.records["status"]) == [0, 0]
+    assert list(run.records["status"]) == [STATUS_TIMEOUT] * 2
     latency = run.records["end_s"] - run.records["sent_s"]
     assert np.all((latency >= 0.2) & (latency < 1.0))
 
@@ -131,8 +136,9 @@ def test_open_loop_refuses_rather_than_delays_beyond_the_outstanding_cap():
     with FakeServer(delay_s=0.5) as server:
         run = run_load(Target(server.url()), open_(rate_rps=200.0, requests=40, concurrency=10))
     got = summarize(run)
-    assert got["client_status_counts"] == "0:30 200:10"
-    refused = run.records[run.records["status"] == 0]
+    assert got["client_status_counts"] == "-2:30 200:10"
+    assert got["client_refused"] == 30
+    refused = run.records[run.records["status"] == STATUS_REFUSED]
     assert np.all(refused["end_s"] - refused["scheduled_s"] < 0.1)  # recorded when due
 
 

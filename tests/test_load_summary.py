@@ -126,6 +126,7 @@ def test_summarize_returns_exactly_the_client_columns_as_plain_python():
     got = summarize(run_of(CLOSED, MIXED))
     assert list(got) == [
         "client_requests", "client_ok", "client_errors", "client_status_counts",
+        "client_refused", "client_timeouts", "client_connection_errors",
         "client_success_rate", "client_throughput_rps", "client_window_s", "client_latency_mean_ms",
         "client_latency_p50_ms", "client_latency_p90_ms", "client_latency_p99_ms",
         "client_latency_max_ms", "client_target_rate_rps", "client_achieved_rate_rps",

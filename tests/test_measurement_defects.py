@@ -69,3 +69,62 @@ def test_a_success_rate_below_one_never_prints_as_one_and_is_marked(tmp_path):
     assert "1.000" not in line_a
     assert "✖" in line_a
     assert "1 trial(s) had failed requests" in md
+
+
+# --- 14.5: refused, timed-out and connection-error requests are told apart ---------------------
+
+
+def test_refused_requests_are_not_counted_in_the_achieved_rate():
+    from sweeper.load.types import STATUS_REFUSED
+
+    # open loop, 100 req/s for 1 s; the engine's outstanding cap refused 9 of every 10
+    profile = LoadProfile("open", rate_rps=100.0, duration_s=1.0, concurrency=1)
+    rows = [
+        (i / 100, i / 100, i / 100 + 0.05, 200) if i % 10 == 0 else (i / 100, i / 100, i / 100, STATUS_REFUSED)
+        for i in range(100)
+    ]
+    got = summarize(load_run(profile, rows))
+    assert got["client_refused"] == 90
+    assert got["client_achieved_rate_rps"] == pytest.approx(10.0, rel=0.02)  # was 100.0
+    assert got["client_bound"] is True
+    assert "refused" in got["client_bound_reason"]
+
+
+def test_each_kind_of_failure_has_its_own_status_and_count():
+    from fakeserver import FakeServer
+
+    from sweeper.load import Target, run_load
+    from sweeper.load.types import STATUS_CONNECTION_ERROR, STATUS_REFUSED, STATUS_TIMEOUT
+
+    with FakeServer(delay_s=0.5) as server:
+        timed = run_load(Target(server.url()), LoadProfile("closed", concurrency=2, requests=2, timeout_s=0.2))
+        capped = run_load(Target(server.url()), LoadProfile("open", rate_rps=200.0, requests=20, concurrency=5))
+    assert list(timed.records["status"]) == [STATUS_TIMEOUT] * 2
+    statuses = sorted(set(int(s) for s in capped.records["status"]))
+    assert statuses == sorted({STATUS_REFUSED, 200})
+    got = summarize(timed)
+    assert (got["client_timeouts"], got["client_refused"], got["client_connection_errors"]) == (2, 0, 0)
+    assert summarize(capped)["client_refused"] == 15
+
+
+def test_a_server_that_goes_away_gives_connection_errors():
+    import threading
+
+    from fakeserver import FakeServer
+
+    from sweeper.load import Target, run_load
+    from sweeper.load.types import STATUS_CONNECTION_ERROR
+
+    server = FakeServer(delay_s=0.01).__enter__()
+    stopper = threading.Timer(0.2, server.__exit__, (None, None, None))
+    try:
+        run = run_load(
+            Target(server.url()), LoadProfile("closed", concurrency=2, duration_s=0.5, timeout_s=2.0),
+            on_ready=stopper.start,  # stop the server 0.2 s into the measured window
+        )
+    finally:
+        stopper.join()
+    got = summarize(run)
+    assert got["client_connection_errors"] > 0
+    assert set(int(s) for s in run.records["status"]) == {200, STATUS_CONNECTION_ERROR}
+    assert got["client_errors"] == got["client_connection_errors"]

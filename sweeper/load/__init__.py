@@ -14,7 +14,8 @@ Records are a numpy structured array with RECORD_DTYPE, one row per request:
                  the moment its slot became free), seconds since the run's t0
     sent_s       when the engine actually started sending it
     end_s        when the response (or error) was complete
-    status       HTTP status, 0 for a connection error or timeout
+    status       HTTP status; no HTTP answer: 0 connection error, -1 timeout, -2 refused
+                 by the open loop's outstanding cap (types.STATUS_*; older records: 0)
     batch_size   served batch size from the X-Batch-Size response header, -1 if absent
     handler_ms   X-Handler-Ms response header, NaN if absent
 

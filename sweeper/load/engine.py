@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .http import Connection, prepare
-from .types import RECORD_DTYPE, Target
+from .types import RECORD_DTYPE, STATUS_CONNECTION_ERROR, STATUS_REFUSED, STATUS_TIMEOUT, Target
 
 # After a failed connection attempt a closed-loop slot waits this long before the next one,
 # so that a dead server yields a few hundred error rows a second rather than a hot loop
@@ -111,7 +111,7 @@ class _Engine:
             conn = await self.connect()
         except (OSError, asyncio.TimeoutError):
             end = self.clock()
-            self.record((sched, sent, end, 0, -1, _NAN))
+            self.record((sched, sent, end, STATUS_CONNECTION_ERROR, -1, _NAN))
             self.on_connect_failure(end)
             return
         conn.send(self.request, sched, sent)
@@ -145,7 +145,7 @@ class _Engine:
             for conn in list(self.conns):
                 if conn.busy:
                     if now - conn.sent > timeout:
-                        conn.fail()
+                        conn.fail(STATUS_TIMEOUT)
                 elif not conn.open:
                     self.conns.discard(conn)
 
@@ -197,8 +197,8 @@ class ClosedLoop(_Engine):
         self.record((conn.sched, conn.sent, end, status, batch_size, handler_ms))
         self.issue(conn, end)
 
-    def on_failure(self, conn, end) -> None:
-        self.record((conn.sched, conn.sent, end, 0, -1, _NAN))
+    def on_failure(self, conn, end, status) -> None:
+        self.record((conn.sched, conn.sent, end, status, -1, _NAN))
         self.issue(None, end)
 
     def on_connect_failure(self, end) -> None:
@@ -211,7 +211,8 @@ class ClosedLoop(_Engine):
 class OpenLoop(_Engine):
     """Request i of this process is due at t0 + (index + i * stride) / rate, whatever is
     outstanding: the processes' schedules interleave into one at the total rate. A request
-    due while `concurrency` are outstanding is recorded as an error (status 0), not delayed."""
+    due while `concurrency` are outstanding is recorded as refused (STATUS_REFUSED), not
+    delayed."""
 
     async def prepare(self) -> None:
         await self.resolve()
@@ -256,7 +257,7 @@ class OpenLoop(_Engine):
     def dispatch(self, sched: float) -> None:
         sent = self.clock()
         if self.outstanding >= self.cap:
-            self.record((sched, sent, sent, 0, -1, _NAN))
+            self.record((sched, sent, sent, STATUS_REFUSED, -1, _NAN))
             return
         self.outstanding += 1
         idle = self.idle
@@ -273,8 +274,8 @@ class OpenLoop(_Engine):
             self.idle.append(conn)
         self._settle()
 
-    def on_failure(self, conn, end) -> None:
-        self.record((conn.sched, conn.sent, end, 0, -1, _NAN))
+    def on_failure(self, conn, end, status) -> None:
+        self.record((conn.sched, conn.sent, end, status, -1, _NAN))
         self._settle()
 
     def on_connect_failure(self, end) -> None:

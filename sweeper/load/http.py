@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from sweeper.errors import LoadError
 
-from .types import Target
+from .types import STATUS_CONNECTION_ERROR, Target
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is garbage, not a response
 
@@ -241,9 +241,10 @@ class Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time.
 
     The owner (an engine loop) gets `owner.on_response(conn, status, batch_size,
-    handler_ms, end)` when a response is complete and `owner.on_failure(conn, end)` when
-    the request in flight failed (connection lost, protocol error). `sched` and `sent`
-    belong to the request in flight; the owner sets them in `send`.
+    handler_ms, end)` when a response is complete and `owner.on_failure(conn, end, status)`
+    when the request in flight failed (connection lost, protocol error, timeout; `status`
+    is what to record). `sched` and `sent` belong to the request in flight; the owner sets
+    them in `send`.
     """
 
     __slots__ = ("owner", "transport", "parser", "busy", "open", "sched", "sent", "clock")
@@ -305,17 +306,18 @@ class Connection(asyncio.Protocol):
             else:
                 self.busy = False
                 parser.reset()
-                self.owner.on_failure(self, self.clock())
+                self.owner.on_failure(self, self.clock(), STATUS_CONNECTION_ERROR)
         elif was_open:
             self.owner.on_idle_lost(self)
 
-    def fail(self) -> None:
-        """Abort the request in flight (timeout, protocol error); the owner hears on_failure."""
+    def fail(self, status: int = STATUS_CONNECTION_ERROR) -> None:
+        """Abort the request in flight (timeout, protocol error); the owner hears on_failure
+        with `status` (types.STATUS_TIMEOUT or STATUS_CONNECTION_ERROR)."""
         if self.busy:
             self.busy = False
             self.parser.reset()
             self.close()
-            self.owner.on_failure(self, self.clock())
+            self.owner.on_failure(self, self.clock(), status)
 
     def close(self) -> None:
         self.open = False

@@ -169,7 +169,7 @@ def run_load(
     processes. `on_ready` is called after the warm-up, once every engine is connected and
     waiting, just before the measured window starts: the place for "before" snapshots.
 
-    Failed requests are data (status 0, 4xx, 5xx in the records). LoadError means the
+    Failed requests are data (4xx, 5xx, or a negative or zero status: types.STATUS_*). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child
     that crashed or hung.
     """

@@ -1,8 +1,9 @@
 """summarize(run): the client_* columns of results.csv, computed from the per-request records.
 
 Definitions (times from RECORD_DTYPE, seconds since t0):
-- served = 2xx. Everything else (status 0 = connection error, timeout or refused by the
-  open loop's outstanding cap; 4xx; 5xx) is an error and has no latency.
+- served = 2xx. Everything else is an error and has no latency: 4xx, 5xx, and the
+  requests that got no HTTP answer, each with its own status and count (types.STATUS_*):
+  connection error (0), timeout (-1), refused by the open loop's outstanding cap (-2).
 - latency = end_s - scheduled_s. In the open loop scheduled_s is the fixed schedule, so a
   request that waited behind a stalled server, or behind a late client, is charged the wait
   (no coordinated omission).
@@ -17,13 +18,15 @@ Definitions (times from RECORD_DTYPE, seconds since t0):
   that completed inside the window (those still in flight at its end belong to no
   window). Open loop: 2xx responses to requests scheduled in the window, whenever they
   completed (a request is counted in the window where it was scheduled).
-- achieved rate = (issued - 1) / (last sent_s - first sent_s): intervals per second, so
-  that N requests due every 1/r seconds give exactly r.
+- achieved rate = (issued - 1) / (last sent_s - first sent_s) over the requests the
+  engine put on the wire (refused requests were never sent, so they do not count):
+  intervals per second, so that N requests due every 1/r seconds give exactly r.
 - send lag = sent_s - scheduled_s: how late the engine started a request.
 
 Client-bound detection: the run measured the client, not the server, when
 - open loop: the achieved rate fell below CLIENT_BOUND_RATE_FRACTION of the target (the
-  engine could not issue requests as fast as asked), or
+  engine could not issue requests as fast as asked, or refused them at its outstanding
+  cap: either way the server did not see the load asked for), or
 - open loop: send lag p99 exceeded CLIENT_BOUND_SEND_LAG_P99_MS (requests left late, so
   the server saw a burstier, slower arrival process than the one asked for; 10 ms is ten
   timer ticks of the event loop, far above the ~1 ms lag of a healthy engine), or
@@ -40,7 +43,7 @@ import os
 
 import numpy as np
 
-from .types import LoadRun
+from .types import STATUS_CONNECTION_ERROR, STATUS_REFUSED, STATUS_TIMEOUT, LoadRun
 
 CLIENT_BOUND_RATE_FRACTION = 0.99
 CLIENT_BOUND_SEND_LAG_P99_MS = 10.0
@@ -105,10 +108,14 @@ def summarize(run: LoadRun) -> dict:
     mean_ms = float(latency.mean()) * 1000.0 if n_ok else _NAN
     p50, p90, p99, lat_max = _ms_stats(latency, (50, 90, 99, 100))
 
-    sent = rec["sent_s"]
-    span = float(sent.max() - sent.min()) if n >= 2 else 0.0
-    achieved = (n - 1) / span if span > 0 else _NAN
-    lag_p50, lag_p99, lag_max = _ms_stats(sent - rec["scheduled_s"], (50, 99, 100))
+    refused = int((status == STATUS_REFUSED).sum())
+    timeouts = int((status == STATUS_TIMEOUT).sum())
+    conn_errors = int((status == STATUS_CONNECTION_ERROR).sum())
+    sent = rec["sent_s"][status != STATUS_REFUSED]
+    n_sent = len(sent)
+    span = float(sent.max() - sent.min()) if n_sent >= 2 else 0.0
+    achieved = (n_sent - 1) / span if span > 0 else _NAN
+    lag_p50, lag_p99, lag_max = _ms_stats(rec["sent_s"] - rec["scheduled_s"], (50, 99, 100))
 
     open_loop = run.profile.mode == "open"
     target = float(run.profile.rate_rps) if open_loop and run.profile.rate_rps else _NAN
@@ -120,6 +127,7 @@ def summarize(run: LoadRun) -> dict:
             reasons.append(
                 f"achieved rate {achieved:.1f} req/s < {CLIENT_BOUND_RATE_FRACTION:.0%} "
                 f"of target {target:g} req/s"
+                + (f" ({refused} requests refused at the outstanding cap)" if refused else "")
             )
         if lag_p99 > CLIENT_BOUND_SEND_LAG_P99_MS:
             reasons.append(
@@ -142,6 +150,9 @@ def summarize(run: LoadRun) -> dict:
         "client_ok": n_ok,
         "client_errors": n - n_ok,
         "client_status_counts": status_counts,
+        "client_refused": refused,
+        "client_timeouts": timeouts,
+        "client_connection_errors": conn_errors,
         "client_success_rate": n_ok / n if n else _NAN,
         "client_throughput_rps": served / window_s if window_s > 0 else _NAN,
         "client_window_s": window_s if n else _NAN,

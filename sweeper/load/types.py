@@ -7,6 +7,12 @@ from typing import Literal
 
 import numpy as np
 
+# Status of a request that got no HTTP answer (an HTTP status is 100..599). Records
+# written before these existed carry 0 for all three kinds.
+STATUS_CONNECTION_ERROR = 0  # connect failed, connection lost, unparseable response
+STATUS_TIMEOUT = -1  # no complete answer within timeout_s; the engine aborted it
+STATUS_REFUSED = -2  # never sent: the open loop's outstanding cap was reached when it was due
+
 RECORD_DTYPE = np.dtype(
     [
         ("scheduled_s", "f8"),
