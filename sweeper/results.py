@@ -28,8 +28,10 @@ client_*:  measured by the load engine: client_requests, client_ok, client_error
            client_bound (bool: the client, not the server, set the pace),
            client_bound_reason, client_batch_size_mean (served batch size from the
            handler's X-Batch-Size header), client_handler_ms_mean (X-Handler-Ms)
-server_*:  from /metrics counter deltas over the measured window: server_requests,
-           server_inference_latency_mean_ms, server_queue_latency_mean_ms
+server_*:  from /metrics counter deltas over the measured window: server_requests
+           (arrivals as TorchServe counts them, 503s included), server_served (requests
+           answered with a result: the client's 2xx count), server_inference_latency_mean_ms
+           and server_queue_latency_mean_ms (latency counter delta / server_served)
 proc_*:    psutil samples of the server's process tree (JVM + workers) during the window:
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,

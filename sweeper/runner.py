@@ -177,7 +177,7 @@ class LocalExecutor:
         after = metrics.scrape(server.metrics_url) if server.alive() else {}
         write_records(run, trial_dir / "requests.csv.gz")
         row = summarize(run)
-        row.update(metrics.server_columns(before, after, trial.model.name))
+        row.update(metrics.server_columns(before, after, trial.model.name, served=int(row["client_ok"])))
         row.update(probe.summarize(samples, int(row["client_ok"])))
         row["measure_s"] = run.wall_s
         if not server.alive():

@@ -57,7 +57,7 @@ def test_total_filters_by_model_name():
 def test_delta_gives_per_request_means_in_ms():
     before = metrics.parse(exposition(10.0, 1234.0, 500.0))
     after = metrics.parse(exposition(30.0, 5234.0, 2500.0, other_model_requests=1000.0))
-    cols = metrics.server_columns(before, after, "mlp")
+    cols = metrics.server_columns(before, after, "mlp", served=20)
     assert cols["server_requests"] == 20.0
     assert cols["server_inference_latency_mean_ms"] == pytest.approx(4000.0 / 20 / 1000)  # 0.2 ms
     assert cols["server_queue_latency_mean_ms"] == pytest.approx(2000.0 / 20 / 1000)
@@ -73,7 +73,7 @@ def test_samples_of_two_model_versions_are_summed():
 
 def test_zero_requests_gives_nan_means():
     before = metrics.parse(exposition(10.0, 1234.0, 500.0))
-    cols = metrics.server_columns(before, before, "mlp")
+    cols = metrics.server_columns(before, before, "mlp", served=0)
     assert cols["server_requests"] == 0.0
     assert math.isnan(cols["server_inference_latency_mean_ms"])
     assert math.isnan(cols["server_queue_latency_mean_ms"])
@@ -81,7 +81,7 @@ def test_zero_requests_gives_nan_means():
 
 def test_counters_created_during_the_window_count_from_zero():
     after = metrics.parse(exposition(4.0, 400.0, 40.0))
-    cols = metrics.server_columns({}, after, "mlp")
+    cols = metrics.server_columns({}, after, "mlp", served=4)
     assert cols["server_requests"] == 4.0
     assert cols["server_inference_latency_mean_ms"] == pytest.approx(0.1)
 
@@ -89,21 +89,21 @@ def test_counters_created_during_the_window_count_from_zero():
 def test_a_missing_second_scrape_is_nan_not_negative():
     # the runner passes {} when the server died during the window
     before = metrics.parse(exposition(10.0, 1234.0, 500.0))
-    cols = metrics.server_columns(before, {}, "mlp")
-    assert all(math.isnan(v) for v in cols.values()), cols
+    cols = metrics.server_columns(before, {}, "mlp", served=10)
+    assert all(math.isnan(v) for k, v in cols.items() if k != "server_served"), cols
 
 
 def test_a_counter_reset_is_nan_not_negative():
     before = metrics.parse(exposition(100.0, 9000.0, 900.0))
     after = metrics.parse(exposition(5.0, 500.0, 50.0))
-    cols = metrics.server_columns(before, after, "mlp")
-    assert all(math.isnan(v) for v in cols.values()), cols
+    cols = metrics.server_columns(before, after, "mlp", served=5)
+    assert all(math.isnan(v) for k, v in cols.items() if k != "server_served"), cols
 
 
 def test_a_missing_latency_series_is_nan_not_zero():
     text = "\n".join(line for line in exposition(30.0, 5.0, 5.0).splitlines() if not line.startswith("ts_queue_latency"))
     before = metrics.parse(exposition(10.0, 1.0, 1.0))
-    cols = metrics.server_columns(before, metrics.parse(text + "\n"), "mlp")
+    cols = metrics.server_columns(before, metrics.parse(text + "\n"), "mlp", served=20)
     assert cols["server_requests"] == 20.0
     assert math.isnan(cols["server_queue_latency_mean_ms"])
 
@@ -111,7 +111,7 @@ def test_a_missing_latency_series_is_nan_not_zero():
 def test_other_models_do_not_leak_into_the_columns():
     before = metrics.parse(exposition(10.0, 1000.0, 100.0, other_model_requests=0.0))
     after = metrics.parse(exposition(10.0, 1000.0, 100.0, other_model_requests=500.0))
-    cols = metrics.server_columns(before, after, "mlp")
+    cols = metrics.server_columns(before, after, "mlp", served=0)
     assert cols["server_requests"] == 0.0
 
 

@@ -1,7 +1,12 @@
 """Scrape TorchServe's Prometheus text and turn counter deltas into per-trial means.
 
 ts_inference_latency_microseconds and ts_queue_latency_microseconds are counters of
-cumulative microseconds; a trial's mean is (after - before) / (requests after - before).
+cumulative microseconds. TorchServe adds to them only when it answers a request with a
+result (RestJob.response); ts_inference_requests_total counts every arrival, including
+those answered 503 (queue full), failed by the handler, or still queued. So a trial's mean
+is (after - before) of the latency counter divided by the requests *served* in the window
+(the client's 2xx count: the window's scrapes enclose the whole load), never by the
+arrivals: with half the requests answered 503 that would halve the mean.
 A figure that cannot be known (no requests, a series missing from the second scrape, a
 counter that went backwards because the server restarted) is NaN, never 0 or negative.
 """
@@ -77,16 +82,20 @@ def delta(before: Scrape, after: Scrape, name: str, model: str | None = None) ->
     return d if d >= 0 else math.nan
 
 
-def server_columns(before: Scrape, after: Scrape, model: str) -> dict[str, float]:
+def server_columns(before: Scrape, after: Scrape, model: str, served: int | None) -> dict[str, float]:
+    """server_requests (arrivals, TorchServe's count), server_served (the denominator of
+    the means: requests answered with a result) and the latency means per served request.
+    `served` None (unknown) gives NaN means."""
     requests = delta(before, after, REQUESTS, model)
 
     def per_request_ms(name: str) -> float:
-        if not requests > 0:  # also NaN
+        if served is None or not served > 0:
             return math.nan
-        return delta(before, after, name, model) / requests / 1000.0
+        return delta(before, after, name, model) / served / 1000.0
 
     return {
         "server_requests": requests,
+        "server_served": math.nan if served is None else served,
         "server_inference_latency_mean_ms": per_request_ms(INFERENCE_US),
         "server_queue_latency_mean_ms": per_request_ms(QUEUE_US),
     }
