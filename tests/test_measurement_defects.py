@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sweeper import results
@@ -187,3 +188,35 @@ def test_real_torchserve_overloaded_behind_a_queue_of_one(tmp_path):
     assert row["client_handler_ms_mean"] <= server <= row["client_latency_mean_ms"] + 1.0, row.to_dict()
     assert row["server_queue_latency_mean_ms"] <= server
     assert_nothing_left(out)
+
+
+# --- 14.3: thread findings compare like with like ------------------------------------------------
+
+
+def _contention_rows():
+    """Two load levels; one ineligible and one client-bound trial with the top figures."""
+    rows = []
+    for load_mode, conc, rate, scale in (("closed", 16, None, 1.0), ("open", None, 2000, 0.8)):
+        for workers, threads, tput, ctx in ((1, 1, 500, 2.0), (2, 1, 1000, 2.5), (2, 2, 400, 8.0), (4, 2, 100, 20.0)):
+            rows.append(dict(
+                trial_id=f"{load_mode}-{workers}-{threads}", repeat=0, status="ok",
+                param_server_default_workers_per_model=workers, param_env_OMP_NUM_THREADS=threads,
+                load_mode=load_mode, load_concurrency=conc, load_rate_rps=rate,
+                client_throughput_rps=tput * scale, proc_ctx_per_req=ctx, client_success_rate=1.0,
+                client_bound=False,
+            ))
+    rows.append(dict(rows[0], trial_id="closed-4-1", param_server_default_workers_per_model=4,
+                     client_throughput_rps=5000.0, client_success_rate=0.5))
+    rows.append(dict(rows[0], trial_id="closed-1-2", param_env_OMP_NUM_THREADS=2,
+                     client_throughput_rps=4000.0, client_bound=True))
+    return pd.DataFrame(rows)
+
+
+def test_thread_findings_group_by_load_and_skip_ineligible_trials():
+    from sweeper.findings import thread_findings
+
+    text = " ".join(thread_findings(_contention_rows(), cores=2))
+    assert "5000" not in text and "4000" not in text  # ineligible / client-bound: not a finding
+    assert "900 req/s" not in text  # was the mean of 1000 (closed) and 800 (open)
+    assert "1000 req/s" in text and "800 req/s" in text
+    assert "closed, 16 in flight" in text and "open, 2000 req/s" in text

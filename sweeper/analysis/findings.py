@@ -40,11 +40,47 @@ def _spearman(x: pd.Series, y: pd.Series) -> float:
     return float(x[ok].rank().corr(y[ok].rank()))
 
 
+def _eligible(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a finding may use: ok repeats of trials none of whose repeats failed, that
+    served every request, and that the client did not bound (its figure is the client's)."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    bad = pd.Series(False, index=ok.index)
+    if "client_success_rate" in ok:
+        bad |= pd.to_numeric(ok["client_success_rate"], errors="coerce").fillna(0.0) < 1.0
+    if "client_bound" in ok:
+        bad |= ok["client_bound"].map(lambda v: v is True or str(v).lower() == "true")
+    if "trial_id" in df:
+        failed = set(df.loc[df.get("status", "ok") != "ok", "trial_id"]) | set(ok.loc[bad, "trial_id"])
+        bad |= ok["trial_id"].isin(failed)
+    return ok[~bad]
+
+
+def _load_label(load: dict) -> str:
+    from sweeper.report.fmt import load_label
+
+    return load_label(load) or ", ".join(f"{k[len('load_'):]}={v}" for k, v in load.items())
+
+
 def thread_findings(df: pd.DataFrame, cores: int) -> list[str]:
-    """Sentences for a run whose workers or torch threads vary; [] otherwise."""
-    ok = df[(df["status"] == "ok")] if "status" in df else df
+    """Sentences for a run whose workers or torch threads vary; [] otherwise.
+
+    Only eligible trials count (see _eligible), and each load level (load_* columns) is
+    its own comparison: a configuration's figures at different loads or modes are never
+    averaged together. With several load levels each sentence names its load."""
+    ok = _eligible(df)
     if ok.empty or FIGURE not in ok:
         return []
+    loads = [c for c in ok.columns if c.startswith("load_") and ok[c].nunique(dropna=False) > 1]
+    if not loads:
+        return _findings(ok, cores)
+    out = []
+    for _, group in ok.groupby(loads, dropna=False, sort=False):
+        label = _load_label({c: group[c].iloc[0] for c in group.columns if c.startswith("load_")})
+        out += [f"At {label}: {s}" for s in _findings(group, cores)]
+    return out
+
+
+def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
     workers = _first_varying(ok, WORKER_COLUMNS)
     threads = _first_varying(ok, THREAD_COLUMNS)
     if workers is None and threads is None:
