@@ -135,7 +135,7 @@ def test_a_server_that_goes_away_gives_connection_errors():
 
 
 def test_server_latency_means_divide_by_the_served_count():
-    from sweeper import metrics
+    from sweeper.torchserve import metrics
     from test_metrics import exposition
 
     # 100 arrivals, 50 of them answered 503 (queue full): the counters hold the latency of
@@ -213,7 +213,7 @@ def _contention_rows():
 
 
 def test_thread_findings_group_by_load_and_skip_ineligible_trials():
-    from sweeper.findings import thread_findings
+    from sweeper.analysis.findings import thread_findings
 
     text = " ".join(thread_findings(_contention_rows(), cores=2))
     assert "5000" not in text and "4000" not in text  # ineligible / client-bound: not a finding

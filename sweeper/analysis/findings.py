@@ -56,9 +56,17 @@ def _eligible(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _load_label(load: dict) -> str:
-    from sweeper.report.fmt import load_label
+    """closed, 16 in flight | open, 2000 req/s (as the report writes a load)."""
 
-    return load_label(load) or ", ".join(f"{k[len('load_'):]}={v}" for k, v in load.items())
+    def number(v) -> str:
+        return f"{float(v):g}" if isinstance(v, (int, float)) and not pd.isna(v) else str(v)
+
+    mode = load.get("load_mode")
+    if mode == "closed" and not pd.isna(load.get("load_concurrency")):
+        return f"closed, {number(load['load_concurrency'])} in flight"
+    if mode == "open" and not pd.isna(load.get("load_rate_rps")):
+        return f"open, {number(load['load_rate_rps'])} req/s"
+    return ", ".join(f"{k[len('load_'):]}={number(v)}" for k, v in load.items() if not pd.isna(v))
 
 
 def thread_findings(df: pd.DataFrame, cores: int) -> list[str]:
