@@ -35,7 +35,13 @@ server_*:  from /metrics counter deltas over the measured window: server_request
 proc_*:    psutil samples of the server's process tree (JVM + workers) during the window:
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,
-           proc_ctx_involuntary, proc_ctx_per_req ((voluntary + involuntary) / client_ok)
+           proc_ctx_involuntary, proc_ctx_per_req ((voluntary + involuntary) / client_ok):
+           the *main thread* of each process only (psutil reads /proc/PID/status; kept
+           for comparison with older runs); proc_ctx_all_voluntary,
+           proc_ctx_all_involuntary, proc_ctx_all_per_req: every thread of every process
+           (per-thread deltas of /proc/PID/task/*/status); proc_exited_processes,
+           proc_exited_threads (gone before the window's last sample: their switches after
+           the sample before are not visible; see sweeper.torchserve.probe)
 ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.analysis.efficiency):
            baseline_samples_per_s (in-process samples/s of the same model and handler at
            the trial's batch size and torch threads), efficiency (client_throughput_rps /

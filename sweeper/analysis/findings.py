@@ -88,13 +88,23 @@ def thread_findings(df: pd.DataFrame, cores: int) -> list[str]:
     return out
 
 
+def ctx_column(df: pd.DataFrame) -> str:
+    """Switches per request of every thread (proc_ctx_all_per_req) where the run has them;
+    older runs have the main threads' only (proc_ctx_per_req)."""
+    all_threads = "proc_ctx_all_per_req"
+    if all_threads in df and pd.to_numeric(df[all_threads], errors="coerce").notna().any():
+        return all_threads
+    return "proc_ctx_per_req"
+
+
 def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
+    ctx = ctx_column(ok)
     workers = _first_varying(ok, WORKER_COLUMNS)
     threads = _first_varying(ok, THREAD_COLUMNS)
     if workers is None and threads is None:
         return []
     params = [c for c in ok.columns if c.startswith("param_") and ok[c].astype(str).nunique() > 1]
-    agg = ok.groupby(params, dropna=False)[[FIGURE, "proc_ctx_per_req"]].mean().reset_index() if params else ok
+    agg = ok.groupby(params, dropna=False)[[FIGURE, ctx]].mean().reset_index() if params else ok
     out = []
     best = agg.loc[agg[FIGURE].idxmax()]
     worst = agg.loc[agg[FIGURE].idxmin()]
@@ -114,8 +124,8 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
                 f"Workers x torch threads above the {cores} cores {verb} mean throughput by {abs(change):.0f}% "
                 f"({above.mean():.0f} vs {within.mean():.0f} req/s over {len(above)} and {len(within)} configurations)."
             )
-    if "proc_ctx_per_req" in agg and agg["proc_ctx_per_req"].notna().sum() >= 3:
-        rho = _spearman(agg["proc_ctx_per_req"], agg[FIGURE])
+    if ctx in agg and agg[ctx].notna().sum() >= 3:
+        rho = _spearman(agg[ctx], agg[FIGURE])
         if not math.isnan(rho):
             if rho <= -0.7:
                 verdict = "strongly track the throughput loss (more switches, fewer requests served)"
@@ -125,7 +135,8 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
                 verdict = "do not explain the throughput differences"
             out.append(
                 f"Context switches per request {verdict}: Spearman rank correlation {rho:+.2f} across "
-                f"{int(agg['proc_ctx_per_req'].notna().sum())} configurations "
-                f"({agg['proc_ctx_per_req'].min():.1f} to {agg['proc_ctx_per_req'].max():.1f} switches per request)."
+                f"{int(agg[ctx].notna().sum())} configurations "
+                f"({agg[ctx].min():.1f} to {agg[ctx].max():.1f} switches per request"
+                + (", all threads)." if ctx == "proc_ctx_all_per_req" else ", main threads only).")
             )
     return out

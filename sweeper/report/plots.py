@@ -166,10 +166,16 @@ def _heatmaps(df: pd.DataFrame, axes: tuple[str, str] | None):
     return (
         lambda: _heatmap(df, a, b, f"{TPUT}_mean", "heatmap_throughput", "Throughput (req/s)", "viridis"),
         lambda: _heatmap(
-            df, a, b, "proc_ctx_per_req_mean", "heatmap_ctx_per_req",
-            "Context switches per request", "magma_r",
+            df, a, b, _ctx_heatmap(df)[0], "heatmap_ctx_per_req", _ctx_heatmap(df)[1], "magma_r",
         ),
     )
+
+
+def _ctx_heatmap(df: pd.DataFrame) -> tuple[str, str]:
+    """Every thread's switches where the run has them; older runs: the main threads'."""
+    if "proc_ctx_all_per_req_mean" in df and df["proc_ctx_all_per_req_mean"].notna().any():
+        return "proc_ctx_all_per_req_mean", "Context switches per request (all threads)"
+    return "proc_ctx_per_req_mean", "Context switches per request (main threads)"
 
 
 def heatmap_axes(df: pd.DataFrame, override: tuple[str, str] | None = None) -> tuple[str, str] | None:

@@ -73,7 +73,8 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
     specs.append((Column("success", "client_success_rate: lowest over ok repeats", True), _success))
     for name, label in (
         ("client_batch_size_mean", "batch served"),
-        ("proc_ctx_per_req", "ctx sw/req"),
+        ("proc_ctx_per_req", "ctx sw/req (main threads)"),
+        ("proc_ctx_all_per_req", "ctx sw/req (all threads)"),
         ("proc_cpu_pct", "server CPU %"),
     ):
         if column(trials, f"{name}_mean").notna().any():
