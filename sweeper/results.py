@@ -28,6 +28,10 @@ client_*:  measured by the load engine: client_requests, client_ok, client_error
            client_bound (bool: the client, not the server, set the pace),
            client_bound_reason, client_batch_size_mean (served batch size from the
            handler's X-Batch-Size header), client_handler_ms_mean (X-Handler-Ms)
+agreement: client_minus_server_mean_ms (client_latency_mean_ms -
+           server_inference_latency_mean_ms), client_server_disagree (bool: beyond
+           2 ms + 10% of the server mean, see sweeper.analysis.agreement),
+           client_server_disagree_reason
 server_*:  from /metrics counter deltas over the measured window: server_requests
            (arrivals as TorchServe counts them, 503s included), server_served (requests
            answered with a result: the client's 2xx count), server_inference_latency_mean_ms

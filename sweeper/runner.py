@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Mapping, Protocol
 import psutil
 
 from . import results
+from .analysis.agreement import client_server_columns
 from .torchserve import management, metrics, probe
 from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
@@ -178,6 +179,7 @@ class LocalExecutor:
         write_records(run, trial_dir / "requests.csv.gz")
         row = summarize(run)
         row.update(metrics.server_columns(before, after, trial.model.name, served=int(row["client_ok"])))
+        row.update(client_server_columns(row))
         row.update(probe.summarize(samples, int(row["client_ok"])))
         row["measure_s"] = run.wall_s
         if not server.alive():

@@ -187,6 +187,9 @@ def test_real_torchserve_overloaded_behind_a_queue_of_one(tmp_path):
     server = row["server_inference_latency_mean_ms"]
     assert row["client_handler_ms_mean"] <= server <= row["client_latency_mean_ms"] + 1.0, row.to_dict()
     assert row["server_queue_latency_mean_ms"] <= server
+    # 12.5: the row says how far apart client and server are (a netty backlog here)
+    assert row["client_minus_server_mean_ms"] == pytest.approx(row["client_latency_mean_ms"] - server)
+    assert "client_server_disagree" in row
     assert_nothing_left(out)
 
 
@@ -220,3 +223,121 @@ def test_thread_findings_group_by_load_and_skip_ineligible_trials():
     assert "900 req/s" not in text  # was the mean of 1000 (closed) and 800 (open)
     assert "1000 req/s" in text and "800 req/s" in text
     assert "closed, 16 in flight" in text and "open, 2000 req/s" in text
+
+
+# --- 14.7 and 12.6: probe bookkeeping; context switches of every thread --------------------------
+
+_MANY_THREADS = """
+import sys, threading, time
+def spin():
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:
+        time.sleep(0.0005)  # each sleep is a voluntary switch of this thread
+sys.stdin.readline()
+threads = [threading.Thread(target=spin) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+_SHORT_CHILDREN = """
+import subprocess, sys
+sys.stdin.readline()
+burn = "import time\\nwhile time.process_time() < 0.1: pass"
+for _ in range(4):
+    subprocess.run([sys.executable, "-c", burn], check=True)  # born and gone between samples
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def _probe_child(script: str, interval_s: float) -> list:
+    import subprocess
+    import sys
+
+    from sweeper.torchserve.probe import Probe
+
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        probe = Probe(child.pid, interval_s).start()
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        samples = probe.stop()
+    finally:
+        child.kill()
+        child.wait()
+    return samples
+
+
+def test_context_switches_of_every_thread_are_counted():
+    from sweeper.torchserve.probe import summarize as proc_summary
+
+    got = proc_summary(_probe_child(_MANY_THREADS, 0.1), ok_requests=1)
+    # six threads sleeping 0.5 ms for 0.6 s switch thousands of times; the main thread,
+    # which only waits for them, a handful: /proc/PID/status shows the main thread only
+    assert got["proc_ctx_all_voluntary"] > 1000, got  # KeyError before: main thread only
+    assert got["proc_ctx_all_voluntary"] > 20 * got["proc_ctx_voluntary"], got
+    assert got["proc_ctx_all_per_req"] >= got["proc_ctx_all_voluntary"]
+    assert got["proc_exited_threads"] >= 1  # the six ended before the last sample
+
+
+def test_cpu_of_children_born_and_gone_between_samples_is_counted():
+    from sweeper.torchserve.probe import summarize as proc_summary
+
+    samples = _probe_child(_SHORT_CHILDREN, 5.0)  # two samples: start and stop
+    window = max(s.t_s for s in samples) - min(s.t_s for s in samples)
+    got = proc_summary(samples, ok_requests=1)
+    cpu_s = got["proc_cpu_pct"] * window / 100.0
+    assert cpu_s >= 0.4, got  # four children of 0.1 s CPU each; before: ~0.02 s (the parent)
+
+
+def test_a_process_born_mid_window_counts_from_zero_and_an_exited_one_keeps_its_share():
+    from sweeper.torchserve.probe import Sample
+    from sweeper.torchserve.probe import summarize as proc_summary
+
+    def s(t, pid, cpu, vol, ppid=1, children=0.0, threads=()):
+        return Sample(t, pid, "worker" if pid != 1 else "frontend", cpu, 1, 1, vol, 0, ppid, children, threads)
+
+    samples = [
+        s(0.0, 1, 10.0, 100, ppid=0, threads=((1, 100, 0),)),
+        s(1.0, 1, 10.5, 110, ppid=0, threads=((1, 110, 0), (7, 40, 0))),  # thread 7 born
+        s(1.0, 2, 0.5, 30, threads=((2, 30, 0),)),  # born mid-window: 0.5 s since birth
+        s(2.0, 1, 11.0, 120, ppid=0, children=0.0, threads=((1, 120, 0), (7, 90, 0))),
+        s(2.0, 2, 0.8, 50, threads=((2, 50, 0),)),
+    ]
+    got = proc_summary(samples, ok_requests=10)
+    assert got["proc_cpu_pct_workers"] == pytest.approx(100.0 * 0.8 / 2.0)  # was 0.3 s: from its first sample
+    assert got["proc_ctx_voluntary"] == 20 + 50  # main threads: 1 from its first sample, 2 from zero
+    assert got["proc_ctx_all_voluntary"] == 20 + 90 + 50  # thread 7 from zero too
+    assert got["proc_exited_processes"] == 0
+
+
+# --- 12.5: client and server agree, and the tables show it -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "client, server, disagree",
+    [(10.4, 10.0, False), (13.5, 10.0, True), (2.6, 1.0, False), (3.2, 1.0, True), (9.0, 10.0, False), (5.0, 10.0, True)],
+)
+def test_client_minus_server_mean_and_its_bound(client, server, disagree):
+    from sweeper.analysis.agreement import client_server_columns
+
+    got = client_server_columns({"client_latency_mean_ms": client, "server_inference_latency_mean_ms": server})
+    assert got["client_minus_server_mean_ms"] == pytest.approx(client - server)
+    assert got["client_server_disagree"] is disagree
+    assert bool(got["client_server_disagree_reason"]) is disagree
+
+
+def test_a_disagreeing_trial_is_flagged_in_results_md(tmp_path):
+    from test_results import put, row
+
+    from sweeper.report.markdown import markdown
+
+    put(tmp_path, row("a", 0, client_minus_server_mean_ms=170.0, client_server_disagree=True,
+                      client_server_disagree_reason="client mean 204 ms - server mean 35 ms"))
+    put(tmp_path, row("b", 0, seq=1, param_model_batch_size=8, client_minus_server_mean_ms=0.4))
+    md = markdown(results.table(tmp_path))
+    assert "client − server ms" in md
+    assert "1 trial(s) where client and server disagree" in md

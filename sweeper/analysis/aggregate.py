@@ -28,9 +28,11 @@ METRICS: dict[str, tuple[str, ...]] = {
     "client_batch_size_mean": ("mean", "min", "max"),
     "client_cpu_pct": ("mean",),
     "proc_cpu_pct": ("mean",),
-    "proc_ctx_per_req": ("mean", "min", "max"),
+    "proc_ctx_per_req": ("mean", "min", "max"),  # main threads only (psutil)
+    "proc_ctx_all_per_req": ("mean", "min", "max"),  # every thread
     "server_queue_latency_mean_ms": ("mean",),
     "efficiency": ("mean", "min", "max"),
+    "client_minus_server_mean_ms": ("mean", "min", "max"),
 }
 
 
@@ -89,6 +91,8 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
     out["client_bound"] = bound.groupby(keys, sort=False).any()
     reasons = column(df, "client_bound_reason").astype("string").fillna("")
     out["client_bound_reason"] = reasons.where(bound, "").groupby(keys, sort=False).agg(_distinct)
+    disagree = column(df, "client_server_disagree").map(lambda v: v is True or str(v).lower() == "true").astype(bool)
+    out["client_server_disagree"] = (disagree & df["_ok"]).groupby(keys, sort=False).any()
     errors = column(df, "error").astype("string").fillna("")
     out["error"] = errors.where(df["_failed"], "").groupby(keys, sort=False).agg(_distinct)
 

@@ -69,6 +69,8 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
     agg = aggregate_trials(df)
     agg = agg[agg["n_ok"] > 0]
     has_efficiency = "efficiency" in df
+    has_agreement = "client_minus_server_mean_ms" in df
+    has_all_ctx = "proc_ctx_all_per_req" in df
     if not agg.empty:
         params = varying_columns(df)
         head = [_short(c) for c in params] + [
@@ -78,11 +80,11 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             "p90 ms",
             "p99 ms",
             "served batch",
-            "ctx sw/req",
-        ] + (["efficiency"] if has_efficiency else [])
+            "ctx sw/req" + (" (main)" if has_all_ctx else ""),
+        ] + (["ctx sw/req (all threads)"] if has_all_ctx else []) + (["client − server ms"] if has_agreement else []) + (["efficiency"] if has_efficiency else [])
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
-        bound_notes, error_notes = [], []
+        bound_notes, error_notes, disagree_notes = [], [], []
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
@@ -93,14 +95,30 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
                 _spread(r, "client_latency_p99_ms"),
                 _mean(r, "client_batch_size_mean"),
                 _mean(r, "proc_ctx_per_req"),
-            ] + ([_mean(r, "efficiency", 2)] if has_efficiency else [])
+            ] + ([_mean(r, "proc_ctx_all_per_req")] if has_all_ctx else []) + ([_mean(r, "client_minus_server_mean_ms", 2)] if has_agreement else []) + (
+                [_mean(r, "efficiency", 2)] if has_efficiency else []
+            )
             if _had_errors(r):
                 cells[0] = "✖ " + cells[0]
                 error_notes.append(r["trial_id"])
             if bool(r.get("client_bound", False)):
                 cells[0] = "⚠ " + cells[0]
                 bound_notes.append(r["trial_id"])
+            if bool(r.get("client_server_disagree", False)):
+                cells[0] = "≠ " + cells[0]
+                disagree_notes.append(r["trial_id"])
             lines.append("| " + " | ".join(cells) + " |")
+        if disagree_notes:
+            from ..analysis.agreement import CLIENT_SERVER_BOUND_FRACTION, CLIENT_SERVER_BOUND_MS
+
+            lines.append("")
+            lines.append(
+                f"≠ {len(disagree_notes)} trial(s) where client and server disagree: the client's mean "
+                f"latency exceeds TorchServe's by more than {CLIENT_SERVER_BOUND_MS:g} ms + "
+                f"{CLIENT_SERVER_BOUND_FRACTION:.0%} (loopback and parsing; see sweeper.analysis.agreement): "
+                f"{', '.join(disagree_notes)}. The client measured time that is not the server's "
+                "(a busy load engine, or requests waiting before TorchServe's timer starts)."
+            )
         if error_notes:
             lines.append("")
             lines.append(
