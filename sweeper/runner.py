@@ -133,6 +133,12 @@ class LocalExecutor:
             self.close()  # the next trial starts from a clean server
         else:
             _copy_logs(self.server, offsets, trial_dir / "logs")
+            if abandoned_requests(row):
+                # TorchServe does not drop a job whose client went away: it stays queued,
+                # runs on a worker and adds to the latency counters (BatchAggregator
+                # answers it into a closed channel). The next trial gets a fresh server
+                # instead of this one's leftovers.
+                self.close()
         row["wall_s"] = time.monotonic() - started
         row["overhead_s"] = row["wall_s"] - (row.get("measure_s") or 0.0)
         return row
@@ -190,6 +196,12 @@ class LocalExecutor:
                 f"{len(lost)} backend worker(s) died during the measured window", server.log_tail(), partial_row=row
             )
         return row
+
+
+def abandoned_requests(row: dict) -> int:
+    """Requests the engine gave up on that TorchServe may still be working on: timeouts and
+    connection errors (refused ones were never sent)."""
+    return int(row.get("client_timeouts") or 0) + int(row.get("client_connection_errors") or 0)
 
 
 def _warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:

@@ -131,7 +131,8 @@ def test_summarize_returns_exactly_the_client_columns_as_plain_python():
         "client_latency_p50_ms", "client_latency_p90_ms", "client_latency_p99_ms",
         "client_latency_max_ms", "client_target_rate_rps", "client_achieved_rate_rps",
         "client_send_lag_p50_ms", "client_send_lag_p99_ms", "client_send_lag_max_ms",
-        "client_cpu_pct", "client_bound", "client_bound_reason", "client_batch_size_mean",
+        "client_cpu_pct", "client_sched_wait_pct", "client_sched_wait_ms_mean", "client_bound",
+        "client_bound_reason", "client_batch_size_mean", "client_batch_size_per_batch_mean",
         "client_handler_ms_mean",
     ]
     assert all(type(v) in (int, float, str, bool) for v in got.values())

@@ -341,3 +341,84 @@ def test_a_disagreeing_trial_is_flagged_in_results_md(tmp_path):
     md = markdown(results.table(tmp_path))
     assert "client − server ms" in md
     assert "1 trial(s) where client and server disagree" in md
+
+
+# --- 14.8: suspicions that proved true ---------------------------------------------------------
+
+
+def test_a_starved_engine_is_flagged_even_with_little_cpu_of_its_own():
+    # closed loop, 2 ms answers; the engine used 3% CPU but waited 1 ms for a CPU each
+    # time an answer was ready (measured on this machine with other sessions' load)
+    profile = LoadProfile("closed", concurrency=4, duration_s=1.0)
+    rows = [(i * 0.002, i * 0.002, i * 0.002 + 0.003, 200) for i in range(400)]
+    base = load_run(profile, rows, cpu_s=0.03)
+    starved = LoadRun(profile, base.records, base.wall_s, 0.03, client_sched_wait_s=0.4, client_sched_slices=400)
+    got = summarize(starved)
+    assert got["client_sched_wait_ms_mean"] == pytest.approx(1.0)
+    assert got["client_bound"] is True  # was False: CPU 3% is far below 90%
+    assert "waited 1.00 ms for a CPU" in got["client_bound_reason"]
+    calm = LoadRun(profile, base.records, base.wall_s, 0.03, client_sched_wait_s=0.004, client_sched_slices=400)
+    assert summarize(calm)["client_bound"] is False
+
+
+def test_the_engine_reports_its_wait_for_a_cpu():
+    from fakeserver import FakeServer
+
+    from sweeper.load import Target, run_load
+
+    with FakeServer(delay_s=0.001) as server:
+        run = run_load(Target(server.url()), LoadProfile("closed", concurrency=2, duration_s=0.3))
+    assert run.client_sched_slices > 0 and run.client_sched_wait_s >= 0.0
+
+
+def test_torch_num_threads_is_not_a_thread_count():
+    """torch reads OMP_NUM_THREADS / MKL_NUM_THREADS; no string TORCH_NUM_THREADS exists in
+    libtorch_cpu, libc10, libtorch_python or TorchServe's ts package (checked)."""
+    from sweeper.analysis.efficiency import trial_threads
+    from sweeper.analysis.findings import THREAD_COLUMNS
+
+    assert trial_threads({"param_env_TORCH_NUM_THREADS": 1}, cores=8) == 8  # was 1
+    assert "param_env_TORCH_NUM_THREADS" not in THREAD_COLUMNS
+
+
+def test_served_batch_size_is_given_per_request_and_per_batch():
+    # 8 requests served in one batch of 8, and 1 request served alone: per request the
+    # mean is (8*8 + 1) / 9 = 7.2; per batch it is (8 + 1) / 2 = 4.5
+    profile = LoadProfile("closed", concurrency=8, requests=9)
+    rows = [(0.0, 0.0, 0.01, 200, 8, 1.0)] * 8 + [(0.0, 0.0, 0.01, 200, 1, 1.0)]
+    got = summarize(load_run(profile, rows))
+    assert got["client_batch_size_mean"] == pytest.approx(65 / 9)
+    assert got["client_batch_size_per_batch_mean"] == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize("abandoned, restarted", [({"client_timeouts": 3}, True), ({"client_connection_errors": 1}, True),
+                                                  ({"client_refused": 5}, False), ({}, False)])
+def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monkeypatch, abandoned, restarted):
+    """TorchServe keeps running a job whose client went away (BatchAggregator.sendResponse
+    answers into the closed channel and the latency counters grow): such jobs would run on
+    into the next trial on the same server. That trial gets a fresh server instead."""
+    from sweeper import runner
+
+    executor = runner.LocalExecutor.__new__(runner.LocalExecutor)
+    executor.server, executor._group, executor._model = object(), "g", None
+    closed = []
+    monkeypatch.setattr(executor, "_ensure_server", lambda trial: executor.server, raising=False)
+    monkeypatch.setattr(executor, "_measure", lambda server, trial, d: {"measure_s": 1.0, **abandoned}, raising=False)
+    monkeypatch.setattr(executor, "close", lambda: closed.append(True), raising=False)
+    monkeypatch.setattr(runner, "_log_offsets", lambda server: {})
+    monkeypatch.setattr(runner, "_copy_logs", lambda server, offsets, dest: None)
+    row = executor.run(trial=None, trial_dir=tmp_path)
+    assert row["status"] == "ok"
+    assert bool(closed) is restarted
+
+
+def test_results_md_says_how_percentiles_and_batch_sizes_are_averaged(tmp_path):
+    from test_results import put, row
+
+    from sweeper.report.markdown import markdown
+
+    put(tmp_path, row("a", 0))
+    put(tmp_path, row("a", 1))
+    md = markdown(results.table(tmp_path))
+    assert "mean of each repeat's own percentile, not a percentile of the repeats' requests pooled" in md
+    assert "averaged per request (a batch of 8 counts 8 times)" in md

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..rundir import RunDir
 
-THREAD_VARS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS", "param_env_TORCH_NUM_THREADS")
+THREAD_VARS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS")  # torch does not read TORCH_NUM_THREADS
 
 
 def trial_threads(row: dict, cores: int) -> int:

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 WORKER_COLUMNS = ("param_server_default_workers_per_model", "param_model_min_workers")
-THREAD_COLUMNS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS", "param_env_TORCH_NUM_THREADS")
+THREAD_COLUMNS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS")  # torch does not read TORCH_NUM_THREADS
 FIGURE = "client_throughput_rps"
 
 

@@ -287,6 +287,18 @@ class OpenLoop(_Engine):
             self._finish()
 
 
+def _schedstat() -> tuple[float, int] | None:
+    """(seconds this thread was runnable but waiting for a CPU, times it was scheduled)
+    from /proc/self/schedstat (Linux); None where that cannot be read. The event loop is
+    this process's main thread, whose figures the file holds."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            _, wait_ns, slices = f.read().split()[:3]
+        return int(wait_ns) / 1e9, int(slices)
+    except (OSError, ValueError):
+        return None
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -305,7 +317,7 @@ def _raise_fd_limit(needed: int) -> None:
 def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None) -> None:
     """Entry point of an engine process. Talks to the parent over `pipe`:
     -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
-    -> ("done", records, cpu_s) | ("error", msg).
+    -> ("done", records, cpu_s, (run_delay_s, timeslices)) | ("error", msg).
 
     A warm-up (a closed loop whose records are dropped) runs before "ready", in this same
     process, so a trial pays for one engine start, not two."""
@@ -340,11 +352,12 @@ def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None
         # collection walks every record kept so far (~25 ms per million), which would show
         # up as send lag and latency that belong to no server.
         gc.disable()
-        cpu0 = time.process_time()
+        cpu0, sched0 = time.process_time(), _schedstat()
         loop.run_until_complete(engine.run(t0))
-        cpu_s = time.process_time() - cpu0
+        cpu_s, sched1 = time.process_time() - cpu0, _schedstat()
         gc.enable()
-        pipe.send(("done", engine.records_array(t0), cpu_s))
+        waited = (sched1[0] - sched0[0], sched1[1] - sched0[1]) if sched0 and sched1 else (_NAN, 0)
+        pipe.send(("done", engine.records_array(t0), cpu_s, waited))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # reported to the parent, which raises LoadError

@@ -232,4 +232,6 @@ def run_load(
         records=records,
         wall_s=wall_time(records),
         client_cpu_s=float(sum(done[k][2] for k in done)),
+        client_sched_wait_s=float(sum(done[k][3][0] for k in done)),
+        client_sched_slices=int(sum(done[k][3][1] for k in done)),
     )

@@ -48,6 +48,7 @@ from .types import STATUS_CONNECTION_ERROR, STATUS_REFUSED, STATUS_TIMEOUT, Load
 CLIENT_BOUND_RATE_FRACTION = 0.99
 CLIENT_BOUND_SEND_LAG_P99_MS = 10.0
 CLIENT_BOUND_CPU_FRACTION = 0.90
+CLIENT_BOUND_SCHED_WAIT_FRACTION = 0.10
 
 _NAN = math.nan
 
@@ -133,6 +134,17 @@ def summarize(run: LoadRun) -> dict:
             reasons.append(
                 f"send lag p99 {lag_p99:.1f} ms > {CLIENT_BOUND_SEND_LAG_P99_MS:g} ms"
             )
+    # A starved engine (runnable, but its CPU busy with something else) reads answers late
+    # with little CPU of its own: the CPU rule below cannot see it. Mean wait per wake-up
+    # is the delay a ready answer waited before the engine could read it.
+    sched_pct = 100.0 * run.client_sched_wait_s / run.wall_s if run.wall_s > 0 else _NAN
+    slices = run.client_sched_slices
+    sched_wait_ms = 1000.0 * run.client_sched_wait_s / slices if slices > 0 else _NAN
+    if sched_wait_ms > CLIENT_BOUND_SCHED_WAIT_FRACTION * mean_ms and n_ok:
+        reasons.append(
+            f"engine waited {sched_wait_ms:.2f} ms for a CPU per wake-up, > "
+            f"{CLIENT_BOUND_SCHED_WAIT_FRACTION:.0%} of the mean latency {mean_ms:.2f} ms"
+        )
     cores = _engine_cores(run)
     if cpu_pct >= CLIENT_BOUND_CPU_FRACTION * 100.0 * cores:
         reasons.append(
@@ -167,8 +179,13 @@ def summarize(run: LoadRun) -> dict:
         "client_send_lag_p99_ms": lag_p99,
         "client_send_lag_max_ms": lag_max,
         "client_cpu_pct": cpu_pct,
+        "client_sched_wait_pct": sched_pct,
+        "client_sched_wait_ms_mean": sched_wait_ms,
         "client_bound": bool(reasons),
         "client_bound_reason": "; ".join(reasons),
+        # per request: the batch size a served request was in (a batch of 8 counts 8 times);
+        # per batch: the mean size of the batches, n / sum(1 / size) over the requests
         "client_batch_size_mean": float(batch.mean()) if len(batch) else _NAN,
+        "client_batch_size_per_batch_mean": float(len(batch) / np.sum(1.0 / batch[batch > 0])) if (batch > 0).any() else _NAN,
         "client_handler_ms_mean": float(handler.mean()) if len(handler) else _NAN,
     }

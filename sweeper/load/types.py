@@ -51,3 +51,7 @@ class LoadRun:
     records: np.ndarray  # RECORD_DTYPE
     wall_s: float  # first scheduled send to last completion
     client_cpu_s: float  # user+system CPU of all engine processes during the run
+    # Linux schedstat of the engines' event loops: time runnable but waiting for a CPU,
+    # and how many times they were scheduled (NaN / 0 where unknown)
+    client_sched_wait_s: float = float("nan")
+    client_sched_slices: int = 0

@@ -64,7 +64,12 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         return "\n".join(lines + ["No trials finished.", ""])
     n_ok = int((df["status"] == "ok").sum())
     lines.append(f"{len(df)} trial runs: {n_ok} ok, {len(df) - n_ok} failed or interrupted.")
-    lines.append("Figures are means over repeats with (min-max) when repeated; latency is client-side, ms.")
+    lines.append(
+        "Figures are means over repeats with (min-max) when repeated; latency is client-side, ms. "
+        "A percentile over repeats is the mean of each repeat's own percentile, not a percentile "
+        "of the repeats' requests pooled. Served batch: the batch size a served request was in, "
+        "averaged per request (a batch of 8 counts 8 times)."
+    )
     lines.append("")
     agg = aggregate_trials(df)
     agg = agg[agg["n_ok"] > 0]
