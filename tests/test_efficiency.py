@@ -30,16 +30,17 @@ def test_needed_lists_distinct_ok_combinations():
         {"status": "ok", "param_model_name": "mlp", "param_model_batch_size": 8},
         {"status": "failed", "param_model_name": "cnn", "param_model_batch_size": 4},
     ]
-    assert needed(rows, cores=2) == [("mlp", 1, 1), ("mlp", 8, 2)]
+    # no worker setting: TorchServe's default, one worker per core
+    assert needed(rows, cores=2) == [("mlp", 1, 1, 2), ("mlp", 8, 2, 2)]
 
 
 def test_efficiency_joins_closed_loop_rows_only(tmp_path):
     pd.DataFrame([{"model": "mlp", "batch_size": 1, "threads": 1, "samples_per_s": 1000.0}]).to_csv(tmp_path / "baseline.csv", index=False)
     df = pd.DataFrame(
         [
-            {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1, "load_mode": "closed", "client_throughput_rps": 250.0},
-            {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1, "load_mode": "open", "client_throughput_rps": 100.0},
-            {"param_model_name": "mlp", "param_model_batch_size": 4, "param_env_OMP_NUM_THREADS": 1, "load_mode": "closed", "client_throughput_rps": 100.0},
+            {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1, "param_model_min_workers": 1, "load_mode": "closed", "client_throughput_rps": 250.0},
+            {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1, "param_model_min_workers": 1, "load_mode": "open", "client_throughput_rps": 100.0},
+            {"param_model_name": "mlp", "param_model_batch_size": 4, "param_env_OMP_NUM_THREADS": 1, "param_model_min_workers": 1, "load_mode": "closed", "client_throughput_rps": 100.0},
         ]
     )
     out = add_efficiency(df, tmp_path, cores=2)

@@ -422,3 +422,46 @@ def test_results_md_says_how_percentiles_and_batch_sizes_are_averaged(tmp_path):
     md = markdown(results.table(tmp_path))
     assert "mean of each repeat's own percentile, not a percentile of the repeats' requests pooled" in md
     assert "averaged per request (a batch of 8 counts 8 times)" in md
+
+
+# --- 14.6: the efficiency ceiling matches workers x threads and the server's CPUs ----------------
+
+
+def test_efficiency_divides_by_the_ceiling_of_as_many_workers():
+    from sweeper.analysis.efficiency import add_efficiency, needed
+
+    pd.DataFrame([
+        {"model": "mlp", "batch_size": 1, "threads": 1, "workers": 1, "cpus": "", "samples_per_s": 1000.0},
+        {"model": "mlp", "batch_size": 1, "threads": 1, "workers": 4, "cpus": "", "samples_per_s": 3000.0},
+    ]).to_csv(tmp := __import__("pathlib").Path(__import__("tempfile").mkdtemp()) / "baseline.csv", index=False)
+    trial = {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1,
+             "load_mode": "closed", "client_throughput_rps": 2400.0, "status": "ok"}
+    df = pd.DataFrame([{**trial, "param_model_min_workers": 4}, {**trial, "param_model_min_workers": 2}])
+    out = add_efficiency(df, tmp.parent, cores=2)
+    assert out["efficiency"][0] == pytest.approx(0.8)  # was 2.4: 4 workers over one process's ceiling
+    assert math.isnan(out["efficiency"][1])  # no ceiling measured for 2 workers: no ratio
+    assert needed([{**trial, "param_model_min_workers": 4}], cores=2) == [("mlp", 1, 1, 4)]
+
+
+def test_an_old_baseline_without_workers_is_a_one_worker_ceiling(tmp_path):
+    from sweeper.analysis.efficiency import add_efficiency
+
+    pd.DataFrame([{"model": "mlp", "batch_size": 1, "threads": 1, "samples_per_s": 1000.0}]).to_csv(
+        tmp_path / "baseline.csv", index=False)
+    trial = {"param_model_name": "mlp", "param_model_batch_size": 1, "param_env_OMP_NUM_THREADS": 1,
+             "load_mode": "closed", "client_throughput_rps": 500.0}
+    out = add_efficiency(pd.DataFrame([{**trial, "param_model_min_workers": 1}, {**trial, "param_model_min_workers": 4}]),
+                         tmp_path, cores=2)
+    assert out["efficiency"][0] == pytest.approx(0.5)
+    assert math.isnan(out["efficiency"][1])
+
+
+def test_the_ceiling_runs_as_many_workers_at_once_on_the_given_cpus():
+    import os
+
+    from sweeper.analysis.ceiling import measure_grid
+
+    cpus = tuple(sorted(os.sched_getaffinity(0)))[:1]
+    [result] = measure_grid("mlp", [2], [1], duration_s=0.05, workers=2, cpus=cpus)
+    assert result.workers == 2 and result.cpus == ",".join(map(str, cpus))
+    assert result.samples_per_s > 0 and result.batches >= 6  # two processes, >= 3 batches each

@@ -4,7 +4,13 @@
 (``handlers.handler.SweeperHandler``: JSON decode, one batched forward pass, JSON
 encode, response headers on a ``LocalContext``) in a loop, and reports samples/s.
 Serving efficiency of a trial = served throughput / this throughput at the same batch
-size and thread count.
+size, thread count and number of workers, on the same CPUs.
+
+A trial's server runs W workers of T torch threads each, possibly pinned to
+settings.server_cpus. Its ceiling is the same: W processes at once (``workers``), each
+with T threads, all pinned to those CPUs (``cpus``), started together after their
+warm-up, and their samples/s summed. A single process's figure would let 4 workers of one
+thread reach an "efficiency" near 4.
 
 Each thread count runs in its own child process with OMP_NUM_THREADS and
 MKL_NUM_THREADS set before torch is imported, as a TorchServe worker gets them from the
@@ -49,6 +55,8 @@ class BaselineResult:
     cpu_s: float = 0.0
     """CPU seconds of the measuring process in the timed loop: well below
     threads x duration_s means it was starved by other processes, and the figure is low."""
+    workers: int = 1  # processes measured at once; the figures are their sums
+    cpus: str = ""  # the CPUs they were pinned to ("0,1"); "" = not pinned
 
 
 def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float = 2.0) -> "pd.DataFrame":
@@ -59,21 +67,35 @@ def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float =
 
     from sweeper.analysis.efficiency import needed
 
+    cpus = server_cpus(run_dir)
     results = []
-    for model in sorted({m for m, _, _ in needed(rows, cores)}):
-        keys = [k for k in needed(rows, cores) if k[0] == model]
-        batch_sizes = sorted({b for _, b, _ in keys})
-        threads = sorted({t for _, _, t in keys})
-        results += measure_grid(model, batch_sizes, threads, duration_s)
+    keys = needed(rows, cores)
+    for model, workers in sorted({(m, w) for m, _, _, w in keys}):
+        mine = [k for k in keys if k[0] == model and k[3] == workers]
+        batch_sizes = sorted({b for _, b, _, _ in mine})
+        threads = sorted({t for _, _, t, _ in mine})
+        results += measure_grid(model, batch_sizes, threads, duration_s, workers=workers, cpus=cpus)
     df = pd.DataFrame(
         [
-            {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "samples_per_s": r.samples_per_s,
-             "cpu_s": r.cpu_s, "duration_s": r.duration_s}
+            {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "workers": r.workers,
+             "cpus": r.cpus, "samples_per_s": r.samples_per_s, "cpu_s": r.cpu_s, "duration_s": r.duration_s}
             for r in results
         ]
     )
     df.to_csv(RunDir(run_dir).baseline_csv, index=False)
     return df
+
+
+def server_cpus(run_dir: Path) -> tuple[int, ...] | None:
+    """settings.server_cpus of the run's resolved sweep.yaml (None: not pinned)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(RunDir(run_dir).sweep_yaml.read_text()) or {}
+        cpus = (doc.get("settings") or {}).get("server_cpus")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+    return tuple(int(c) for c in cpus) if cpus else None
 
 
 def measure_baseline(
@@ -89,12 +111,17 @@ def measure_grid(
     threads_list: Sequence[int],
     duration_s: float = 2.0,
     path: str = "handler",
+    workers: int = 1,
+    cpus: Sequence[int] | None = None,
 ) -> list[BaselineResult]:
-    """Every (threads, batch size) pair, threads-major, one child process per thread count."""
+    """Every (threads, batch size) pair, threads-major: `workers` child processes per thread
+    count, measuring at the same time, pinned to `cpus` when given; figures summed."""
     _validate(model, batch_sizes, threads_list, duration_s, path)
+    if not isinstance(workers, int) or workers < 1:
+        raise SpecError("baseline", "workers", f"must be an integer >= 1, got {workers!r}")
     results: list[BaselineResult] = []
     for threads in threads_list:
-        results.extend(_run_child(model, list(batch_sizes), threads, duration_s, path))
+        results.extend(_run_children(model, list(batch_sizes), threads, duration_s, path, workers, cpus))
     return results
 
 
@@ -116,32 +143,77 @@ def _validate(model: str, batch_sizes: Sequence[int], threads_list: Sequence[int
         raise SpecError(source, "duration_s", f"must be > 0, got {duration_s!r}")
 
 
-def _run_child(model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str) -> list[BaselineResult]:
+def _run_children(
+    model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str, workers: int,
+    cpus: Sequence[int] | None,
+) -> list[BaselineResult]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     # Warm-up plus the timed loop per batch size, plus generous room for importing torch.
-    timeout_s = 60 + 3 * duration_s * len(batch_sizes)
+    timeout_s = 60 + 3 * duration_s * len(batch_sizes) * workers
+    what = f"baseline {model} threads={threads} workers={workers}"
     with tempfile.TemporaryDirectory(prefix="sweeper-baseline-") as tmp:
-        out = Path(tmp) / "results.json"
-        command = [
-            sys.executable, "-m", "sweeper.analysis.ceiling", "--model", model, "--threads", str(threads),
-            "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
-            "--path", path, "--out", str(out),
-        ]
+        outs = [Path(tmp) / f"results-{k}.json" for k in range(workers)]
+        procs = []
         try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
+            for k, out in enumerate(outs):
+                command = [
+                    sys.executable, "-m", "sweeper.analysis.ceiling", "--model", model, "--threads", str(threads),
+                    "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
+                    "--path", path, "--out", str(out), "--sync-dir", tmp, "--index", str(k),
+                ] + (["--cpus", ",".join(map(str, cpus))] if cpus else [])
+                procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            _release_together(Path(tmp), procs, batch_sizes, time.monotonic() + timeout_s, what)
+            errors = []
+            for proc in procs:
+                _, err = proc.communicate(timeout=max(1.0, timeout_s))
+                if proc.returncode != 0:
+                    lines = err.strip().splitlines()
+                    errors.append(lines[-1] if lines else f"exit status {proc.returncode}")
         except subprocess.TimeoutExpired:
-            raise EnvironmentProblem(f"baseline {model} threads={threads}: no result after {timeout_s:.0f} s") from None
-        if done.returncode != 0 or not out.is_file():
-            lines = done.stderr.strip().splitlines()
-            last = lines[-1] if lines else f"exit status {done.returncode}"
-            raise EnvironmentProblem(f"baseline {model} threads={threads} failed: {last}")
-        return [BaselineResult(**row) for row in json.loads(out.read_text())]
+            raise EnvironmentProblem(f"{what}: no result after {timeout_s:.0f} s") from None
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if errors or not all(out.is_file() for out in outs):
+            raise EnvironmentProblem(f"{what} failed: {errors[0] if errors else 'no result written'}")
+        parts = [[BaselineResult(**row) for row in json.loads(out.read_text())] for out in outs]
+    return [_sum(list(same)) for same in zip(*parts)]
+
+
+def _release_together(sync: Path, procs: list, batch_sizes: list[int], deadline: float, what: str) -> None:
+    """Each child warms up a batch size, writes ready-<batch>-<index> and waits for
+    go-<batch>: every worker's timed loop starts at the same moment, as under a server."""
+    for b in batch_sizes:
+        while not all((sync / f"ready-{b}-{k}").exists() for k in range(len(procs))):
+            if any(p.poll() not in (None, 0) for p in procs):
+                return  # a child failed: its error is collected by the caller
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(what, 0)
+            time.sleep(0.01)
+        (sync / f"go-{b}").touch()
+
+
+def _sum(parts: list[BaselineResult]) -> BaselineResult:
+    first = parts[0]
+    return BaselineResult(
+        first.model, first.batch_size, first.threads,
+        samples_per_s=sum(r.samples_per_s for r in parts),
+        batches=sum(r.batches for r in parts),
+        duration_s=max(r.duration_s for r in parts),
+        path=first.path,
+        cpu_s=sum(r.cpu_s for r in parts),
+        workers=len(parts),
+        cpus=first.cpus,
+    )
 
 
 def _measure_in_this_process(
-    model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str
+    model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str,
+    ready: Callable[[int], None] | None = None, cpus: str = "",
 ) -> list[BaselineResult]:
     import torch
 
@@ -166,11 +238,16 @@ def _measure_in_this_process(
                     handler.model(inputs)
 
         _run_for(step, min(0.5, duration_s / 4))  # warm-up: allocator, thread pool, caches
+        if ready is not None:
+            ready(batch_size)  # wait for the other workers: the timed loops run together
         cpu_start_s = time.process_time()
         batches, elapsed_s = _run_for(step, duration_s)
         cpu_s = time.process_time() - cpu_start_s
         results.append(
-            BaselineResult(model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path, cpu_s)
+            BaselineResult(
+                model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path, cpu_s,
+                cpus=cpus,
+            )
         )
     return results
 
@@ -195,9 +272,23 @@ def _child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, required=True)
     parser.add_argument("--path", choices=PATHS, default="handler")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sync-dir", type=Path)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--cpus", default="")
     args = parser.parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    ready = None
+    if args.sync_dir is not None:
+        def ready(batch_size: int) -> None:
+            (args.sync_dir / f"ready-{batch_size}-{args.index}").touch()
+            while not (args.sync_dir / f"go-{batch_size}").exists():
+                time.sleep(0.002)
+
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-    results = _measure_in_this_process(args.model, batch_sizes, args.threads, args.duration_s, args.path)
+    results = _measure_in_this_process(
+        args.model, batch_sizes, args.threads, args.duration_s, args.path, ready=ready, cpus=args.cpus
+    )
     args.out.write_text(json.dumps([asdict(r) for r in results]))
     return 0
 

@@ -4,7 +4,9 @@ After a sweep (settings.baseline: true, or `sweeper baseline RUN_DIR`), the same
 handler code run without TorchServe at every batch size and torch thread count the run used
 (sweeper.analysis.ceiling measures them into `baseline.csv`); this module gives results.csv
 `baseline_samples_per_s` and `efficiency` (served req/s / in-process samples/s; closed
-loop only, since under a fixed rate the client sets the throughput).
+loop only, since under a fixed rate the client sets the throughput). The ceiling matches
+the trial's batch size, torch threads *and workers* (that many processes measured at once,
+on the run's server_cpus): a trial with no such ceiling gets no efficiency.
 """
 
 from __future__ import annotations
@@ -28,14 +30,28 @@ def trial_threads(row: dict, cores: int) -> int:
     return cores
 
 
-def needed(rows: list[dict], cores: int) -> list[tuple[str, int, int]]:
-    """Distinct (model, batch_size, threads) of the run's successful trials, sorted."""
-    keys = {
-        (str(r["param_model_name"]), int(r["param_model_batch_size"]), trial_threads(r, cores))
-        for r in rows
-        if r.get("status") == "ok"
-    }
-    return sorted(keys)
+WORKER_VARS = ("param_model_min_workers", "param_server_default_workers_per_model")
+
+
+def trial_workers(row: dict, cores: int) -> int:
+    """Backend workers of a trial's model: min_workers (the initial workers it was registered
+    with), else default_workers_per_model, else TorchServe's default on a CPU machine (one
+    worker per core)."""
+    for col in WORKER_VARS:
+        value = row.get(col)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return int(value)
+    return cores
+
+
+def trial_key(row: dict, cores: int) -> tuple[str, int, int, int]:
+    return (str(row["param_model_name"]), int(row["param_model_batch_size"]), trial_threads(row, cores),
+            trial_workers(row, cores))
+
+
+def needed(rows: list[dict], cores: int) -> list[tuple[str, int, int, int]]:
+    """Distinct (model, batch_size, threads, workers) of the run's successful trials, sorted."""
+    return sorted({trial_key(r, cores) for r in rows if r.get("status") == "ok"})
 
 
 def add_efficiency(df: pd.DataFrame, run_dir: Path, cores: int | None) -> pd.DataFrame:
@@ -44,11 +60,16 @@ def add_efficiency(df: pd.DataFrame, run_dir: Path, cores: int | None) -> pd.Dat
     if not path.exists() or df.empty or cores is None:
         return df
     base = pd.read_csv(path)
-    lookup = {(str(m), int(b), int(t)): float(s) for m, b, t, s in base[["model", "batch_size", "threads", "samples_per_s"]].itertuples(index=False)}
+    if "workers" not in base:
+        base["workers"] = 1  # a baseline.csv from before workers were measured: one process
+    lookup = {
+        (str(m), int(b), int(t), int(w)): float(s)
+        for m, b, t, w, s in base[["model", "batch_size", "threads", "workers", "samples_per_s"]].itertuples(index=False)
+    }
     ceilings = []
     for row in df.to_dict("records"):
         try:
-            key = (str(row["param_model_name"]), int(row["param_model_batch_size"]), trial_threads(row, cores))
+            key = trial_key(row, cores)
         except (KeyError, TypeError, ValueError):
             key = None
         ceilings.append(lookup.get(key, math.nan))
