@@ -158,8 +158,10 @@ def test_full_job_queue_answers_503_counted_as_failures(tmp_path):
     assert row["status"] == "ok"
     assert "503:" in row["client_status_counts"]
     assert row["client_errors"] > 0 and row["client_success_rate"] < 1.0
-    # throughput counts only 2xx answers
-    assert row["client_throughput_rps"] * row["client_window_s"] == pytest.approx(row["client_ok"], rel=0.05)
+    # throughput counts only 2xx answers, those completed inside the window: all but the
+    # (at most 32) still in flight when it closed
+    served_in_window = row["client_throughput_rps"] * row["client_window_s"]
+    assert row["client_ok"] - 32 - 0.5 <= served_in_window <= row["client_ok"] + 0.5
     assert_nothing_left(out)
 
 
@@ -244,7 +246,8 @@ def test_handler_failures_are_counted_as_failures_not_served(tmp_path):
     failed = sum(int(n) for code, n in statuses.items() if code.startswith("5"))
     assert failed == pytest.approx(50, abs=2)  # every 4th batch of one
     assert row["client_ok"] == 200 - failed and row["client_success_rate"] == pytest.approx(row["client_ok"] / 200)
-    assert row["client_throughput_rps"] * row["client_window_s"] == pytest.approx(row["client_ok"], rel=0.05)
+    served_in_window = row["client_throughput_rps"] * row["client_window_s"]  # all but the <= 2 in flight
+    assert row["client_ok"] - 2 - 0.5 <= served_in_window <= row["client_ok"] + 0.5
     assert_nothing_left(out)
 
 
