@@ -465,3 +465,46 @@ def test_the_ceiling_runs_as_many_workers_at_once_on_the_given_cpus():
     [result] = measure_grid("mlp", [2], [1], duration_s=0.05, workers=2, cpus=cpus)
     assert result.workers == 2 and result.cpus == ",".join(map(str, cpus))
     assert result.samples_per_s > 0 and result.batches >= 6  # two processes, >= 3 batches each
+
+
+# --- 14.2: throughput is ranked over closed-loop trials only --------------------------------------
+
+
+def _open(rows, rate):
+    return [dict(r, load_mode="open", load_concurrency=float("nan"), load_rate_rps=rate) for r in rows]
+
+
+def test_the_throughput_recommendation_ranks_closed_loop_trials_only():
+    from test_report import frame, trial_rows
+
+    from sweeper.analysis.aggregate import aggregate_trials
+    from sweeper.report.recommend import recommend
+
+    trials = aggregate_trials(frame(
+        _open(trial_rows("open-a", [100.5, 100.5], param_model_batch_size=4), 100),
+        _open(trial_rows("open-b", [100.0, 100.0], param_model_batch_size=8), 100),
+        trial_rows("closed-c", [80, 82], param_model_batch_size=16),
+        trial_rows("closed-d", [60, 61], param_model_batch_size=1),
+    ))
+    rec = recommend(trials, 50.0)
+    assert rec.throughput.winner["trial_id"] == "closed-c"  # was open-a, '0.50% better'
+    assert rec.throughput.runner_up["trial_id"] == "closed-d"
+    assert rec.latency.winner["trial_id"] == "closed-c"
+
+
+def test_open_loop_only_runs_are_judged_by_latency_at_their_rate():
+    from test_report import frame, trial_rows
+
+    from sweeper.analysis.aggregate import aggregate_trials
+    from sweeper.report.recommend import recommend
+
+    trials = aggregate_trials(frame(
+        _open(trial_rows("a", [100], p99=30, param_model_batch_size=4), 100),
+        _open(trial_rows("b", [100], p99=12, param_model_batch_size=8), 100),
+        _open(trial_rows("c", [50], p99=5, param_model_batch_size=8), 50),
+    ))
+    rec = recommend(trials, 50.0)
+    assert rec.throughput is None and rec.latency is None
+    text = " ".join(rec.notes)
+    assert "closed-loop trials only" in text
+    assert "at 100 req/s" in text and "batch_size=8" in text and "12.0 ms" in text

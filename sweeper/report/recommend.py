@@ -1,9 +1,14 @@
 """The recommendation: which configuration to use, how sure we are, and how to apply it.
 
-Two objectives over eligible trials (see ``aggregate``), each trial's repeats reduced to
-their mean:
+Two objectives over eligible *closed-loop* trials (see ``aggregate``), each trial's
+repeats reduced to their mean:
 - throughput: the highest mean client_throughput_rps;
 - latency: the highest mean throughput among trials whose mean p99 is <= the SLO.
+
+Only a closed loop measures what the server can do; an open loop's throughput is the rate
+it was offered (times its success), so ranking it would rank the load, not the
+configuration. Open-loop trials are judged by latency at their rate instead: a note names,
+at the highest rate where some configuration met the SLO, the one with the lowest p99.
 
 A *configuration* is the set of param_* values; the load (mode, concurrency, rate) is the
 condition it was measured under. The runner-up is the best trial of a *different*
@@ -60,7 +65,19 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
         )
         return Recommendation(slo_p99_ms, slo_source, None, None, tuple(notes))
 
-    best = _pick("throughput", eligible)
+    closed = eligible[eligible["load_mode"] == "closed"] if "load_mode" in eligible.columns else eligible
+    open_loop = eligible.drop(closed.index)
+    if closed.empty:
+        notes.append(
+            "No closed-loop trial qualified: throughput is ranked over closed-loop trials only "
+            "(an open loop's throughput is the rate it was offered). Open-loop trials are "
+            "judged by latency at their rate."
+        )
+        best = None
+    else:
+        best = _pick("throughput", closed)
+    if not open_loop.empty and slo_p99_ms is not None:
+        notes += _open_loop_note(open_loop, slo_p99_ms)
 
     latency: Pick | None = None
     if slo_p99_ms is None:
@@ -69,9 +86,9 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
             "to get the best configuration under a p99 limit."
         )
     else:
-        meeting = eligible[eligible[f"{P99}_mean"] <= slo_p99_ms]
+        meeting = closed[closed[f"{P99}_mean"] <= slo_p99_ms]
         if meeting.empty:
-            with_p99 = eligible[eligible[f"{P99}_mean"].notna()]
+            with_p99 = closed[closed[f"{P99}_mean"].notna()]
             if with_p99.empty:
                 notes.append(f"No trial meets p99 ≤ {fmt.value(slo_p99_ms)} ms: no p99 was measured.")
             else:
@@ -85,6 +102,23 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
         else:
             latency = _pick("latency", meeting, slo_p99_ms)
     return Recommendation(slo_p99_ms, slo_source, best, latency, tuple(notes))
+
+
+def _open_loop_note(open_loop: pd.DataFrame, slo_p99_ms: float) -> list[str]:
+    meeting = open_loop[open_loop[f"{P99}_mean"] <= slo_p99_ms]
+    if meeting.empty:
+        return [f"Open loop: no configuration met p99 ≤ {fmt.value(slo_p99_ms)} ms at any rate measured."]
+    rate = meeting["load_rate_rps"].max()
+    at_rate = meeting[meeting["load_rate_rps"] == rate].sort_values(f"{P99}_mean", kind="stable")
+    best = at_rate.iloc[0]
+    params = [c for c in best.index if c.startswith("param_") and open_loop[c].astype(str).nunique() > 1]
+    what = ", ".join(f"{fmt.short_name(c)}={fmt.value(best[c])}" for c in params) or f"trial {best['trial_id']}"
+    return [
+        f"Open loop: at {fmt.value(rate)} req/s, the highest rate at which a configuration met "
+        f"p99 ≤ {fmt.value(slo_p99_ms)} ms, {what} had the lowest p99 "
+        f"({fmt.num(best[f'{P99}_mean'])} ms, trial {best['trial_id']}, "
+        f"{len(at_rate)} configuration(s) met it there)."
+    ]
 
 
 def _pick(objective: str, candidates: pd.DataFrame, slo_p99_ms: float | None = None) -> Pick:
