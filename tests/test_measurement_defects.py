@@ -508,3 +508,17 @@ def test_open_loop_only_runs_are_judged_by_latency_at_their_rate():
     text = " ".join(rec.notes)
     assert "closed-loop trials only" in text
     assert "at 100 req/s" in text and "batch_size=8" in text and "12.0 ms" in text
+
+
+def test_the_report_table_marks_a_disagreeing_trial():
+    from test_report import frame, trial_rows
+
+    from sweeper.analysis.aggregate import aggregate_trials
+    from sweeper.report.tables import summary_table
+
+    rows = trial_rows("a", [100])
+    rows[0].update(client_server_disagree=True, client_minus_server_mean_ms=9.0)
+    table = summary_table(aggregate_trials(frame(rows, trial_rows("b", [90], param_model_batch_size=1))))
+    marked = {r.trial_id: r for r in table.rows}["a"]
+    assert "client and server disagree" in marked.notes and marked.cells[1].text == "≠ client vs server"
+    assert "client − server ms" in [c.label for c in table.columns]

@@ -76,6 +76,7 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
         ("proc_ctx_per_req", "ctx sw/req (main threads)"),
         ("proc_ctx_all_per_req", "ctx sw/req (all threads)"),
         ("proc_cpu_pct", "server CPU %"),
+        ("client_minus_server_mean_ms", "client − server ms"),
     ):
         if column(trials, f"{name}_mean").notna().any():
             specs.append((Column(label, f"{name}: mean", True), _metric(f"{name}_mean")))
@@ -160,6 +161,8 @@ def _success(r: pd.Series) -> tuple[str, float]:
 def _status_cell(r: pd.Series) -> tuple[str, str]:
     kind, _ = _mark(r)
     text = {"failed": f"✖ {r['status']}", "client-bound": "⚠ client-bound"}.get(kind, str(r["status"]))
+    if kind == "client-bound" and not bool(r.get("client_bound", False)):
+        text = "≠ client vs server"  # marked for client_server_disagree only
     if kind == "partial" and r["status"] == "ok":
         text = "⚠ errors"
     return text, text
@@ -177,6 +180,13 @@ def _mark(r: pd.Series) -> tuple[str, str]:
     if bool(r.get("client_bound", False)):
         kind = "client-bound" if kind == "ok" else kind
         notes.append(f"client-bound: {r['client_bound_reason'] or 'the load client set the pace'}")
+    if bool(r.get("client_server_disagree", False)):
+        kind = "client-bound" if kind == "ok" else kind
+        diff = r.get("client_minus_server_mean_ms_mean")
+        notes.append(
+            "client and server disagree"
+            + ("" if fmt.is_missing(diff) else f" (client mean − server mean {fmt.num(diff)} ms)")
+        )
     rate = r.get("client_success_rate_min")
     if not fmt.is_missing(rate) and float(rate) < 1.0:
         kind = "partial" if kind == "ok" else kind
