@@ -25,9 +25,13 @@ client_*:  measured by the load engine: client_requests, client_ok, client_error
            scheduled send time), client_target_rate_rps, client_achieved_rate_rps (requests put on the
            wire per second; refused ones were never sent),
            client_send_lag_{p50,p99,max}_ms, client_cpu_pct (engine CPU, 100 = one core),
+           client_sched_wait_pct / client_sched_wait_ms_mean (the engine's event loop
+           runnable but waiting for a CPU: share of the window, mean per wake-up),
            client_bound (bool: the client, not the server, set the pace),
-           client_bound_reason, client_batch_size_mean (served batch size from the
-           handler's X-Batch-Size header), client_handler_ms_mean (X-Handler-Ms)
+           client_bound_reason, client_batch_size_mean (served batch size, per request:
+           a batch of 8 counts 8 times, from the handler's X-Batch-Size header),
+           client_batch_size_per_batch_mean (mean size of the batches),
+           client_handler_ms_mean (X-Handler-Ms)
 agreement: client_minus_server_mean_ms (client_latency_mean_ms -
            server_inference_latency_mean_ms), client_server_disagree (bool: beyond
            2 ms + 10% of the server mean, see sweeper.analysis.agreement),
