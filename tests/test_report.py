@@ -143,17 +143,32 @@ def test_throughput_winner_and_noise():
     ))
     pick = recommend(trials, None).throughput
     assert pick.winner["trial_id"] == "b" and pick.runner_up["trial_id"] == "a"
-    assert pick.within_noise is True and "within noise" in pick.confidence
+    assert pick.within_noise is True and "not distinguishable; measure longer or add repeats" in pick.confidence
+    assert "more repeats of each would likely separate them" in pick.confidence
 
 
-def test_clear_winner_when_ranges_do_not_overlap():
+def test_clear_winner_when_the_difference_interval_excludes_zero():
     trials = aggregate_trials(frame(
-        trial_rows("a", [90, 95], param_model_batch_size=4),
-        trial_rows("b", [120, 130], param_model_batch_size=8),
+        trial_rows("a", [90, 95, 92], param_model_batch_size=4),
+        trial_rows("b", [120, 130, 125], param_model_batch_size=8),
     ))
     pick = recommend(trials, None).throughput
     assert pick.winner["trial_id"] == "b" and pick.within_noise is False
-    assert "larger than the noise" in pick.confidence
+    assert "better, with 95% confidence" in pick.confidence and "95% CI" in pick.confidence
+
+
+def test_windows_give_an_interval_with_one_repeat():
+    def windows(values):
+        return json.dumps([{"rps": v, "p99_ms": 10.0} for v in values])
+
+    trials = aggregate_trials(frame(
+        [dict(trial_rows("a", [100], param_model_batch_size=4)[0], client_windows=windows([99, 101, 100]))],
+        [dict(trial_rows("b", [110], param_model_batch_size=8)[0], client_windows=windows([109, 111, 110]))],
+    ))
+    t = trials.set_index("trial_id")
+    assert t.loc["b", "client_throughput_rps_ci_lo"] >= 109 and t.loc["b", "client_throughput_rps_ci_hi"] <= 111
+    pick = recommend(trials, None).throughput
+    assert pick.within_noise is False and "better, with 95% confidence" in pick.confidence
 
 
 def test_one_repeat_says_so():
@@ -161,6 +176,7 @@ def test_one_repeat_says_so():
                                     trial_rows("b", [120], param_model_batch_size=8)))
     pick = recommend(trials, None).throughput
     assert pick.within_noise is None and "One repeat only for both" in pick.confidence
+    assert pd.isna(trials["client_throughput_rps_ci_lo"]).all()
 
 
 def test_runner_up_is_another_configuration():
@@ -221,7 +237,7 @@ def test_fixture_report_recommends_and_lists_every_trial(batching):
     assert "batch_size=16&amp;max_batch_delay=5" in html  # throughput winner's POST
     assert "batch_size=8&max_batch_delay=50" in md  # SLO winner's POST
     assert "number_of_netty_threads=4" in md and "OMP_NUM_THREADS=1" in md
-    assert "within noise" in html
+    assert "not distinguishable; measure longer or add repeats" in html
     # Marked rows: the failed trial with its error, the client-bound one with its reason.
     assert 'class="failed"' in html and 'class="client-bound"' in html
     assert "load client CPU 97% of one core" in html

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import math
 import os
 
@@ -173,16 +174,18 @@ def test_an_empty_run_still_gets_tables(tmp_path):
 # --- results.md ------------------------------------------------------------------------------------
 
 
-def test_repeats_are_aggregated_as_mean_min_max(tmp_path):
+def test_repeats_are_aggregated_as_mean_with_ci_and_min_max(tmp_path):
     for rep, (tput, p50, p99) in enumerate([(100.0, 2.0, 10.0), (110.0, 4.0, 20.0), (120.0, 3.0, 30.0)]):
         put(tmp_path, row("a", rep, client_throughput_rps=tput, client_latency_p50_ms=p50, client_latency_p99_ms=p99))
     put(tmp_path, row("b", 0, seq=1, param_model_batch_size=8, client_throughput_rps=500.0))
     results.write_tables(tmp_path)
     md = (tmp_path / "results.md").read_text()
     line_a = next(line for line in md.splitlines() if line.startswith("| 1 |"))
-    assert "110.0 (100.0-120.0)" in line_a
+    # throughput and p99: mean [95% bootstrap CI], inside the range of the repeats
+    m = re.search(r"\| 110\.0 \[(\d+\.\d)-(\d+\.\d)\] \|", line_a)
+    assert m and 100.0 <= float(m.group(1)) < 110.0 < float(m.group(2)) <= 120.0
     assert "3.0 (2.0-4.0)" in line_a
-    assert "20.0 (10.0-30.0)" in line_a
+    assert re.search(r"\| 20\.0 \[\d+\.\d-\d+\.\d\] \|", line_a)
     line_b = next(line for line in md.splitlines() if line.startswith("| 8 |"))
     assert "| 500.0 |" in line_b  # one repeat: no range
 

@@ -1,6 +1,7 @@
 """Aggregation over repeats: one row per trial (trial_id) from the per-repeat rows of
 results.csv (used by results.md, the report and sweeper compare), plus the helpers that say which parameters vary and what a "configuration"
-is (the param_* values, without the load).
+is (the param_* values, without the load). Throughput and p99 also get their 95% bootstrap
+interval (sweeper.analysis.confidence).
 
 Only repeats with status "ok" are measurements. A trial is *eligible* for a recommendation
 when none of its repeats failed, at least one is ok, and every ok repeat served every
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .confidence import add_intervals
 
 PARAM_PREFIX = "param_"
 
@@ -85,6 +88,7 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
         for stat in stats:
             out[f"{name}_{stat}"] = agg[stat].reindex(out.index) if len(agg) else np.nan
     # std of one sample is NaN; that is what "no spread known" should be.
+    add_intervals(out, ok)  # <figure>_ci_lo/_ci_hi/_samples: bootstrap over windows and repeats
 
     # True/False from the CSV, NaN where a trial never measured: only a real True counts
     bound = column(df, "client_bound").map(lambda v: v is True or str(v).lower() == "true").astype(bool)

@@ -305,3 +305,26 @@ def effect_verdict(interval: Interval, null: float) -> str:
 
 def _f(v: float, digits: int) -> str:
     return "nan" if not math.isfinite(v) else f"{v:,.{digits}f}"
+
+
+# --- onto the aggregated table --------------------------------------------------------
+
+# (figure column, key in a client_windows entry, short name of the added columns)
+FIGURES = (("client_throughput_rps", "rps"), ("client_latency_p99_ms", "p99_ms"))
+
+
+def add_intervals(trials, ok_rows) -> None:
+    """Add, in place, to the per-trial table `trials` (indexed by trial_id): for each of
+    FIGURES, ``<figure>_ci_lo`` / ``<figure>_ci_hi`` (NaN when unknown) and
+    ``<figure>_samples`` (per repeat, the window values: what compare() takes).
+    `ok_rows`: the per-repeat rows with status ok (a DataFrame with trial_id)."""
+    records: dict[str, list[dict]] = {str(t): [] for t in trials.index}
+    for row in ok_rows.to_dict("records"):
+        records.setdefault(str(row.get("trial_id")), []).append(row)
+    keys = [str(t) for t in trials.index]
+    for figure, window_key in FIGURES:
+        groups = [repeat_samples(records.get(k, []), figure, window_key) for k in keys]
+        found = intervals(groups)
+        trials[f"{figure}_ci_lo"] = [iv.lo for iv in found]
+        trials[f"{figure}_ci_hi"] = [iv.hi for iv in found]
+        trials[f"{figure}_samples"] = groups

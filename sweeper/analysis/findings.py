@@ -3,6 +3,11 @@
 Only what the data says: best and worst configuration and their ratio, the throughput
 change when workers x torch threads exceed the cores, and how closely context switches
 per request track throughput (Spearman rank correlation). Nothing here is hard-coded.
+
+Each figure carries its 95% bootstrap interval (sweeper.analysis.confidence: the
+measurement noise of every configuration resampled over its windows and repeats) and says
+when it cannot be told from noise: a finding from one repeat on a shared machine must not
+read as a fact.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+
+from . import confidence as ci
 
 WORKER_COLUMNS = ("param_server_default_workers_per_model", "param_model_min_workers")
 THREAD_COLUMNS = ("param_env_OMP_NUM_THREADS", "param_env_MKL_NUM_THREADS")  # torch does not read TORCH_NUM_THREADS
@@ -106,12 +113,15 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
     params = [c for c in ok.columns if c.startswith("param_") and ok[c].astype(str).nunique() > 1]
     agg = ok.groupby(params, dropna=False)[[FIGURE, ctx]].mean().reset_index() if params else ok
     out = []
-    best = agg.loc[agg[FIGURE].idxmax()]
-    worst = agg.loc[agg[FIGURE].idxmin()]
+    groups = _groups(ok, params, len(agg))
+    agg = agg.reset_index(drop=True)
+    i_best, i_worst = int(agg[FIGURE].idxmax()), int(agg[FIGURE].idxmin())
+    best, worst = agg.loc[i_best], agg.loc[i_worst]
     ratio = best[FIGURE] / worst[FIGURE] if worst[FIGURE] > 0 else math.inf
+    r_iv = ci.statistic_interval(groups, ci.ratio(i_best, i_worst)) if groups else None
     out.append(
         f"Best: {_describe(best, params)} at {best[FIGURE]:.0f} req/s; worst: {_describe(worst, params)} "
-        f"at {worst[FIGURE]:.0f} req/s ({ratio:.1f}x apart)."
+        f"at {worst[FIGURE]:.0f} req/s ({ratio:.1f}x apart{_ci_text(r_iv, 1.0, '{:.1f}x')})."
     )
     if workers is not None and threads is not None:
         product = pd.to_numeric(agg[workers], errors="coerce") * pd.to_numeric(agg[threads], errors="coerce")
@@ -120,9 +130,11 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
         if len(within) and len(above):
             change = 100.0 * (above.mean() / within.mean() - 1.0)
             verb = "cut" if change < 0 else "raised"
+            c_iv = ci.statistic_interval(groups, ci.mean_change(list(above.index), list(within.index))) if groups else None
             out.append(
                 f"Workers x torch threads above the {cores} cores {verb} mean throughput by {abs(change):.0f}% "
-                f"({above.mean():.0f} vs {within.mean():.0f} req/s over {len(above)} and {len(within)} configurations)."
+                f"({above.mean():.0f} vs {within.mean():.0f} req/s over {len(above)} and {len(within)} configurations"
+                f"{_ci_text(c_iv, 0.0, '{:+.0%}')})."
             )
     if ctx in agg and agg[ctx].notna().sum() >= 3:
         rho = _spearman(agg[ctx], agg[FIGURE])
@@ -133,10 +145,36 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
                 verdict = "partly track the throughput loss"
             else:
                 verdict = "do not explain the throughput differences"
+            s_iv = ci.statistic_interval(groups, ci.spearman_with(agg[ctx].to_numpy(float))) if groups else None
             out.append(
                 f"Context switches per request {verdict}: Spearman rank correlation {rho:+.2f} across "
                 f"{int(agg[ctx].notna().sum())} configurations "
                 f"({agg[ctx].min():.1f} to {agg[ctx].max():.1f} switches per request"
-                + (", all threads)." if ctx == "proc_ctx_all_per_req" else ", main threads only).")
+                + (", all threads" if ctx == "proc_ctx_all_per_req" else ", main threads only")
+                + f"{_ci_text(s_iv, 0.0, '{:+.2f}')})."
             )
     return out
+
+
+def _groups(ok: pd.DataFrame, params: list[str], n: int) -> list:
+    """Per configuration (in the order of the groupby above), the throughput samples of
+    its repeats and windows; [] when they cannot be lined up with the configurations."""
+    if not params:
+        return []
+    groups = [
+        ci.repeat_samples(rows.to_dict("records"), FIGURE, "rps")
+        for _, rows in ok.groupby(params, dropna=False)
+    ]
+    return groups if len(groups) == n else []
+
+
+def _ci_text(interval: "ci.Interval | None", null: float, form: str) -> str:
+    """'; 95% CI a to b' and, when the interval holds `null` (no effect) or none is known,
+    the warning that says so."""
+    if interval is None:
+        return ""
+    if not interval.known:
+        return "; one measurement per configuration, no spread known: this may be noise, add repeats"
+    text = f"; 95% CI {form.format(interval.lo)} to {form.format(interval.hi)}"
+    verdict = ci.effect_verdict(interval, null)
+    return f"{text}: {verdict}" if verdict else text

@@ -1,5 +1,5 @@
-"""results.md: the aggregated results table (repeats as mean (min-max)), the client-bound
-warning, the thread finding in words and the failed trials, in Markdown."""
+"""results.md: the aggregated results table (repeats as mean with the 95% bootstrap
+interval, or (min-max)), the client-bound warning, the thread finding in words and the failed trials, in Markdown."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def _spread(row: pd.Series, col: str, digits: int = 1) -> str:
     return mean
 
 
+def _with_ci(row: pd.Series, col: str, digits: int = 1) -> str:
+    """mean [95% CI lo-hi] when an interval is known, else mean (min-max) as before."""
+    lo, hi = float(row.get(col + "_ci_lo", math.nan)), float(row.get(col + "_ci_hi", math.nan))
+    if math.isnan(lo) or math.isnan(hi):
+        return _spread(row, col, digits)
+    return f"{_mean(row, col, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
+
+
 def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str:
     """results.md: the aggregated table (repeats as mean (min-max)) and failed trials."""
     lines = [f"# {title}" if title else "# Results", ""]
@@ -65,7 +73,9 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
     n_ok = int((df["status"] == "ok").sum())
     lines.append(f"{len(df)} trial runs: {n_ok} ok, {len(df) - n_ok} failed or interrupted.")
     lines.append(
-        "Figures are means over repeats with (min-max) when repeated; latency is client-side, ms. "
+        "Figures are means over repeats; throughput and p99 show [the 95% bootstrap confidence "
+        "interval] over stability windows and repeats where there is a spread, p50 (min-max) "
+        "over repeats; latency is client-side, ms. "
         "A percentile over repeats is the mean of each repeat's own percentile, not a percentile "
         "of the repeats' requests pooled. Served batch: the batch size a served request was in, "
         "averaged per request (a batch of 8 counts 8 times)."
@@ -93,11 +103,11 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
-                _spread(r, "client_throughput_rps"),
+                _with_ci(r, "client_throughput_rps"),
                 _success(r),
                 _spread(r, "client_latency_p50_ms"),
                 _mean(r, "client_latency_p90_ms"),
-                _spread(r, "client_latency_p99_ms"),
+                _with_ci(r, "client_latency_p99_ms"),
                 _mean(r, "client_batch_size_mean"),
                 _mean(r, "proc_ctx_per_req"),
             ] + ([_mean(r, "proc_ctx_all_per_req")] if has_all_ctx else []) + ([_mean(r, "client_minus_server_mean_ms", 2)] if has_agreement else []) + (

@@ -86,7 +86,7 @@ def _throughput_vs_batch(df: pd.DataFrame) -> Plot | str:
         "throughput_vs_batch",
         "Throughput vs batch size",
         "One line per max_batch_delay and load level; where other parameters varied, the "
-        "best trial. Bars: min–max over repeats.",
+        "best trial. Bars: 95% confidence interval (bootstrap over windows and repeats; min–max where none is known).",
         fig,
     )
 
@@ -104,7 +104,7 @@ def _latency_vs_concurrency(df: pd.DataFrame, slo: float | None) -> Plot | str:
     return _plot(
         "latency_vs_concurrency",
         "Latency vs load (closed loop)",
-        f"p99 (solid, bars min–max over repeats) and p50 (dashed), one line per "
+        f"p99 (solid, bars: 95% confidence interval) and p50 (dashed), one line per "
         f"configuration (at most {MAX_LINES}, those with the highest throughput).",
         fig,
     )
@@ -277,7 +277,7 @@ def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
         "Throughput vs p99 latency (Pareto front)",
         "Red: trials no other trial beats on both throughput and p99"
         + (" (numbered as in the list below)" if named else "")
-        + ". Bars: min–max over repeats.",
+        + ". Bars: 95% confidence interval (bootstrap over windows and repeats; min–max where none is known).",
         fig,
         notes=tuple(named),
     )
@@ -337,13 +337,18 @@ def _lockstep(df: pd.DataFrame, a: str, b: str) -> bool:
 
 
 def _err(df: pd.DataFrame, name: str) -> np.ndarray | None:
-    """Asymmetric min–max bars where a trial has more than one ok repeat."""
-    if f"{name}_min" not in df.columns or not (df["n_ok"] > 1).any():
-        return None
-    many = df["n_ok"] > 1
+    """Asymmetric error bars: the 95% bootstrap interval (sweeper.analysis.confidence)
+    where one is known, else min–max where a trial has more than one ok repeat."""
     mean = df[f"{name}_mean"]
-    lo = (mean - df[f"{name}_min"]).where(many, 0).fillna(0).clip(lower=0)
-    hi = (df[f"{name}_max"] - mean).where(many, 0).fillna(0).clip(lower=0)
+    ci_lo, ci_hi = column(df, f"{name}_ci_lo"), column(df, f"{name}_ci_hi")
+    has_ci = ci_lo.notna() & ci_hi.notna()
+    many = df["n_ok"] > 1 if "n_ok" in df.columns else pd.Series(False, index=df.index)
+    if not has_ci.any() and (f"{name}_min" not in df.columns or not many.any()):
+        return None
+    lo_v = ci_lo.where(has_ci, column(df, f"{name}_min").where(many))
+    hi_v = ci_hi.where(has_ci, column(df, f"{name}_max").where(many))
+    lo = (mean - lo_v).fillna(0).clip(lower=0)
+    hi = (hi_v - mean).fillna(0).clip(lower=0)
     return np.vstack([lo.to_numpy(float), hi.to_numpy(float)])
 
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from sweeper.analysis import confidence as ci
 from sweeper.report import fmt
 
 THROUGHPUT = "client_throughput_rps"
@@ -142,6 +143,8 @@ def _pick(objective: str, candidates: pd.DataFrame, slo_p99_ms: float | None = N
 
 
 def _confidence(winner: pd.Series, runner: pd.Series | None) -> tuple[str, bool | None]:
+    """The winner against the runner-up on the 95% bootstrap interval of the difference
+    (sweeper.analysis.confidence: over windows and repeats)."""
     w_mean = winner[f"{THROUGHPUT}_mean"]
     if runner is None:
         return "Only one configuration qualified, so there is nothing to compare it with.", None
@@ -151,23 +154,37 @@ def _confidence(winner: pd.Series, runner: pd.Series | None) -> tuple[str, bool 
         f"It beats the runner-up ({fmt.num(r_mean)} req/s, trial {runner['trial_id']}) "
         f"by {fmt.num(gap)}%."
     )
-    w_n, r_n = int(winner["n_ok"]), int(runner["n_ok"])
-    if w_n < 2 or r_n < 2:
+    c = ci.compare(_samples(winner), _samples(runner))
+    if c.verdict == ci.UNKNOWN:
+        w_n, r_n = int(winner["n_ok"]), int(runner["n_ok"])
         who = "both" if w_n < 2 and r_n < 2 else ("the winner" if w_n < 2 else "the runner-up")
         return (
-            f"{head} One repeat only for {who}: the run-to-run spread is unknown, so this "
-            "difference may be noise. Run 3 or more repeats to know.",
+            f"{head} One repeat only for {who} and no stability windows: the spread is unknown, "
+            "so this difference may be noise. Run 3 or more repeats to know.",
             None,
         )
-    w_lo, w_hi = winner[f"{THROUGHPUT}_min"], winner[f"{THROUGHPUT}_max"]
-    r_lo, r_hi = runner[f"{THROUGHPUT}_min"], runner[f"{THROUGHPUT}_max"]
-    ranges = (
-        f"winner {fmt.span(w_lo, w_hi)} over {w_n} repeats, "
-        f"runner-up {fmt.span(r_lo, r_hi)} over {r_n} repeats"
+    rel = c.relative
+    interval = (
+        f"difference {fmt.num(c.diff.estimate)} req/s, 95% CI {fmt.num(c.diff.lo)} to "
+        f"{fmt.num(c.diff.hi)} req/s, {_pct(rel.lo)} to {_pct(rel.hi)}"
     )
-    if w_lo <= r_hi:
-        return f"{head} The ranges overlap ({ranges}): the difference is within noise.", True
-    return f"{head} The ranges do not overlap ({ranges}): the difference is larger than the noise.", False
+    basis = f"bootstrap over windows and repeats, {c.diff.repeats} or more repeats each"
+    if c.verdict == ci.BETTER:
+        return f"{head} The winner is {ci.BETTER} ({interval}; {basis}).", False
+    return f"{head} The two are {ci.NOT_DISTINGUISHABLE} ({interval}; {basis}). {c.advice}", True
+
+
+def _samples(row: pd.Series) -> list:
+    samples = row.get(f"{THROUGHPUT}_samples")
+    if isinstance(samples, list) and samples:
+        return samples
+    # a table without samples (built by hand): the repeat means are all there is
+    v = row.get(f"{THROUGHPUT}_mean")
+    return [] if fmt.is_missing(v) else [[float(v)]]
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:+.1f}%"
 
 
 def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | None) -> list[str]:

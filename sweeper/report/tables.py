@@ -54,6 +54,7 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
     badges = badges or {}
     params = varying(trials, param_columns(trials))
     spread = bool(len(trials)) and int(trials["n_ok"].max()) > 1
+    with_ci = column(trials, "client_throughput_rps_ci_lo").notna().any()
 
     specs: list[tuple[Column, Any]] = [
         (Column("trial", "trial_id", False), lambda r: (r["trial_id"], r["trial_id"])),
@@ -64,11 +65,15 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
     specs.append((Column("load", "load_mode, load_concurrency, load_rate_rps", False), _load))
     specs.append((Column("repeats ok", "repeats with status ok / repeats", True), _repeats))
     specs.append((Column("req/s", "client_throughput_rps: mean over ok repeats", True), _metric("client_throughput_rps_mean")))
-    if spread:
+    if with_ci:
+        specs.append((Column("req/s 95% CI", "client_throughput_rps: 95% bootstrap interval over windows and repeats", True), _ci("client_throughput_rps")))
+    elif spread:
         specs.append((Column("req/s min–max", "client_throughput_rps: min–max over repeats", True), _range("client_throughput_rps")))
     specs.append((Column("p50 ms", "client_latency_p50_ms: mean", True), _metric("client_latency_p50_ms_mean")))
     specs.append((Column("p99 ms", "client_latency_p99_ms: mean of the repeats' own p99s (not pooled)", True), _metric("client_latency_p99_ms_mean")))
-    if spread:
+    if with_ci:
+        specs.append((Column("p99 95% CI", "client_latency_p99_ms: 95% bootstrap interval over windows and repeats", True), _ci("client_latency_p99_ms")))
+    elif spread:
         specs.append((Column("p99 min–max", "client_latency_p99_ms: min–max over repeats", True), _range("client_latency_p99_ms")))
     specs.append((Column("success", "client_success_rate: lowest over ok repeats", True), _success))
     for name, label in (
@@ -146,6 +151,16 @@ def _range(name: str):
         lo, hi = r.get(f"{name}_min"), r.get(f"{name}_max")
         if int(r["n_ok"]) < 2:
             return ("one repeat" if int(r["n_ok"]) == 1 else "–"), float("nan")
+        return fmt.span(lo, hi), float(hi) - float(lo)
+
+    return cell
+
+
+def _ci(name: str):
+    def cell(r: pd.Series) -> tuple[str, float]:
+        lo, hi = r.get(f"{name}_ci_lo"), r.get(f"{name}_ci_hi")
+        if fmt.is_missing(lo) or fmt.is_missing(hi):
+            return ("one value" if int(r["n_ok"]) == 1 else "–"), float("nan")
         return fmt.span(lo, hi), float(hi) - float(lo)
 
     return cell
