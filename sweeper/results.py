@@ -31,7 +31,14 @@ client_*:  measured by the load engine: client_requests, client_ok, client_error
            client_bound_reason, client_batch_size_mean (served batch size, per request:
            a batch of 8 counts 8 times, from the handler's X-Batch-Size header),
            client_batch_size_per_batch_mean (mean size of the batches),
-           client_handler_ms_mean (X-Handler-Ms)
+           client_handler_ms_mean (X-Handler-Ms);
+           windows (sweeper.load.windows): client_windows (JSON list, one object per
+           complete window: start_s, n, ok, rps, p99_ms, used), client_window_cv (the
+           larger of client_window_rps_cv and client_window_p99_cv over the used windows),
+           client_unstable (bool: settings.stability's windows never agreed within
+           max_cv by max_duration_s), client_unstable_reason. Under settings.stability
+           every client_* figure comes from the used windows only (measure_s is their
+           length); requests.csv.gz holds every request
 agreement: client_minus_server_mean_ms (client_latency_mean_ms -
            server_inference_latency_mean_ms), client_server_disagree (bool: beyond
            2 ms + 10% of the server mean, see sweeper.analysis.agreement),

@@ -25,6 +25,8 @@ from .analysis.agreement import client_server_columns
 from .torchserve import management, metrics, probe
 from .errors import Interrupted, LoadError, ManagementError, ServerError
 from .load import LoadProfile, Target, run_load, summarize, write_records
+from .load import windows as load_windows
+from .load.types import Stability
 from .plan import ModelParams, Trial
 from .inputs import trial_config, trial_env
 from .rundir import RunDir
@@ -159,7 +161,8 @@ class LocalExecutor:
                 timeout_s=max(120.0, spec.settings.ready_timeout_s),
             )
             self._model = trial.model
-        expected_s = (trial.load.duration_s or 60.0) + spec.settings.warmup_s
+        rule = _stability(spec)
+        expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + spec.settings.warmup_s
         server.refresh_tokens(min_valid_s=expected_s + 300.0)
         target = Target(
             url=f"{server.inference_url}/predictions/{trial.model.name}",
@@ -177,17 +180,26 @@ class LocalExecutor:
             window["probe"] = probe.Probe(server.root_pid, spec.settings.probe_interval_s).start()
 
         try:
-            run = run_load(target, trial.load, warmup=warmup, on_ready=before_window)
+            run = run_load(target, trial.load, warmup=warmup, on_ready=before_window, stability=rule)
         finally:
             samples = window["probe"].stop() if "probe" in window else []
         before, workers_before = window["metrics"], window["workers"]
         after = metrics.scrape(server.metrics_url) if server.alive() else {}
         write_records(run, trial_dir / "requests.csv.gz")
-        row = summarize(run)
-        row.update(metrics.server_columns(before, after, trial.model.name, served=int(row["client_ok"])))
-        row.update(client_server_columns(row))
-        row.update(probe.summarize(samples, int(row["client_ok"])))
-        row["measure_s"] = run.wall_s
+        # Under a stability rule the figures come from the last windows only; otherwise
+        # the whole run, cut into windows afterwards for the confidence intervals.
+        outcome = run.windows or load_windows.posthoc(run)
+        measured = load_windows.measured(run, run.windows) if run.windows else run
+        row = summarize(measured)
+        row.update(load_windows.columns(run, outcome, rule))
+        # the server's counters and the process samples span the whole run: its 2xx count,
+        # and its client mean for the client-vs-server comparison
+        whole = summarize(run) if run.windows else row
+        served_all = int(whole["client_ok"])
+        row.update(metrics.server_columns(before, after, trial.model.name, served=served_all))
+        row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
+        row.update(probe.summarize(samples, served_all))
+        row["measure_s"] = measured.wall_s
         if not server.alive():
             raise ServerError("TorchServe died during the measured window", server.log_tail())
         lost = workers_before - _worker_pids(server)
@@ -202,6 +214,13 @@ def abandoned_requests(row: dict) -> int:
     """Requests the engine gave up on that TorchServe may still be working on: timeouts and
     connection errors (refused ones were never sent)."""
     return int(row.get("client_timeouts") or 0) + int(row.get("client_connection_errors") or 0)
+
+
+def _stability(spec: SweepSpec) -> Stability | None:
+    s = spec.settings.stability
+    if s is None:
+        return None
+    return Stability(window_s=s.window_s, windows=s.windows, max_cv=s.max_cv, max_duration_s=s.max_duration_s)
 
 
 def _warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:

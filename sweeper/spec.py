@@ -286,6 +286,28 @@ class LoadAxes(_Strict):
         ]
 
 
+class StabilitySettings(_Strict):
+    """settings.stability: measure in windows until the last `windows` windows agree (the
+    coefficient of variation of their throughputs and of their p99s both <= max_cv), or
+    until max_duration_s, when the trial is marked unstable (sweeper.load.windows). The
+    load's duration_s is then not used. Defaults, for the 2-core machine this was built
+    on: see the README ("Stable numbers")."""
+
+    window_s: PosFloat = 2.0
+    windows: Annotated[int, Field(ge=2, le=1000, strict=True)] = 3
+    max_cv: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = 0.05
+    max_duration_s: PosFloat = 30.0
+
+    @model_validator(mode="after")
+    def _room_for_the_windows(self) -> "StabilitySettings":
+        if self.max_duration_s < self.window_s * self.windows:
+            raise ValueError(
+                f"max_duration_s: must be >= windows x window_s ({self.windows} x {self.window_s:g} s), "
+                f"got {self.max_duration_s:g}"
+            )
+        return self
+
+
 class Settings(_Strict):
     _lists = ("client_cpus", "server_cpus")
 
@@ -312,6 +334,8 @@ class Settings(_Strict):
     base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = None
     # after the trials, measure the in-process ceiling for serving efficiency (sweeper.analysis.ceiling)
     baseline: StrictBool = False
+    # measure until stable (windows that agree) instead of for a fixed duration_s
+    stability: Union[StabilitySettings, None] = None
 
     @field_validator("host", mode="before")
     @classmethod

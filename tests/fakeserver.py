@@ -4,6 +4,8 @@ It runs an asyncio server in a background thread of the test process (the engine
 child processes, so the two do not share a GIL). Behaviour is set per instance:
 
     delay_s        every response waits this long after its request arrived
+    delay_fn       instead of delay_s: a function of the seconds since the first request
+                   giving the delay (a server that speeds up, or never settles)
     stall_at_s,    responses that would be due in [first request + stall_at_s,
     stall_s        first request + stall_at_s + stall_s) wait until the window ends
                    (relative to the first request, so child start-up time does not matter)
@@ -75,6 +77,7 @@ class FakeServer:
         self,
         *,
         delay_s: float = 0.0,
+        delay_fn=None,
         stall_at_s: float | None = None,
         stall_s: float = 0.0,
         fail_every: int = 0,
@@ -86,6 +89,7 @@ class FakeServer:
         body: bytes = b'{"status": "Healthy"}\n',
     ):
         self.delay_s = delay_s
+        self.delay_fn = delay_fn
         self.stall_at_s = stall_at_s
         self.stall_s = stall_s
         self.fail_every = fail_every
@@ -138,7 +142,7 @@ class FakeServer:
         now = self._loop.time()
         if self._first_at is None:
             self._first_at = now
-        due = now + self.delay_s
+        due = now + (self.delay_fn(now - self._first_at) if self.delay_fn else self.delay_s)
         if self.stall_at_s is not None:
             start = self._first_at + self.stall_at_s
             if start <= due < start + self.stall_s:

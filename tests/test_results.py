@@ -240,3 +240,19 @@ def test_write_result_is_used_through_a_plain_directory_path(tmp_path):
     # the runner passes the trial directory; result.json must be the only thing in it
     path = put(tmp_path, row("a"))
     assert path.parent.name == "a-r0" and os.listdir(path.parent) == ["result.json"]
+
+
+def test_unstable_trials_are_marked_and_windows_give_the_interval(tmp_path):
+    windows = json.dumps([{"start_s": i, "rps": v, "p99_ms": 10.0, "used": i > 0}
+                          for i, v in enumerate([50.0, 99.0, 101.0, 100.0])])
+    put(tmp_path, row("a", 0, client_throughput_rps=100.0, client_windows=windows, client_window_cv=0.02,
+                      client_unstable=False))
+    put(tmp_path, row("b", 0, seq=1, param_model_batch_size=8, client_throughput_rps=300.0,
+                      client_unstable=True, client_window_cv=0.4))
+    results.write_tables(tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    line_a = next(line for line in md.splitlines() if line.startswith("| 1 |"))
+    m = re.search(r"\| 100\.0 \[(\d+\.\d)-(\d+\.\d)\] \|", line_a)  # one repeat, three used windows
+    assert m and 99.0 <= float(m.group(1)) <= 100.0 <= float(m.group(2)) <= 101.0
+    assert any(line.startswith("| ≈ 8 |") for line in md.splitlines())
+    assert "≈ UNSTABLE: 1 trial(s)" in md and ": b." in md

@@ -36,6 +36,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "server_queue_latency_mean_ms": ("mean",),
     "efficiency": ("mean", "min", "max"),
     "client_minus_server_mean_ms": ("mean", "min", "max"),
+    "client_window_cv": ("mean", "max"),
 }
 
 
@@ -97,6 +98,9 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
     out["client_bound_reason"] = reasons.where(bound, "").groupby(keys, sort=False).agg(_distinct)
     disagree = column(df, "client_server_disagree").map(lambda v: v is True or str(v).lower() == "true").astype(bool)
     out["client_server_disagree"] = (disagree & df["_ok"]).groupby(keys, sort=False).any()
+    # A repeat that never measured stable windows (settings.stability) marks its trial.
+    unstable = column(df, "client_unstable").map(lambda v: v is True or str(v).lower() == "true").astype(bool)
+    out["client_unstable"] = unstable.groupby(keys, sort=False).any()
     errors = column(df, "error").astype("string").fillna("")
     out["error"] = errors.where(df["_failed"], "").groupby(keys, sort=False).agg(_distinct)
 

@@ -54,6 +54,7 @@ class EnginePart:
     duration_s: float | None = None  # closed: stop issuing after this long
     rate_rps: float = 0.0  # open: the total rate of all processes
     cpu_affinity: tuple[int, ...] | None = None
+    window_s: float | None = None  # stability windows: report each complete one to the parent
 
 
 class ParentGone(Exception):
@@ -77,6 +78,11 @@ class _Engine:
         # The sweeper that started this process: when it is gone (SIGKILL leaves no
         # `finally` to stop us), stop sending instead of loading the server until the end.
         self.parent_pid: int | None = None
+        # Stability windows (part.window_s): the pipe to the parent, which decides when
+        # the measurement has lasted long enough and then sends "stop".
+        self.pipe = None
+        self.windows: _WindowReport | None = None
+        self.connecting: list[float] = []  # scheduled times of requests still connecting
 
     async def resolve(self) -> None:
         # Resolve once: a name lookup per reconnect would go through a thread pool.
@@ -107,13 +113,16 @@ class _Engine:
         self.loop.create_task(self._connect_and_send(sched, sent))
 
     async def _connect_and_send(self, sched: float, sent: float) -> None:
+        self.connecting.append(sched)
         try:
             conn = await self.connect()
         except (OSError, asyncio.TimeoutError):
+            self.connecting.remove(sched)
             end = self.clock()
             self.record((sched, sent, end, STATUS_CONNECTION_ERROR, -1, _NAN))
             self.on_connect_failure(end)
             return
+        self.connecting.remove(sched)
         conn.send(self.request, sched, sent)
 
     async def run(self, t0: float) -> None:
@@ -123,6 +132,8 @@ class _Engine:
         await asyncio.sleep(max(0.0, t0 - self.clock() - 0.002))
         while self.clock() < t0:
             pass
+        if self.part.window_s and self.pipe is not None:
+            self.windows = _WindowReport(self.part.window_s, t0)
         watchdog = self.loop.create_task(self._watchdog())
         try:
             self.start(t0)
@@ -148,6 +159,22 @@ class _Engine:
                         conn.fail(STATUS_TIMEOUT)
                 elif not conn.open:
                     self.conns.discard(conn)
+            if self.windows is not None:
+                self._windows_tick(now)
+
+    def _windows_tick(self, now: float) -> None:
+        """Report the windows completed since the last tick; obey a "stop" from the parent."""
+        # A window is complete when no request scheduled in it is still outstanding.
+        pending = [c.sched for c in self.conns if c.busy] + self.connecting
+        horizon = min(pending, default=now)
+        done = self.windows.collect(self.records, min(now, horizon))
+        if done:
+            self.pipe.send(("windows", done))
+        if self.pipe.poll():
+            command, _ = self.pipe.recv()
+            if command == "stop":
+                self.windows = None  # nothing more to report: the parent has decided
+                self.stop_sending()
 
     def records_array(self, t0: float) -> np.ndarray:
         out = np.array(self.records, dtype=RECORD_DTYPE) if self.records else np.zeros(0, RECORD_DTYPE)
@@ -196,6 +223,10 @@ class ClosedLoop(_Engine):
     def on_response(self, conn, status, batch_size, handler_ms, end) -> None:
         self.record((conn.sched, conn.sent, end, status, batch_size, handler_ms))
         self.issue(conn, end)
+
+    def stop_sending(self) -> None:
+        # The slots end as their requests come back (issue() sees the past stop time).
+        self.stop_at = min(self.stop_at, self.clock())
 
     def on_failure(self, conn, end, status) -> None:
         self.record((conn.sched, conn.sent, end, status, -1, _NAN))
@@ -254,6 +285,10 @@ class OpenLoop(_Engine):
             if self.outstanding == 0:
                 self._finish()
 
+    def stop_sending(self) -> None:
+        # The next tick sees the schedule exhausted and finishes once nothing is outstanding.
+        self.count = min(self.count, self.next_i)
+
     def dispatch(self, sched: float) -> None:
         sent = self.clock()
         if self.outstanding >= self.cap:
@@ -299,6 +334,42 @@ def _schedstat() -> tuple[float, int] | None:
         return None
 
 
+class _WindowReport:
+    """Per-window request counts and served latencies of this process, for the parent's
+    stability rule (sweeper.load.windows). Records are binned by scheduled time a few
+    times a second, in bulk, off the hot path."""
+
+    def __init__(self, window_s: float, t0: float):
+        self.window_s = window_s
+        self.t0 = t0
+        self.seen = 0  # records binned so far
+        self.next = 0  # first window not reported yet
+        self.counts: dict[int, int] = {}
+        self.latencies: dict[int, list[np.ndarray]] = {}
+
+    def collect(self, records: list, horizon: float) -> list[tuple[int, int, np.ndarray]]:
+        new = records[self.seen :]
+        self.seen += len(new)
+        if new:
+            arr = np.array(new, dtype=RECORD_DTYPE)
+            k = np.floor((arr["scheduled_s"] - self.t0) / self.window_s + 1e-9).astype(int)
+            ok = (arr["status"] >= 200) & (arr["status"] < 300)
+            lat = (arr["end_s"] - arr["scheduled_s"]).astype("f4")
+            for w in np.unique(k):
+                mine = k == w
+                self.counts[int(w)] = self.counts.get(int(w), 0) + int(mine.sum())
+                self.latencies.setdefault(int(w), []).append(lat[mine & ok])
+        complete = int(np.floor((horizon - self.t0) / self.window_s + 1e-9))
+        out = []
+        while self.next < complete:
+            w = self.next
+            parts = self.latencies.pop(w, [])
+            lat = np.concatenate(parts) if parts else np.zeros(0, "f4")
+            out.append((w, self.counts.pop(w, 0), lat))
+            self.next += 1
+        return out
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -317,6 +388,8 @@ def _raise_fd_limit(needed: int) -> None:
 def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None) -> None:
     """Entry point of an engine process. Talks to the parent over `pipe`:
     -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
+    with part.window_s, while running: -> ("windows", [(index, requests, latencies_s)]),
+    <- ("stop", None) when the parent's stability rule is met;
     -> ("done", records, cpu_s, (run_delay_s, timeslices)) | ("error", msg).
 
     A warm-up (a closed loop whose records are dropped) runs before "ready", in this same
@@ -340,6 +413,7 @@ def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None
             warmed = len(warm.records)
         engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
         engine.parent_pid = parent
+        engine.pipe = pipe
         loop.run_until_complete(engine.prepare())
         pipe.send(("ready", warmed))
         command, t0_wall = pipe.recv()

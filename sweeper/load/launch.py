@@ -24,9 +24,12 @@ import numpy as np
 
 from sweeper.errors import LoadError
 
+from dataclasses import replace
+
+from . import windows as win
 from .engine import EnginePart, child_main
 from .http import prepare
-from .types import RECORD_DTYPE, LoadProfile, LoadRun, Target
+from .types import RECORD_DTYPE, LoadProfile, LoadRun, Outcome, Stability, Target
 
 # Open loop: cap on outstanding requests per engine process when the profile gives no
 # concurrency. High enough that only a server far behind its arrival rate reaches it
@@ -162,6 +165,7 @@ def run_load(
     profile: LoadProfile,
     warmup: LoadProfile | None = None,
     on_ready: Callable[[], None] | None = None,
+    stability: Stability | None = None,
 ) -> LoadRun:
     """Run the load described by `profile` against `target`; block until it is done.
 
@@ -169,11 +173,20 @@ def run_load(
     processes. `on_ready` is called after the warm-up, once every engine is connected and
     waiting, just before the measured window starts: the place for "before" snapshots.
 
+    `stability` (sweeper.load.windows): the engines report each complete window and this
+    process stops them once the last `windows` windows agree, or they stop by themselves
+    at max_duration_s; the profile's duration_s is then not used. The returned run holds
+    every record and, in `windows`, which windows the figures come from.
+
     Failed requests are data (4xx, 5xx, or a negative or zero status: types.STATUS_*). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child
     that crashed or hung.
     """
+    if stability is not None:
+        profile = replace(profile, duration_s=stability.max_duration_s, requests=None)
     parts = split(profile)
+    if stability is not None:
+        parts = [replace(p, window_s=stability.window_s) for p in parts]
     warm_parts: list[EnginePart | None] = [None] * len(parts)
     ready_timeout_s = READY_TIMEOUT_S
     if warmup is not None:
@@ -211,7 +224,10 @@ def run_load(
                 time.monotonic() + START_DELAY_S + profile.duration_s
                 + profile.timeout_s + FINISH_GRACE_S
             )
-        done = _collect(pipes, procs, set(everyone), "done", deadline)
+        if stability is None:
+            done = _collect(pipes, procs, set(everyone), "done", deadline)
+        else:
+            done, stopped_at = _supervise(pipes, procs, stability, deadline)
         finished = True
     finally:
         # Also on KeyboardInterrupt and LoadError: no engine outlives run_load.
@@ -234,4 +250,68 @@ def run_load(
         client_cpu_s=float(sum(done[k][2] for k in done)),
         client_sched_wait_s=float(sum(done[k][3][0] for k in done)),
         client_sched_slices=int(sum(done[k][3][1] for k in done)),
+        windows=None if stability is None else outcome(records, stability, stopped_at),
     )
+
+
+def outcome(records: np.ndarray, rule: Stability, stopped_at: int | None) -> Outcome:
+    """Which windows the figures come from: the last `windows` before the stop, or, when
+    the engines ran to max_duration_s, the last `windows` complete ones, stable or not."""
+    if stopped_at is not None:
+        return Outcome(rule.window_s, stopped_at - rule.windows + 1, stopped_at, True)
+    every = win.cut(records, rule.window_s, rule.max_duration_s)
+    last = len(every) - 1
+    return Outcome(rule.window_s, max(0, last - rule.windows + 1), last, win.is_stable(every, rule))
+
+
+def _supervise(pipes, procs, rule: Stability, deadline: float | None) -> tuple[dict, int | None]:
+    """Collect the engines' windows while they run; when the last rule.windows complete
+    windows (all processes' requests merged) agree, send "stop". Returns the "done"
+    messages and the index of the last window before the stop (None: never stable)."""
+    n = len(pipes)
+    parts: dict[int, list] = {}  # window index -> [(requests, latencies), ...] per process
+    complete: list[win.Window] = []
+    stopped_at: int | None = None
+    got: dict = {}
+    pending = set(range(n))
+    while pending:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise LoadError(f"load engine process(es) {sorted(pending)} did not report 'done' in time")
+        handles = [pipes[k] for k in pending] + [procs[k].sentinel for k in pending]
+        if not wait(handles, WAIT_SLICE_S if left is None else min(left, WAIT_SLICE_S)):
+            continue
+        for k in list(pending):
+            if pipes[k].poll():
+                try:
+                    msg = pipes[k].recv()
+                except EOFError:
+                    procs[k].join(1.0)
+                    raise LoadError(f"load engine process {k} closed its pipe (exit code {procs[k].exitcode})") from None
+                if msg[0] == "error":
+                    raise LoadError(f"load engine process {k}: {msg[1]}")
+                if msg[0] == "windows":
+                    for index, count, lat in msg[1]:
+                        parts.setdefault(index, []).append((count, lat))
+                    continue
+                if msg[0] != "done":
+                    raise LoadError(f"load engine process {k}: expected 'done', got {msg[0]!r}")
+                got[k] = msg
+                pending.discard(k)
+            elif not procs[k].is_alive():
+                raise LoadError(f"load engine process {k} exited with code {procs[k].exitcode} before reporting 'done'")
+        if stopped_at is not None:
+            continue
+        while len(parts.get(len(complete), ())) == n:
+            chunk = parts.pop(len(complete))
+            latencies = np.concatenate([lat for _, lat in chunk]).astype(float)
+            complete.append(win.window_stats(len(complete), sum(c for c, _ in chunk), latencies, rule.window_s))
+            if win.is_stable(complete, rule):
+                stopped_at = len(complete) - 1
+                for k in pending:
+                    try:
+                        pipes[k].send(("stop", None))
+                    except OSError:
+                        pass  # it is finishing anyway; its "done" or its exit code tells
+                break
+    return got, stopped_at

@@ -46,6 +46,35 @@ class LoadProfile:
 
 
 @dataclass(frozen=True)
+class Stability:
+    """settings.stability: measure in windows until the last `windows` agree within
+    `max_cv`, or until `max_duration_s` (see sweeper.load.windows)."""
+
+    window_s: float
+    windows: int
+    max_cv: float
+    max_duration_s: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a windowed measurement ended: which windows the figures come from."""
+
+    window_s: float
+    first: int  # index of the first used window
+    last: int  # index of the last used window (inclusive)
+    stable: bool | None  # None: no stability rule (a fixed-duration run cut afterwards)
+
+    @property
+    def start_s(self) -> float:
+        return self.first * self.window_s
+
+    @property
+    def end_s(self) -> float:
+        return (self.last + 1) * self.window_s
+
+
+@dataclass(frozen=True)
 class LoadRun:
     profile: LoadProfile
     records: np.ndarray  # RECORD_DTYPE
@@ -55,3 +84,4 @@ class LoadRun:
     # and how many times they were scheduled (NaN / 0 where unknown)
     client_sched_wait_s: float = float("nan")
     client_sched_slices: int = 0
+    windows: Outcome | None = None  # set when the run measured under a stability rule

@@ -100,6 +100,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         bound_notes, error_notes, disagree_notes = [], [], []
+        unstable_notes = []
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             cells += [
@@ -122,6 +123,9 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             if bool(r.get("client_server_disagree", False)):
                 cells[0] = "≠ " + cells[0]
                 disagree_notes.append(r["trial_id"])
+            if bool(r.get("client_unstable", False)):
+                cells[0] = "≈ " + cells[0]
+                unstable_notes.append(r["trial_id"])
             lines.append("| " + " | ".join(cells) + " |")
         if disagree_notes:
             from ..analysis.agreement import CLIENT_SERVER_BOUND_FRACTION, CLIENT_SERVER_BOUND_MS
@@ -146,6 +150,13 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             lines.append(
                 f"⚠ WARNING: {len(bound_notes)} trial(s) were client-bound (the load engine, not the "
                 f"server, set the pace): {', '.join(bound_notes)}. Their figures understate the server."
+            )
+        if unstable_notes:
+            lines.append("")
+            lines.append(
+                f"≈ UNSTABLE: {len(unstable_notes)} trial(s) never measured stable windows "
+                f"(settings.stability) before max_duration_s: {', '.join(unstable_notes)}. Their figures "
+                "come from their last windows, which did not agree; rerun or measure longer."
             )
     if cores:
         found = thread_findings(df, cores)

@@ -195,6 +195,11 @@ def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | No
             f"The winner was client-bound ({reason}): the server may do more than measured, "
             "and the ranking near the top may be the client's, not the server's."
         )
+    if bool(winner.get("client_unstable", False)):
+        out.append(
+            "The winner was unstable: its windows never agreed within settings.stability.max_cv, "
+            "so its figures may move on a rerun."
+        )
     if runner is not None and bool(runner.get("client_bound", False)):
         out.append("The runner-up was client-bound: its throughput is a lower bound.")
     if slo_p99_ms is not None:

@@ -38,7 +38,7 @@ _SECRET_IN_TEXT = [
 REDACTED = "[redacted]"
 
 # Columns whose CSV text must become booleans (pandas reads "True"/"False"/"" as objects).
-_BOOL_COLUMNS = ("client_bound",)
+_BOOL_COLUMNS = ("client_bound", "client_unstable")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ class Cell:
 class Row:
     trial_id: str
     cells: tuple[Cell, ...]
-    kind: str  # "ok" | "failed" | "client-bound" | "partial": CSS class and marker
+    kind: str  # "ok" | "failed" | "client-bound" | "unstable" | "partial": CSS class and marker
     notes: str  # why the row is marked; empty for a clean ok row
 
 
@@ -175,7 +175,7 @@ def _success(r: pd.Series) -> tuple[str, float]:
 
 def _status_cell(r: pd.Series) -> tuple[str, str]:
     kind, _ = _mark(r)
-    text = {"failed": f"✖ {r['status']}", "client-bound": "⚠ client-bound"}.get(kind, str(r["status"]))
+    text = {"failed": f"✖ {r['status']}", "client-bound": "⚠ client-bound", "unstable": "≈ unstable"}.get(kind, str(r["status"]))
     if kind == "client-bound" and not bool(r.get("client_bound", False)):
         text = "≠ client vs server"  # marked for client_server_disagree only
     if kind == "partial" and r["status"] == "ok":
@@ -202,6 +202,11 @@ def _mark(r: pd.Series) -> tuple[str, str]:
             "client and server disagree"
             + ("" if fmt.is_missing(diff) else f" (client mean − server mean {fmt.num(diff)} ms)")
         )
+    if bool(r.get("client_unstable", False)):
+        kind = "unstable" if kind == "ok" else kind
+        cv = r.get("client_window_cv_max")
+        spread = f" (window CV up to {float(cv) * 100:.0f}%)" if not fmt.is_missing(cv) and float(cv) < 10 else ""
+        notes.append(f"unstable: its windows never agreed within settings.stability.max_cv{spread}")
     rate = r.get("client_success_rate_min")
     if not fmt.is_missing(rate) and float(rate) < 1.0:
         kind = "partial" if kind == "ok" else kind
