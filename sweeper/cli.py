@@ -19,11 +19,14 @@ from .rundir import RunDir
 
 
 def cmd_plan(args) -> int:
+    from .plan import costs, default_order
     from .preflight import estimate_s, prepare
 
     path, spec, trials, store = prepare(args.sweep, args.yes, check_environment=False)
+    starts, regs = costs(trials)
+    how = spec.settings.order or default_order(spec.settings.repeats)
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
-          f"{len({t.group_id for t in trials})} server start(s), model store {store}")
+          f"order {how}: {starts} server start(s), {regs} model registration(s), model store {store}")
     for t in trials:
         if t.repeat:
             continue

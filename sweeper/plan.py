@@ -4,6 +4,11 @@ Trials are ordered so that each server-level group (config.properties keys and
 environment, which need a JVM restart) is contiguous: the runner starts one TorchServe
 per group. Within a group, trials sharing per-model settings are adjacent so the model is
 re-registered only when those change; repeats of a trial run back to back.
+
+`order(trials, how, seed)` then arranges the runs for fairness (settings.order):
+grouped (as expanded), interleaved (repeat 0 of every trial, then repeat 1, ...) or
+random (each repeat's pass in a seeded random order of blocks). `costs(trials)` counts
+the server starts and model registrations an order costs.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import random
 from dataclasses import asdict, dataclass
 
 from .load.types import LoadProfile
@@ -145,3 +151,93 @@ def expand(spec: SweepSpec) -> list[Trial]:
                 for r in range(spec.settings.repeats):
                     trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id))
     return trials
+
+
+# --- run order ----------------------------------------------------------------------------
+
+ORDERS = ("grouped", "interleaved", "random")
+
+
+def default_order(repeats: int) -> str:
+    """interleaved when there is more than one repeat: slow drift on a shared machine
+    (another tenant, thermal state, a JIT) then spreads over every configuration instead
+    of favouring whichever ran at a quiet moment."""
+    return "interleaved" if repeats > 1 else "grouped"
+
+
+def order(trials: list[Trial], how: str = "grouped", seed: int = 0) -> list[Trial]:
+    """The runs of `trials` (as expand made them) in the order `how`. Pure.
+
+    - grouped: as expanded; each server group once, repeats back to back. Fewest restarts.
+    - interleaved: one pass per repeat, every trial once per pass, each pass in the grouped
+      order but with the groups and their model settings reversed on every other pass, so
+      a pass starts with the server and model the previous one ended with (one restart
+      and one registration saved per pass); two repeats of a trial never run back to back.
+    - random: one pass per repeat; in each, the server groups, the model settings within a
+      group and the loads within those in a random order (random.Random(seed)), kept as
+      blocks so a pass costs no more restarts or registrations than an interleaved one;
+      a pass starts with the group the previous one ended with when it can.
+    """
+    if how not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {how!r}")
+    if how == "grouped":
+        return list(trials)
+    rng = random.Random(seed)
+    out: list[Trial] = []
+    for i, r in enumerate(sorted({t.repeat for t in trials})):
+        blocks = _blocks([t for t in trials if t.repeat == r])
+        if how == "interleaved":
+            if i % 2 == 1:
+                blocks.reverse()
+                for models in blocks:
+                    models.reverse()
+            _not_back_to_back(blocks, out)
+        else:
+            rng.shuffle(blocks)
+            for models in blocks:
+                rng.shuffle(models)
+                for loads in models:
+                    rng.shuffle(loads)
+            if out:  # continue on the server the last pass ended with
+                last = out[-1].group_id
+                blocks.sort(key=lambda b: b[0][0].group_id != last)
+        out.extend(t for models in blocks for loads in models for t in loads)
+    return out
+
+
+def _not_back_to_back(blocks: list[list[list[Trial]]], before: list[Trial]) -> None:
+    """If the pass would start with the trial the last pass ended with, start it with
+    another load of that model (or, with one load only, another model setting)."""
+    if not before or before[-1].trial_id != blocks[0][0][0].trial_id:
+        return
+    first = blocks[0]
+    if len(first[0]) > 1:
+        first[0].append(first[0].pop(0))
+    elif len(first) > 1:
+        first.append(first.pop(0))
+    elif len(blocks) > 1:
+        blocks.append(blocks.pop(0))
+
+
+def _blocks(trials: list[Trial]) -> list[list[list[Trial]]]:
+    """[group][model settings][trial], each level in first-seen order."""
+    groups: dict[str, dict[ModelParams, list[Trial]]] = {}
+    for t in trials:
+        groups.setdefault(t.group_id, {}).setdefault(t.model, []).append(t)
+    return [list(models.values()) for models in groups.values()]
+
+
+def costs(trials: list[Trial]) -> tuple[int, int]:
+    """(server starts, model registrations) of running `trials` in this order with one
+    server kept while the group stays the same and the model re-registered when its
+    settings change (what the local executor does)."""
+    starts = registrations = 0
+    group = model = None
+    for t in trials:
+        if t.group_id != group:
+            starts += 1
+            group, model = t.group_id, None
+        if t.model != model:
+            registrations += 1
+            model = t.model
+    return starts, registrations

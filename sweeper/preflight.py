@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import EnvironmentProblem, SpecError
 from .inputs import trial_config
-from .plan import count_trials, expand
+from .plan import costs, count_trials, default_order, expand, order
 from .spec import load_sweep, resolve_sweep_path
 from .torchserve.config import PLACEHOLDER_PORTS
 
@@ -58,7 +58,8 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
             "settings.max_trials",
             f"the grid has {distinct} trials, more than the limit {spec.settings.max_trials}; pass --yes to run it anyway",
         )
-    trials = expand(spec)
+    how = spec.settings.order or default_order(spec.settings.repeats)
+    trials = order(expand(spec), how, spec.settings.seed)
     store = _model_store(spec, source)
     from handlers.models import MODELS
 
@@ -81,8 +82,14 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
 
 
 def estimate_s(spec, trials) -> float:
-    """Expected wall time of the trials, from the calibration above."""
-    groups = len({t.group_id for t in trials})
-    regs = len({(t.group_id, t.model) for t in trials})
-    load = sum((t.load.duration_s or 10.0) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
-    return load + groups * SECONDS_PER_SERVER_START + regs * SECONDS_PER_REGISTRATION
+    """Expected wall time of the trials in this order, from the calibration above."""
+    starts, regs = costs(trials)
+    stability = spec.settings.stability
+
+    def measure(t) -> float:
+        if stability is not None:  # at least the windows; often more (up to max_duration_s)
+            return stability.windows * stability.window_s
+        return t.load.duration_s or 10.0
+
+    load = sum(measure(t) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
+    return load + starts * SECONDS_PER_SERVER_START + regs * SECONDS_PER_REGISTRATION

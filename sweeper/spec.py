@@ -336,6 +336,9 @@ class Settings(_Strict):
     baseline: StrictBool = False
     # measure until stable (windows that agree) instead of for a fixed duration_s
     stability: Union[StabilitySettings, None] = None
+    # run order (sweeper.plan.order); default: interleaved when repeats > 1, else grouped
+    order: Union[Literal["grouped", "interleaved", "random"], None] = None
+    seed: NonNegInt = 0  # of the random order
 
     @field_validator("host", mode="before")
     @classmethod
