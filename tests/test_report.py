@@ -419,3 +419,21 @@ def test_thread_sweep_states_the_finding_in_words(threads):
 def test_batching_sweep_has_no_thread_finding(batching):
     _, md = render_report(batching)
     assert "## Finding" not in md.read_text()
+
+
+def test_pareto_and_throughput_plots_compare_closed_loop_trials_only(tmp_path):
+    from sweeper.report.plots import make_plots
+
+    rows = []
+    for i, b in enumerate([1, 4, 8]):
+        rows += trial_rows(f"c{b}", [100.0 * b], p99=5.0 * b, param_model_batch_size=b)
+        # open loop: "throughput" is the offered 5000 req/s, which would top any closed trial
+        rows += [dict(r, load_mode="open", load_concurrency=float("nan"), load_rate_rps=5000.0)
+                 for r in trial_rows(f"o{b}", [5000.0], p99=1.0, param_model_batch_size=b)]
+    trials = aggregate_trials(pd.DataFrame(rows))
+    plots, _ = make_plots(trials)
+    pareto = next(p for p in plots if p.name == "pareto")
+    assert len(pareto.notes) == 3 and all("closed" in n for n in pareto.notes)
+    assert "Closed-loop trials only" in pareto.caption
+    tput = next(p for p in plots if p.name == "throughput_vs_batch")
+    assert "5,000" not in tput.svg and "5000" not in tput.svg

@@ -70,9 +70,10 @@ def make_plots(
 
 
 def _throughput_vs_batch(df: pd.DataFrame) -> Plot | str:
-    lines = _batch_lines(df)
+    # Closed loop only: an open-loop trial's throughput is the rate we offered.
+    lines = _batch_lines(_closed(df))
     if not lines:
-        return "throughput vs batch size: no load level was run at two or more batch sizes"
+        return "throughput vs batch size: no closed-loop load level was run at two or more batch sizes"
     fig, ax = kit.figure()
     for label, rows in lines:
         # Several trials on one point (other parameters varied): the best one, since the
@@ -85,7 +86,8 @@ def _throughput_vs_batch(df: pd.DataFrame) -> Plot | str:
     return _plot(
         "throughput_vs_batch",
         "Throughput vs batch size",
-        "One line per max_batch_delay and load level; where other parameters varied, the "
+        "Closed-loop trials (open-loop throughput is the offered rate: see latency vs offered "
+        "rate). One line per max_batch_delay and load level; where other parameters varied, the "
         "best trial. Bars: 95% confidence interval (bootstrap over windows and repeats; min–max where none is known).",
         fig,
     )
@@ -243,9 +245,12 @@ def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
-    pts = df[df[f"{P99}_mean"].notna()]
+    # Closed loop only: there throughput is what the server did; in the open loop it is
+    # the rate we offered, and those trials belong in the latency vs offered rate view.
+    pts = _closed(df)
+    pts = pts[pts[f"{P99}_mean"].notna()]
     if len(pts) < 3:
-        return "Pareto front: fewer than three trials with both throughput and p99"
+        return "Pareto front: fewer than three closed-loop trials with both throughput and p99"
     front = pareto_front(pts)
     fig, ax = kit.figure()
     rest = pts.drop(front.index)
@@ -275,6 +280,7 @@ def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
     return _plot(
         "pareto",
         "Throughput vs p99 latency (Pareto front)",
+        "Closed-loop trials only (open-loop ones are in the latency vs offered rate plot). "
         "Red: trials no other trial beats on both throughput and p99"
         + (" (numbered as in the list below)" if named else "")
         + ". Bars: 95% confidence interval (bootstrap over windows and repeats; min–max where none is known).",
@@ -319,6 +325,10 @@ def _measured(trials: pd.DataFrame) -> pd.DataFrame:
     if trials.empty or f"{TPUT}_mean" not in trials.columns:
         return trials.iloc[0:0]
     return trials[(trials["n_ok"] > 0) & trials[f"{TPUT}_mean"].notna()]
+
+
+def _closed(df: pd.DataFrame) -> pd.DataFrame:
+    return df[column(df, "load_mode") == "closed"]
 
 
 def _open(df: pd.DataFrame) -> pd.DataFrame:
