@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: sweep test plan report setup archives check-java check-python browser clean help
+.PHONY: sweep test plan report setup archives check-java check-python browser wrk clean help
 
 help:
 	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
@@ -53,7 +53,16 @@ browser:
 	      echo "warning: could not install chromium; the browser test will be skipped (or fail under CI)" >&2; \
 	  else echo "note: chromium not found; the report's browser test will be skipped (apt-get install chromium)" >&2; fi; }
 
-test: check-java archives browser
+# wrk (Debian's package; needs root): the independent client of `sweeper verify` and its test.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing wrk (Debian package) for sweeper verify's test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) || \
+	      echo "warning: could not install wrk; sweeper verify's wrk test will be skipped (or fail under CI)" >&2; \
+	  else echo "note: wrk not found; sweeper verify's wrk test will be skipped (apt-get install wrk)" >&2; fi; }
+
+test: check-java archives browser wrk
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -166,6 +166,21 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from .verify import summary_line, verify
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.csv").exists():
+        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
+    result = verify(run_dir, count=args.pairs, duration_s=args.duration_s, preference=args.client,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(summary_line(result))
+    print(f"wrote {run_dir / 'verify.json'}")
+    if not args.no_report:
+        _report(run_dir, None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweeper", description="Sweep TorchServe configurations under real load.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -193,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--no-report", action="store_true")
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("verify", help="rerun the recommended configuration with our engine and with wrk or ab, alternately")
+    p.add_argument("run_dir")
+    p.add_argument("--pairs", type=int, default=4, help="alternating engine/client pairs (default 4)")
+    p.add_argument("--duration-s", type=float, default=10.0, help="seconds per measurement (default 10)")
+    p.add_argument("--client", choices=("auto", "wrk", "ab"), default="auto", help="independent client (default: wrk, else ab)")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite report.html/report.md")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("compare", help="the same sweep from different machines side by side")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -18,6 +18,8 @@ child processes, so the two do not share a GIL). Behaviour is set per instance:
     close_every    every close_every-th response says Connection: close and the server
                    closes the connection after it
     body           the response body
+    keep_alive_header  say "Connection: keep-alive" (ab's HTTP/1.0 keep-alive needs it;
+                   TorchServe says it)
 
 Counters (read after the load): requests, connections.
 
@@ -87,6 +89,7 @@ class FakeServer:
         chunked: bool = False,
         close_every: int = 0,
         body: bytes = b'{"status": "Healthy"}\n',
+        keep_alive_header: bool = False,
     ):
         self.delay_s = delay_s
         self.delay_fn = delay_fn
@@ -99,6 +102,7 @@ class FakeServer:
         self.chunked = chunked
         self.close_every = close_every
         self.body = body
+        self.keep_alive_header = keep_alive_header
         self.requests = 0
         self.connections = 0
         self.port = 0
@@ -123,6 +127,8 @@ class FakeServer:
             lines.append(f"X-Handler-Ms: {self.handler_ms}")
         if close:
             lines.append("Connection: close")
+        elif self.keep_alive_header:
+            lines.append("Connection: keep-alive")
         body = self.body
         if self.chunked:
             lines.append("Transfer-Encoding: chunked")

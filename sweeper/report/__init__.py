@@ -86,6 +86,7 @@ def build_context(
         "max_failure_tails": MAX_FAILURE_TAILS,
         "machine": machine_rows(data.machine),
         "findings": _findings(data),
+        "verify": _verify(data),
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
     }
 
@@ -99,6 +100,14 @@ def _findings(data: RunData) -> list[str]:
         return thread_findings(data.results, int(cores)) if cores else []
     except (TypeError, ValueError):
         return []
+
+
+def _verify(data: RunData) -> str:
+    """The `sweeper verify` sentence when the run has a verify.json, else ''."""
+    from ..verify import read, summary_line
+
+    found = read(data.run_dir)
+    return summary_line(found) if found else ""
 
 
 def _environment() -> jinja2.Environment:

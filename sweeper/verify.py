@@ -1,0 +1,300 @@
+"""`sweeper verify RUN_DIR`: a second opinion on the winner.
+
+Reruns the run's recommended configuration (the throughput winner) on a fresh TorchServe
+and measures it alternately with our load engine and with an independent client - wrk,
+or ApacheBench `ab` (the client pytorch/serve's own benchmark uses) - at the same number
+of connections in flight for the same time. Alternating (engine then client, client then
+engine, ...) cancels slow drift. The median ratio engine/client says whether our engine
+measured the server or itself: near 1.0 it measured the server.
+
+Writes `verify.json` into the run directory (the report shows it when present).
+Only 2xx responses count, for both clients.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import SweeperError
+
+VERIFY_FILE = "verify.json"
+DEFAULT_CONCURRENCY = 16  # when the winner ran open loop: a closed loop needs a level
+
+# wrk reports through a Lua `done` hook as one JSON line; the body and headers come from
+# the environment so that no key is ever written to disk.
+WRK_LUA = """\
+local f = assert(io.open(os.getenv("VERIFY_BODY_FILE"), "rb"))
+local body = f:read("*a")
+f:close()
+wrk.method = os.getenv("VERIFY_METHOD")
+if #body > 0 then wrk.body = body end
+local ct = os.getenv("VERIFY_CONTENT_TYPE")
+if ct and #ct > 0 then wrk.headers["Content-Type"] = ct end
+local auth = os.getenv("VERIFY_AUTHORIZATION")
+if auth and #auth > 0 then wrk.headers["Authorization"] = auth end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "non_2xx_3xx": %d, "connect": %d, '
+    .. '"read": %d, "write": %d, "timeout": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    ok_rps: float  # 2xx per second
+    errors: int
+
+
+@dataclass(frozen=True)
+class Request:
+    url: str
+    body: bytes
+    content_type: str
+    authorization: str  # "" without token auth
+    method: str = "POST"
+
+
+def parse_wrk(stdout: str) -> Measurement:
+    lines = [line for line in stdout.splitlines() if line.startswith("WRK_JSON ")]
+    if not lines:
+        raise SweeperError("wrk printed no result line (WRK_JSON)")
+    data = json.loads(lines[-1][len("WRK_JSON ") :])
+    ok = data["requests"] - data["non_2xx_3xx"]
+    errors = data["non_2xx_3xx"] + sum(data[k] for k in ("connect", "read", "write", "timeout"))
+    seconds = data["duration_us"] / 1e6
+    return Measurement(ok / seconds if seconds > 0 else float("nan"), int(errors))
+
+
+_AB = {
+    "complete": re.compile(r"^Complete requests:\s+(\d+)", re.M),
+    "non2xx": re.compile(r"^Non-2xx responses:\s+(\d+)", re.M),
+    "time": re.compile(r"^Time taken for tests:\s+([\d.]+) seconds", re.M),
+}
+
+
+def parse_ab(stdout: str) -> Measurement:
+    found = {k: p.search(stdout) for k, p in _AB.items()}
+    if not found["complete"] or not found["time"]:
+        raise SweeperError("ab printed no 'Complete requests' / 'Time taken for tests' lines")
+    complete = int(found["complete"].group(1))
+    non2xx = int(found["non2xx"].group(1)) if found["non2xx"] else 0
+    seconds = float(found["time"].group(1))
+    # ab's "Failed requests" also counts served responses whose length differs from the
+    # first one; only non-2xx responses are not served.
+    return Measurement((complete - non2xx) / seconds if seconds > 0 else float("nan"), non2xx)
+
+
+def find_client(preference: str = "auto") -> tuple[str, str] | None:
+    """(name, path) of the independent client: wrk first, then ab; None if neither."""
+    names = ("wrk", "ab") if preference == "auto" else (preference,)
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return name, path
+    return None
+
+
+def run_client(name: str, path: str, req: Request, connections: int, duration_s: float, tmp: Path) -> Measurement:
+    body_file = tmp / "body"
+    body_file.write_bytes(req.body)
+    if name == "wrk":
+        script = tmp / "verify.lua"
+        script.write_text(WRK_LUA)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "VERIFY_BODY_FILE": str(body_file),
+            "VERIFY_METHOD": req.method,
+            "VERIFY_CONTENT_TYPE": req.content_type,
+            "VERIFY_AUTHORIZATION": req.authorization,
+        }
+        cmd = [path, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "-s", str(script), req.url]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60)
+        if out.returncode != 0:
+            raise SweeperError(f"wrk failed (exit {out.returncode}): {out.stderr.strip()[:300]}")
+        return parse_wrk(out.stdout)
+    # ab: keep-alive, the same connections, a time limit; -n large so the time limit ends it
+    cmd = [path, "-k", "-q", "-c", str(connections), "-t", f"{duration_s:g}", "-n", "100000000"]
+    if req.method == "POST":
+        cmd += ["-p", str(body_file), "-T", req.content_type]
+    if req.authorization:
+        cmd += ["-H", f"Authorization: {req.authorization}"]
+    out = subprocess.run(cmd + [req.url], capture_output=True, text=True, timeout=duration_s + 60)
+    if out.returncode != 0:
+        raise SweeperError(f"ab failed (exit {out.returncode}): {out.stderr.strip()[:300]}")
+    return parse_ab(out.stdout)
+
+
+def run_engine(req: Request, connections: int, duration_s: float) -> Measurement:
+    from .load import LoadProfile, Target, run_load, summarize
+
+    headers = [("Content-Type", req.content_type)] if req.body else []
+    if req.authorization:
+        headers.append(("Authorization", req.authorization))
+    target = Target(req.url, body=req.body, headers=tuple(headers), method=req.method)
+    s = summarize(run_load(target, LoadProfile("closed", concurrency=connections, duration_s=duration_s)))
+    return Measurement(float(s["client_throughput_rps"]), int(s["client_errors"]))
+
+
+def pairs(
+    req: Request,
+    client: tuple[str, str],
+    connections: int,
+    duration_s: float,
+    count: int,
+    progress: Callable[[str], None] | None = None,
+    engine: Callable[[Request, int, float], Measurement] = run_engine,
+) -> dict:
+    """`count` alternating pairs (engine first in even pairs); the ratios and their median."""
+    name, path = client
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sweeper-verify-") as tmp:
+        for i in range(count):
+            order = ("engine", name) if i % 2 == 0 else (name, "engine")
+            got: dict[str, Measurement] = {}
+            for who in order:
+                if who == "engine":
+                    got[who] = engine(req, connections, duration_s)
+                else:
+                    got[who] = run_client(name, path, req, connections, duration_s, Path(tmp))
+            e, c = got["engine"], got[name]
+            ratio = e.ok_rps / c.ok_rps if c.ok_rps > 0 else float("nan")
+            rows.append({"order": list(order), "engine_rps": e.ok_rps, "client_rps": c.ok_rps,
+                         "engine_errors": e.errors, "client_errors": c.errors, "ratio": ratio})
+            if progress:
+                progress(f"  pair {i + 1}/{count} ({' then '.join(order)}): engine {e.ok_rps:,.1f} req/s, "
+                         f"{name} {c.ok_rps:,.1f} req/s, ratio {ratio:.3f}")
+    ratios = [r["ratio"] for r in rows if r["ratio"] == r["ratio"]]
+    return {
+        "client": name,
+        "connections": connections,
+        "duration_s": duration_s,
+        "pairs": rows,
+        "ratio_median": statistics.median(ratios) if ratios else float("nan"),
+        "ratio_min": min(ratios) if ratios else float("nan"),
+        "ratio_max": max(ratios) if ratios else float("nan"),
+    }
+
+
+def winner(run_dir: Path):
+    """The throughput winner's trial (sweeper.plan.Trial, rebuilt from the run's sweep.yaml)
+    and the closed-loop concurrency to verify it at."""
+    from .aggregate import aggregate_trials
+    from .plan import expand
+    from .report.recommend import recommend
+    from .report.rundata import read_run
+    from .spec import load_sweep
+
+    data = read_run(run_dir)
+    rec = recommend(aggregate_trials(data.results), None)
+    if rec.throughput is None:
+        raise SweeperError(f"{run_dir}: no recommended configuration to verify ({' '.join(rec.notes)})")
+    w = rec.throughput.winner
+    spec = load_sweep(run_dir / "sweep.yaml")
+    trials = {t.trial_id: t for t in expand(spec) if t.repeat == 0}
+    trial = trials.get(str(w["trial_id"]))
+    if trial is None:
+        raise SweeperError(f"{run_dir}: trial {w['trial_id']} is not in sweep.yaml's plan (was sweep.yaml edited?)")
+    concurrency = trial.load.concurrency if trial.load.mode == "closed" else DEFAULT_CONCURRENCY
+    return spec, trial, concurrency
+
+
+def verify(
+    run_dir: Path,
+    count: int = 4,
+    duration_s: float = 10.0,
+    preference: str = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Rerun the winner, measure `count` alternating pairs, write verify.json; return it."""
+    from . import management
+    from .render import render_config, render_env
+    from .server import TorchServe
+
+    client = find_client(preference)
+    if client is None:
+        what = "wrk or ab" if preference == "auto" else preference
+        raise SweeperError(f"no independent client found: install {what} (Debian: apt-get install wrk apache2-utils)")
+    run_dir = Path(run_dir)
+    spec, trial, connections = winner(run_dir)
+    settings = spec.settings
+    store = Path(settings.model_store) if settings.model_store else Path(__file__).resolve().parents[1] / "model_store"
+    from handlers.models import MODELS
+
+    body = MODELS[trial.model.name].example_request() if trial.model.name in MODELS else b"[]"
+    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=run_dir))
+    server = TorchServe(
+        workdir=workdir,
+        render=lambda ports: render_config(trial, ports, store, host=settings.host, disable_token_auth=not settings.token_auth),
+        env=render_env(trial),
+        model_store=store,
+        host=settings.host,
+        token_auth=settings.token_auth,
+        ready_timeout_s=settings.ready_timeout_s,
+        cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
+    )
+    if progress:
+        progress(f"verify trial {trial.trial_id} ({trial.model.name} batch={trial.model.batch_size} "
+                 f"delay={trial.model.max_batch_delay_ms}ms) at {connections} in flight, {count} pairs of "
+                 f"{duration_s:g} s, engine vs {client[0]}")
+    try:
+        server.start()
+        management.register_model(server, trial.model, timeout_s=max(120.0, settings.ready_timeout_s))
+        server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
+        auth = server.headers("inference").get("Authorization", "")
+        req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
+        # warm both clients and the server up once, unrecorded
+        warm = min(2.0, duration_s)
+        run_engine(req, connections, warm)
+        with tempfile.TemporaryDirectory(prefix="sweeper-verify-") as tmp:
+            run_client(client[0], client[1], req, connections, warm, Path(tmp))
+        result = pairs(req, client, connections, duration_s, count, progress)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.update(trial_id=trial.trial_id, params={k: v for k, v in trial.params().items() if k.startswith("param_")})
+    tmp_path = run_dir / f".{VERIFY_FILE}.tmp"
+    tmp_path.write_text(json.dumps(result, indent=1, default=str))
+    os.replace(tmp_path, run_dir / VERIFY_FILE)
+    return result
+
+
+def read(run_dir: Path) -> dict | None:
+    """verify.json of a run, or None."""
+    path = Path(run_dir) / VERIFY_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def summary_line(data: dict) -> str:
+    """One sentence for the report."""
+    ratio = data.get("ratio_median")
+    n = len(data.get("pairs", []))
+    client = data.get("client", "?")
+    verdict = ""
+    if isinstance(ratio, (int, float)) and ratio == ratio:
+        verdict = (
+            " The engine measured the server, not itself." if 0.95 <= ratio <= 1.05
+            else " The two clients disagree by more than 5%: read the winner's figures with care."
+        )
+    return (
+        f"Second opinion: the winner (trial {data.get('trial_id')}) rerun with our engine and with {client}, "
+        f"{n} alternating pairs of {data.get('duration_s')} s at {data.get('connections')} in flight: "
+        f"engine/{client} median {ratio:.3f} (min {data.get('ratio_min', float('nan')):.3f}, "
+        f"max {data.get('ratio_max', float('nan')):.3f}).{verdict}"
+    )

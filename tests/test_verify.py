@@ -1,0 +1,84 @@
+"""sweeper verify: the clients' outputs parsed, alternating pairs against the fake server
+with wrk (skipped where wrk is not installed, outside CI), and the report's sentence."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sweeper import verify as v
+from sweeper.report import render_report
+
+from fakeserver import FakeServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+WRK_OUT = (
+    "Running 1s test @ http://127.0.0.1:1/p\n  1 threads and 4 connections\n"
+    'WRK_JSON {"requests": 1000, "duration_us": 2000000, "non_2xx_3xx": 100, "connect": 0, '
+    '"read": 1, "write": 0, "timeout": 2}\n'
+)
+AB_OUT = """\
+Concurrency Level:      4
+Time taken for tests:   2.000 seconds
+Complete requests:      1000
+Failed requests:        150
+   (Connect: 0, Receive: 0, Length: 150, Exceptions: 0)
+Non-2xx responses:      100
+Keep-Alive requests:    1000
+"""
+
+
+@pytest.mark.parametrize("parse, text", [(v.parse_wrk, WRK_OUT), (v.parse_ab, AB_OUT)])
+def test_client_outputs_count_2xx_per_second(parse, text):
+    m = parse(text)
+    assert m.ok_rps == pytest.approx(450.0)  # (1000 - 100 non-2xx) / 2 s
+    assert m.errors == (103 if parse is v.parse_wrk else 100)
+
+
+def test_unparseable_client_output_is_an_error():
+    with pytest.raises(v.SweeperError):
+        v.parse_wrk("no result")
+    with pytest.raises(v.SweeperError):
+        v.parse_ab("Complete requests: 5\n")
+
+
+def _client_or_skip(name):
+    found = v.find_client(name)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} must be installed under CI (make test installs it)")
+        pytest.skip(f"{name} not installed")
+    return found
+
+
+@pytest.mark.parametrize("name", ["wrk", "ab"])
+def test_alternating_pairs_against_the_fake_server(name):
+    client = _client_or_skip(name)
+    with FakeServer(delay_s=0.005, keep_alive_header=True) as server:
+        req = v.Request(server.url("/p"), b'{"x": 1}', "application/json", "Bearer abc")
+        result = v.pairs(req, client, connections=4, duration_s=1.0, count=2)
+    assert [p["order"] for p in result["pairs"]] == [["engine", name], [name, "engine"]]
+    # 4 in flight at 5 ms each: about 800 req/s for both; they must agree roughly
+    for p in result["pairs"]:
+        assert 300 < p["engine_rps"] < 900 and 300 < p["client_rps"] < 900
+        assert p["engine_errors"] == 0 and p["client_errors"] == 0
+    assert 0.7 < result["ratio_median"] < 1.3
+
+
+def test_report_shows_the_second_opinion(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURES / "run_batching", run)
+    html, md = render_report(run)
+    assert "Second opinion" not in md.read_text()
+    (run / "verify.json").write_text(json.dumps({
+        "client": "wrk", "connections": 16, "duration_s": 10, "trial_id": "abc",
+        "pairs": [{"ratio": 0.99}, {"ratio": 1.01}], "ratio_median": 1.0, "ratio_min": 0.99, "ratio_max": 1.01,
+    }))
+    html, md = render_report(run)
+    for text in (html.read_text(), md.read_text()):
+        assert "engine/wrk median 1.000" in text and "measured the server, not itself" in text
