@@ -50,8 +50,8 @@ def test_unparseable_client_output_is_an_error():
 def _client_or_skip(name):
     found = v.find_client(name)
     if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} must be installed under CI (make test installs it)")
+        if name == "wrk" and os.environ.get("CI"):
+            pytest.fail("wrk must be installed under CI (make test installs it)")
         pytest.skip(f"{name} not installed")
     return found
 
