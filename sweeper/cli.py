@@ -169,13 +169,14 @@ def cmd_compare(args) -> int:
 def cmd_verify(args) -> int:
     from .verify import summary_line, verify
 
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "results.csv").exists():
-        raise SpecError(str(run_dir), "", "not a finished run directory (no results.csv)")
+    run = RunDir(Path(args.run_dir))
+    run_dir = run.path
+    if not run.results_csv.exists():
+        raise SpecError(str(run_dir), "", f"not a finished run directory (no {run.results_csv.name})")
     result = verify(run_dir, count=args.pairs, duration_s=args.duration_s, preference=args.client,
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(summary_line(result))
-    print(f"wrote {run_dir / 'verify.json'}")
+    print(f"wrote {run.verify_json}")
     if not args.no_report:
         _report(run_dir, None)
     return 0

@@ -138,6 +138,11 @@ class RunDir:
         return self.path / "report.md"
 
     @property
+    def verify_json(self) -> Path:
+        """`sweeper verify`'s result (sweeper.verify)."""
+        return self.path / "verify.json"
+
+    @property
     def trials_dir(self) -> Path:
         return self.path / "trials"
 

@@ -20,13 +20,14 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .errors import SweeperError
+from .rundir import RunDir, write_atomic
 
-VERIFY_FILE = "verify.json"
 DEFAULT_CONCURRENCY = 16  # when the winner ran open loop: a closed loop needs a level
 
 # wrk reports through a Lua `done` hook as one JSON line; the body and headers come from
@@ -191,7 +192,7 @@ def pairs(
 def winner(run_dir: Path):
     """The throughput winner's trial (sweeper.plan.Trial, rebuilt from the run's sweep.yaml)
     and the closed-loop concurrency to verify it at."""
-    from .aggregate import aggregate_trials
+    from .analysis.aggregate import aggregate_trials
     from .plan import expand
     from .report.recommend import recommend
     from .report.rundata import read_run
@@ -202,7 +203,7 @@ def winner(run_dir: Path):
     if rec.throughput is None:
         raise SweeperError(f"{run_dir}: no recommended configuration to verify ({' '.join(rec.notes)})")
     w = rec.throughput.winner
-    spec = load_sweep(run_dir / "sweep.yaml")
+    spec = load_sweep(RunDir(run_dir).sweep_yaml)
     trials = {t.trial_id: t for t in expand(spec) if t.repeat == 0}
     trial = trials.get(str(w["trial_id"]))
     if trial is None:
@@ -219,9 +220,9 @@ def verify(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Rerun the winner, measure `count` alternating pairs, write verify.json; return it."""
-    from . import management
-    from .render import render_config, render_env
-    from .server import TorchServe
+    from .inputs import trial_config, trial_env
+    from .torchserve import management
+    from .torchserve.process import TorchServe
 
     client = find_client(preference)
     if client is None:
@@ -234,11 +235,12 @@ def verify(
     from handlers.models import MODELS
 
     body = MODELS[trial.model.name].example_request() if trial.model.name in MODELS else b"[]"
-    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=run_dir))
+    run = RunDir(run_dir)
+    workdir = run.server_dir(f"verify-{int(time.time())}")
     server = TorchServe(
         workdir=workdir,
-        render=lambda ports: render_config(trial, ports, store, host=settings.host, disable_token_auth=not settings.token_auth),
-        env=render_env(trial),
+        render=lambda ports: trial_config(trial, ports, store, settings),
+        env=trial_env(trial),
         model_store=store,
         host=settings.host,
         token_auth=settings.token_auth,
@@ -251,7 +253,12 @@ def verify(
                  f"{duration_s:g} s, engine vs {client[0]}")
     try:
         server.start()
-        management.register_model(server, trial.model, timeout_s=max(120.0, settings.ready_timeout_s))
+        m = trial.model
+        management.register_model(
+            server, m.name, batch_size=m.batch_size, max_batch_delay_ms=m.max_batch_delay_ms,
+            response_timeout_s=m.response_timeout_s, min_workers=m.min_workers, max_workers=m.max_workers,
+            timeout_s=max(120.0, settings.ready_timeout_s),
+        )
         server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
         auth = server.headers("inference").get("Authorization", "")
         req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
@@ -262,18 +269,15 @@ def verify(
             run_client(client[0], client[1], req, connections, warm, Path(tmp))
         result = pairs(req, client, connections, duration_s, count, progress)
     finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        server.stop()  # its logs stay in servers/verify-*, as every server's do
     result.update(trial_id=trial.trial_id, params={k: v for k, v in trial.params().items() if k.startswith("param_")})
-    tmp_path = run_dir / f".{VERIFY_FILE}.tmp"
-    tmp_path.write_text(json.dumps(result, indent=1, default=str))
-    os.replace(tmp_path, run_dir / VERIFY_FILE)
+    write_atomic(run.verify_json, json.dumps(result, indent=1, default=str))
     return result
 
 
 def read(run_dir: Path) -> dict | None:
     """verify.json of a run, or None."""
-    path = Path(run_dir) / VERIFY_FILE
+    path = RunDir(run_dir).verify_json
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
