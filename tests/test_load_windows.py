@@ -63,16 +63,16 @@ def test_columns_mark_used_windows_and_the_unstable_reason():
 
 
 def _run(server, stability, mode="closed"):
-    profile = (LoadProfile("closed", concurrency=8, duration_s=1.0) if mode == "closed"
+    profile = (LoadProfile("closed", concurrency=16, duration_s=1.0) if mode == "closed"
                else LoadProfile("open", rate_rps=400.0, duration_s=1.0))
     return run_load(Target(server.url("/p"), b"x"), profile, stability=stability)
 
 
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_a_server_that_speeds_up_is_measured_until_stable(mode):
-    # warms up in steps: 100 ms per request, 50 ms after 0.5 s, 20 ms after 1 s; no three
-    # 0.4 s windows agree before the last step
-    with FakeServer(delay_fn=lambda t: 0.1 if t < 0.5 else (0.05 if t < 1.0 else 0.02)) as server:
+    # warms up: 300 ms per request at first, 20 ms from 1.12 s on (linear in between); no
+    # three 0.4 s windows agree before 1.2 s (their p99s differ by 2x and more)
+    with FakeServer(delay_fn=lambda t: max(0.02, 0.3 - 0.25 * t)) as server:
         run = _run(server, Stability(window_s=0.4, windows=3, max_cv=0.25, max_duration_s=8.0), mode)
     out = run.windows
     assert out.stable is True

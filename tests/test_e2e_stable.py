@@ -1,0 +1,58 @@
+"""End to end against a real TorchServe: a sweep under settings.stability (windows
+reported by the engine, the trial's figures from its last windows), interleaved repeats,
+and `sweeper verify` on the run (with wrk where installed)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from e2e_helpers import assert_nothing_left, run_dirs, write_sweep
+from sweeper.cli import main
+from sweeper.verify import find_client
+
+pytestmark = pytest.mark.e2e
+
+
+def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
+    out = tmp_path / "runs"
+    sweep = write_sweep(
+        tmp_path,
+        "stable",
+        model={"name": "mlp", "batch_size": [1, 4], "max_batch_delay_ms": 5, "min_workers": 1},
+        load={"mode": "closed", "concurrency": 4, "duration_s": 1},
+        # max_cv 1.0: any two windows agree, so each trial stops after two 0.5 s windows
+        settings={"warmup_s": 0.3, "repeats": 2,
+                  "stability": {"window_s": 0.5, "windows": 2, "max_cv": 1.0, "max_duration_s": 4}},
+    )
+    assert main(["run", str(sweep), "--out", str(out)]) == 0
+    (run_dir,) = run_dirs(out)
+    df = pd.read_csv(run_dir / "results.csv").sort_values("seq")
+    # interleaved: both trials' repeat 0, then both repeat 1, on one server
+    assert list(df["repeat"]) == [0, 0, 1, 1]
+    assert len(list((run_dir / "servers").iterdir())) == 1
+    for _, r in df.iterrows():
+        windows = json.loads(r["client_windows"])
+        used = [w for w in windows if w["used"]]
+        assert len(used) == 2 and r["measure_s"] == pytest.approx(1.0)
+        assert not r["client_unstable"] and r["client_window_cv"] <= 1.0
+        # the figures are those of the used windows
+        assert r["client_ok"] == sum(w["ok"] for w in used)
+    assert "[" in (run_dir / "results.md").read_text()  # intervals shown
+
+    if find_client("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk must be installed under CI (make test installs it)")
+        assert_nothing_left(out)
+        pytest.skip("wrk not installed: verify not exercised")
+    capsys.readouterr()
+    assert main(["verify", str(run_dir), "--pairs", "1", "--duration-s", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "engine/wrk median" in said
+    result = json.loads((run_dir / "verify.json").read_text())
+    assert result["pairs"][0]["engine_rps"] > 0 and result["pairs"][0]["client_rps"] > 0
+    assert "Second opinion" in (run_dir / "report.md").read_text()
+    assert_nothing_left(out)
