@@ -39,8 +39,9 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
         used = [w for w in windows if w["used"]]
         assert len(used) == 2 and r["measure_s"] == pytest.approx(1.0)
         assert not r["client_unstable"] and r["client_window_cv"] <= 1.0
-        # the figures are those of the used windows
-        assert r["client_ok"] == sum(w["ok"] for w in used)
+        # the figures are those of the used windows (closed loop: the completions in them,
+        # the windows count by scheduled time: they differ by the requests in flight)
+        assert abs(r["client_ok"] - sum(w["ok"] for w in used)) <= 4
     assert "[" in (run_dir / "results.md").read_text()  # intervals shown
 
     if find_client("wrk") is None:
