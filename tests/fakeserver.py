@@ -21,7 +21,7 @@ child processes, so the two do not share a GIL). Behaviour is set per instance:
     keep_alive_header  say "Connection: keep-alive" (ab's HTTP/1.0 keep-alive needs it;
                    TorchServe says it)
 
-Counters (read after the load): requests, connections.
+Counters (read after the load): requests, connections, lengths (requests by body length).
 
     with FakeServer(delay_s=0.002) as server:
         run_load(Target(server.url("/predict"), b"x"), profile)
@@ -63,6 +63,7 @@ class _ServerProtocol(asyncio.Protocol):
             if len(buf) < i + 4 + length:
                 break
             buf = buf[i + 4 + length :]
+            self.server.lengths[length] = self.server.lengths.get(length, 0) + 1
             self.server._on_request(self)
         self.buf = buf
 
@@ -104,6 +105,7 @@ class FakeServer:
         self.body = body
         self.keep_alive_header = keep_alive_header
         self.requests = 0
+        self.lengths: dict[int, int] = {}  # requests by body length (Content-Length)
         self.connections = 0
         self.port = 0
         self._first_at: float | None = None

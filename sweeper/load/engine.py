@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import os
 import resource
@@ -68,7 +69,11 @@ class _Engine:
         self.loop = loop
         self.part = part
         self.endpoint = prepare(target)
-        self.request = self.endpoint.request
+        # Payloads in rotation, each process starting at its own: next() hands out the
+        # prebuilt bytes (itertools.cycle allocates nothing per request).
+        requests = self.endpoint.requests
+        k = part.index % len(requests)
+        self.next_request = itertools.cycle(requests[k:] + requests[:k]).__next__
         self.clock = time.perf_counter
         self.records: list[tuple] = []
         self.record = self.records.append
@@ -123,7 +128,7 @@ class _Engine:
             self.on_connect_failure(end)
             return
         self.connecting.remove(sched)
-        conn.send(self.request, sched, sent)
+        conn.send(self.next_request(), sched, sent)
 
     async def run(self, t0: float) -> None:
         self.done = self.loop.create_future()
@@ -216,7 +221,7 @@ class ClosedLoop(_Engine):
             return
         self.issued += 1
         if conn is not None and conn.open:
-            conn.send(self.request, sched, self.clock())
+            conn.send(self.next_request(), sched, self.clock())
         else:
             self.connect_and_send(sched, self.clock())
 
@@ -299,7 +304,7 @@ class OpenLoop(_Engine):
         while idle:
             conn = idle.pop()  # the most recently used connection: warm, surely still open
             if conn.open:
-                conn.send(self.request, sched, sent)
+                conn.send(self.next_request(), sched, sent)
                 return
         self.connect_and_send(sched, sent)
 

@@ -39,6 +39,8 @@ class Endpoint:
     port: int
     request: bytes  # the complete request, sent as is for every request
     no_body: bool  # HEAD: a response never has a body
+    # Target.bodies: every payload's complete request, sent round-robin (else (request,))
+    requests: tuple[bytes, ...] = ()
 
 
 def prepare(target: Target) -> Endpoint:
@@ -56,18 +58,22 @@ def prepare(target: Target) -> Endpoint:
     if parts.query:
         path += "?" + parts.query
     method = target.method.upper()
-    given = {name.lower() for name, _ in target.headers}
-    lines = [f"{method} {path} HTTP/1.1"]
-    if "host" not in given:
-        host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-        lines.append(f"Host: {host}:{port}")
-    if "content-length" not in given and (target.body or method in ("POST", "PUT", "PATCH")):
-        lines.append(f"Content-Length: {len(target.body)}")
-    if "user-agent" not in given:
-        lines.append("User-Agent: torchserve-sweeper")
-    lines.extend(f"{name}: {value}" for name, value in target.headers)
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return Endpoint(parts.hostname, port, head + target.body, method == "HEAD")
+
+    def build(body: bytes, headers: tuple[tuple[str, str], ...]) -> bytes:
+        given = {name.lower() for name, _ in headers}
+        lines = [f"{method} {path} HTTP/1.1"]
+        if "host" not in given:
+            host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+            lines.append(f"Host: {host}:{port}")
+        if "content-length" not in given and (body or method in ("POST", "PUT", "PATCH")):
+            lines.append(f"Content-Length: {len(body)}")
+        if "user-agent" not in given:
+            lines.append("User-Agent: torchserve-sweeper")
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+    requests = tuple(build(b, h) for b, h in target.bodies) or (build(target.body, target.headers),)
+    return Endpoint(parts.hostname, port, requests[0], method == "HEAD", requests)
 
 
 # The only response headers the engine reads, found in one pass over the lower-cased head

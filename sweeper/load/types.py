@@ -31,6 +31,9 @@ class Target:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     method: str = "POST"
+    # Several payloads: (body, headers) each, sent round-robin one per request instead of
+    # `body` / `headers`. Every one is built into request bytes once (sweeper.load.http).
+    bodies: tuple[tuple[bytes, tuple[tuple[str, str], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
