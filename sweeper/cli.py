@@ -22,7 +22,7 @@ def cmd_plan(args) -> int:
     from .plan import costs, default_order
     from .preflight import estimate_s, prepare
 
-    path, spec, trials, store = prepare(args.sweep, args.yes, check_environment=False)
+    path, spec, trials, store, _ = prepare(args.sweep, args.yes, check_environment=False)
     starts, regs = costs(trials)
     how = spec.settings.order or default_order(spec.settings.repeats)
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
@@ -34,7 +34,8 @@ def cmd_plan(args) -> int:
         server = " ".join(f"{k}={v}" for k, v in (*t.server, *t.env))
         m = t.model
         print(f"  {t.trial_id}  group {t.group_id}  {m.name} batch={m.batch_size} delay={m.max_batch_delay_ms}ms "
-              f"workers={m.min_workers}-{m.max_workers}  {load} {t.load.duration_s or ''}{'s' if t.load.duration_s else ''} {server}")
+              f"workers={m.min_workers}-{m.max_workers}  {load} {t.load.duration_s or ''}{'s' if t.load.duration_s else ''} {server}"
+              f"{' request=' + t.request if t.request is not None else ''}")
     est = estimate_s(spec, trials)
     print(f"every config rendered; estimated wall time {est / 60:.1f} min")
     return 0
@@ -59,11 +60,11 @@ def cmd_run(args) -> int:
         run = RunDir(args.resume)
         if not run.sweep_yaml.exists():
             raise SpecError(str(run.path), "", f"not a run directory (no {run.sweep_yaml.name})")
-        path, spec, trials, store = prepare(str(run.sweep_yaml), yes=True)
+        path, spec, trials, store, user = prepare(str(run.sweep_yaml), yes=True)
     else:
         if not args.sweep:
             raise SpecError("sweeper run", "SWEEP", "give a sweep name or file, or --resume RUN_DIR")
-        path, spec, trials, store = prepare(args.sweep, args.yes)
+        path, spec, trials, store, user = prepare(args.sweep, args.yes)
         _check_writable(Path(args.out))
         run = RunDir.create(Path(args.out), spec.name, datetime.now())
         run.sweep_yaml.write_text(dump_resolved(spec, model_store=store))
@@ -72,12 +73,15 @@ def cmd_run(args) -> int:
     run.machine_json.write_text(json.dumps(fingerprint(), indent=2))
     from handlers.models import MODELS
 
-    if spec.settings.model_store is None:
+    if spec.settings.model_store is None and spec.model.archive is None:
         from .archive import ensure_archives
 
         ensure_archives(store, [spec.model.name])
     body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
-    ctx = SweepContext(spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body)
+    ctx = SweepContext(
+        spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body,
+        request_sets=user.request_sets, archive_file=user.archive_file,
+    )
     print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
     from .machine import is_loopback
 
@@ -182,6 +186,13 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_init(args) -> int:
+    from .starter import starter_sweep
+
+    sys.stdout.write(starter_sweep(Path(args.archive), [Path(f) for f in args.request_file]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweeper", description="Sweep TorchServe configurations under real load.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -191,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep name (sweeps/NAME.yaml) or path")
     p.add_argument("--yes", action="store_true", help="accept a grid above settings.max_trials")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("init", help="print a commented starter sweep for your model archive (> sweeps/mine.yaml)")
+    p.add_argument("--archive", required=True, help="your model archive (.mar, built by torch-model-archiver)")
+    p.add_argument("--request-file", required=True, action="append", metavar="FILE",
+                   help="a request payload file, sent byte for byte (repeat for several: sent round-robin)")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("run", help="run a sweep against real TorchServe instances")
     p.add_argument("sweep", nargs="?", help="sweep name (sweeps/NAME.yaml) or path")

@@ -8,6 +8,7 @@
     │   └── ServerNotReady        readiness timed out
     ├── ManagementError           the management API refused a request
     ├── LoadError                 the load engine failed (not: requests that failed)
+    ├── RequestsFailed            too few requests got the expected answer (a failed trial)
     └── Interrupted               SIGINT/SIGTERM arrived during a sweep
 
 A failed *trial* is data (a row with status=failed), not an exception that escapes
@@ -61,3 +62,11 @@ class Interrupted(SweeperError):
         self.signum = signum
         super().__init__(f"interrupted by signal {signum}")
         self.exit_code = 128 + signum
+
+
+class RequestsFailed(SweeperError):
+    """The server answered, but not as the sweep expects (settings.min_success_rate)."""
+
+    def __init__(self, message: str, partial_row: dict | None = None):
+        super().__init__(message)
+        self.partial_row = partial_row

@@ -44,6 +44,7 @@ class Trial:
     repeat: int  # 0-based
     trial_id: str  # hash of every parameter except the repeat
     group_id: str  # hash of server + env: trials that share one JVM
+    request: str | None = None  # the request set's label (sweep's `request` group), if any
 
     @property
     def key(self) -> str:
@@ -63,6 +64,8 @@ class Trial:
             load_requests=self.load.requests,
             load_processes=self.load.processes,
         )
+        if self.request is not None:
+            row["param_request_name"] = self.request
         return row
 
 
@@ -112,6 +115,8 @@ def count_trials(spec: SweepSpec) -> int:
     n = len(_load_profiles(spec))
     model_fields = spec.model.model_dump()
     model_fields.pop("name")
+    model_fields.pop("archive")
+    n *= max(1, len(spec.requests))
     for mapping in (spec.server.model_dump(), dict(spec.env), model_fields):
         for axis in _axes(mapping):
             n *= len(axis)
@@ -123,8 +128,12 @@ def expand(spec: SweepSpec) -> list[Trial]:
     env_combos = _product(dict(spec.env))
     model_fields = spec.model.model_dump()
     name = model_fields.pop("name")
+    model_fields.pop("archive")
     model_combos = _product(model_fields)
     loads = _load_profiles(spec)
+    # The request axis: part of a trial's identity only when the sweep has a request group
+    # (ids of sweeps without one stay what they were).
+    requests = [(r.label, {"request": r.identity()}) for r in spec.requests] or [(None, {})]
 
     trials: list[Trial] = []
     seen: set[str] = set()
@@ -142,14 +151,14 @@ def expand(spec: SweepSpec) -> list[Trial]:
                 max_workers=m.get("max_workers", m.get("min_workers")),
                 response_timeout_s=m["response_timeout_s"],
             )
-            for load in loads:
-                trial_id = _digest({"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(model), "load": asdict(load)})
+            for (label, request), load in itertools.product(requests, loads):
+                trial_id = _digest({"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(model), "load": asdict(load), **request})
                 if trial_id in seen:
                     # sweeper.spec rejects duplicate axis values and load profiles
                     raise ValueError(f"two trials share the parameters of trial {trial_id}")
                 seen.add(trial_id)
                 for r in range(spec.settings.repeats):
-                    trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id))
+                    trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id, label))
     return trials
 
 

@@ -13,6 +13,7 @@ from .inputs import trial_config
 from .plan import costs, count_trials, default_order, expand, order
 from .spec import load_sweep, resolve_sweep_path
 from .torchserve.config import PLACEHOLDER_PORTS
+from .usermodel import resolve as resolve_user_model
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
@@ -47,10 +48,14 @@ def _model_store(spec, source: str) -> Path:
 
 
 def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
-    """Load, expand and render every trial; check prerequisites. Starts nothing."""
+    """Load, expand and render every trial; check prerequisites; read a user's archive
+    manifest and payload files (sweeper.usermodel). Starts nothing.
+
+    Returns (path, spec, trials, model store, UserModel)."""
     path = _sweep_path(sweep_arg)
-    spec = load_sweep(path)
     source = str(path)
+    user = resolve_user_model(load_sweep(path), source)  # archive manifest and payload files, read once
+    spec = user.spec
     distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
     if distinct > spec.settings.max_trials and not yes:
         raise SpecError(
@@ -60,10 +65,10 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
         )
     how = spec.settings.order or default_order(spec.settings.repeats)
     trials = order(expand(spec), how, spec.settings.seed)
-    store = _model_store(spec, source)
+    store = user.model_store or _model_store(spec, source)
     from handlers.models import MODELS
 
-    if spec.settings.model_store is None and spec.model.name not in MODELS:
+    if spec.model.archive is None and spec.settings.model_store is None and spec.model.name not in MODELS:
         raise SpecError(source, "model.name", f"unknown model {spec.model.name!r}, expected one of: {', '.join(sorted(MODELS))}")
     if spec.settings.model_store is not None and not (store / f"{spec.model.name}.mar").exists():
         raise SpecError(source, "model.name", f"no archive {spec.model.name}.mar in {store}")
@@ -78,7 +83,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
                 check_ports(spec.settings.host, spec.settings.base_port)
             except EnvironmentProblem as exc:
                 raise SpecError(source, "settings.base_port", str(exc)) from None
-    return path, spec, trials, store
+    return path, spec, trials, store, user
 
 
 def estimate_s(spec, trials) -> float:

@@ -13,20 +13,21 @@ import json
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol
 
 import psutil
 
-from . import results
+from . import answers, results, serverlog
 from .analysis.agreement import client_server_columns
 from .torchserve import management, metrics, probe
-from .errors import Interrupted, LoadError, ManagementError, ServerError
-from .load import LoadProfile, Target, run_load, summarize, write_records
+from .errors import Interrupted, LoadError, ManagementError, RequestsFailed, ServerError
+from .load import LoadProfile, run_load, summarize, write_records
 from .load import windows as load_windows
 from .load.types import Stability
+from .payload import RequestSet, builtin_request_set
 from .plan import ModelParams, Trial
 from .inputs import trial_config, trial_env
 from .rundir import RunDir
@@ -70,6 +71,15 @@ class SweepContext:
     model_store: Path
     request_body: bytes
     content_type: str = "application/json"
+    # the sweep's request sets by label (sweeper.payload), read before any server started;
+    # trials without a request label send request_body
+    request_sets: Mapping[str, RequestSet] = field(default_factory=dict)
+    archive_file: str | None = None  # model.archive's file name in model_store
+
+    def request_set(self, trial: Trial) -> RequestSet:
+        if trial.request is None:
+            return builtin_request_set(self.request_body, self.content_type)
+        return self.request_sets[trial.request]
 
 
 class LocalExecutor:
@@ -125,9 +135,15 @@ class LocalExecutor:
             row.update(self._measure(server, trial, trial_dir))
             row["status"] = "ok"
             row["error"] = ""
-        except (ServerError, ManagementError, LoadError) as exc:
+        except (ServerError, ManagementError, LoadError, RequestsFailed) as exc:
             row.update(getattr(exc, "partial_row", None) or {})
-            row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if isinstance(exc, (ServerError, ManagementError)) and self.server is not None:
+                # a worker that died (a missing import while loading): say why, not "not ready"
+                cause = serverlog.last_worker_error(self.server.log_dir, offsets.get(serverlog.MODEL_LOG, 0))
+                if cause:
+                    error = f"worker error: {cause} ({error})"
+            row.update(status="failed", error=error)
             tail = getattr(exc, "log_tail", "") or (self.server.log_tail() if self.server else "")
             row["log_tail"] = tail
             if self.server is not None:
@@ -159,21 +175,27 @@ class LocalExecutor:
                 min_workers=m.min_workers,
                 max_workers=m.max_workers,
                 timeout_s=max(120.0, spec.settings.ready_timeout_s),
+                url=self.ctx.archive_file,
             )
             self._model = trial.model
         rule = _stability(spec)
         expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + spec.settings.warmup_s
         server.refresh_tokens(min_valid_s=expected_s + 300.0)
-        target = Target(
-            url=f"{server.inference_url}/predictions/{trial.model.name}",
-            body=self.ctx.request_body,
-            headers=(("Content-Type", self.ctx.content_type), *server.headers("inference").items()),
-        )
+        requests = self.ctx.request_set(trial)
+        url = f"{server.inference_url}/predictions/{trial.model.name}"
+        auth = server.headers("inference")
+        target = requests.target(url, tuple(auth.items()))
+        redact_keys = lambda text: redact(text, server.keys)  # noqa: E731
+        replay = lambda: answers.first_answers(requests, url, auth, trial.load.timeout_s)  # noqa: E731
+        # a payload the handler refuses fails here, before the warm-up and the window
+        answers.check_first_answers(replay(), requests.expect_status, redact_keys)
         warmup = _warmup_profile(trial.load, spec.settings.warmup_s) if spec.settings.warmup_s > 0 else None
         window: dict = {}
+        stdout_log = server.log_dir / serverlog.STDOUT_LOG
 
         def before_window() -> None:
             # runs when the engines have warmed up and wait for t0: snapshot, then measure
+            window["stdout_log"] = serverlog.settle(stdout_log)  # the warm-up's batches are before it
             server.note_pids()
             window["workers"] = _worker_pids(server)
             window["metrics"] = metrics.scrape(server.metrics_url)
@@ -191,12 +213,18 @@ class LocalExecutor:
         outcome = run.windows or load_windows.posthoc(run)
         measured = load_windows.measured(run, run.windows) if run.windows else run
         row = summarize(measured)
+        row["client_success_rate"] = answers.success_rate(measured.records["status"], requests.expect_status)
+        if trial.request is not None:
+            row["request_body_bytes_mean"] = requests.body_bytes_mean
         row.update(load_windows.columns(run, outcome, rule))
         # the server's counters and the process samples span the whole run: its 2xx count,
         # and its client mean for the client-vs-server comparison
         whole = summarize(run) if run.windows else row
         served_all = int(whole["client_ok"])
         row.update(metrics.server_columns(before, after, trial.model.name, served=served_all))
+        # served batches from TorchServe's own log, over the whole run like its counters
+        end = serverlog.settle(stdout_log)
+        row.update(serverlog.batches_between(server.log_dir, trial.model.name, window["stdout_log"], end).columns())
         row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
         row.update(probe.summarize(samples, served_all))
         row["measure_s"] = measured.wall_s
@@ -207,6 +235,9 @@ class LocalExecutor:
             raise ServerError(
                 f"{len(lost)} backend worker(s) died during the measured window", server.log_tail(), partial_row=row
             )
+        answers.check_success(
+            measured.records["status"], requests.expect_status, spec.settings.min_success_rate, replay, redact_keys, partial_row=row
+        )
         return row
 
 
@@ -384,6 +415,8 @@ def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> 
     m = trial.model
     workers = f"workers={m.min_workers} " if m.min_workers else ""
     what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms {workers}{trial.load.mode} {load}"
+    if trial.request is not None:
+        what += f" request={trial.request}"
     if trial.server or trial.env:
         what += " " + " ".join(f"{k}={v}" for k, v in (*trial.server, *trial.env))
     bar = "#" * int(pct / 5) + "." * (20 - int(pct / 5))

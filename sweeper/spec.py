@@ -38,7 +38,7 @@ from pydantic import (
 from .errors import SpecError
 from .machine import IPV4, bind_problem, is_loopback, machine_cores, machine_cpus
 from .spec_errors import describe, key_text, kind, one_line, show
-from .spec_rules import ENV_NAME, MODEL_NAME, SAFE_TEXT, STORE_PATH, SWEEP_NAME
+from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME
 
 SafeText = Annotated[str, StringConstraints(pattern=SAFE_TEXT, max_length=200)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=200)]
@@ -190,13 +190,25 @@ class ModelAxes(_Strict):
     _lists = ("batch_size", "max_batch_delay_ms", "min_workers", "max_workers", "response_timeout_s")
     _relative = ("min_workers", "max_workers")
 
-    name: Annotated[str, StringConstraints(pattern=MODEL_NAME, max_length=40)] = "mlp"
+    # A user's model archive (.mar), relative to the sweep file or absolute. The served
+    # model's name then comes from its MAR-INF/MANIFEST.json (sweeper.mar).
+    archive: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
+    name: Annotated[str, StringConstraints(max_length=100)] = "mlp"
     batch_size: Union[PosInt, list[PosInt]] = 1
     max_batch_delay_ms: Union[NonNegInt, list[NonNegInt]] = 100
     # None: TorchServe's default_workers_per_model decides the initial worker count.
     min_workers: Union[PosInt, list[PosInt], None] = None
     max_workers: Union[PosInt, list[PosInt], None] = None
     response_timeout_s: Union[PosInt, list[PosInt]] = 120
+
+    @model_validator(mode="after")
+    def _name_rule(self) -> "ModelAxes":
+        # A built-in model or an archive in a model store is named as its file: lowercase.
+        # With an archive the manifest's name is served, which TorchServe allows wider.
+        pattern, rule = (SERVED_NAME, "must be letters, digits, _ . - (the archive's model name)") if self.archive else (MODEL_NAME, PATTERN_RULES[MODEL_NAME])
+        if not re.fullmatch(pattern, self.name):
+            raise ValueError(f"name: {rule}, got {show(self.name)}")
+        return self
 
     @model_validator(mode="after")
     def _workers_ordered(self) -> "ModelAxes":
@@ -321,6 +333,8 @@ class Settings(_Strict):
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None
+    # a trial whose share of answers with request.expect_status is below this failed
+    min_success_rate: Annotated[float, Field(ge=0, le=1, strict=False, allow_inf_nan=False)] = 0.99
     max_trials: PosInt = 200  # a larger grid needs --yes
     probe_interval_s: PosFloat = 0.25
     # The address every server listens on. Loopback by default; another address of this
@@ -376,6 +390,52 @@ class Settings(_Strict):
         return self
 
 
+class RequestAxes(_Strict):
+    """What each request carries (sweeper.payload reads the files before any server starts).
+
+    Exactly one of files (sent round-robin, one per request, byte for byte), text or json.
+    A list of request sets is an axis; each then needs a name.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+    name: Union[Annotated[str, StringConstraints(pattern=REQUEST_NAME, max_length=60)], None] = None
+    files: Union[list[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)]], None] = None
+    text: Union[str, None] = None
+    # any YAML value, sent as JSON (`json: null` sends null: told apart by model_fields_set)
+    json_: Any = Field(default=None, alias="json")
+    content_type: Union[Annotated[str, StringConstraints(pattern=CONTENT_TYPE, max_length=200)], None] = None
+    method: Literal["POST", "PUT"] = "POST"
+    expect_status: Annotated[int, Field(ge=200, le=299, strict=True)] = 200
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "RequestAxes":
+        given = [k for k in ("files", "text", "json_") if k in self.model_fields_set]
+        if len(given) != 1:
+            what = "none was given" if not given else "got " + " and ".join(k.rstrip("_") for k in given)
+            raise ValueError(f"give exactly one of files, text or json, {what}")
+        if self.files is not None and not self.files:
+            raise ValueError("files: must not be empty (give at least one file)")
+        return self
+
+    @property
+    def has_json(self) -> bool:
+        return "json_" in self.model_fields_set
+
+    @property
+    def label(self) -> str:
+        """The request set's name in results (param_request_name)."""
+        if self.name:
+            return self.name
+        if self.files is not None:
+            return Path(self.files[0]).name if len(self.files) == 1 else f"{len(self.files)} files"
+        return "text" if self.text is not None else "json"
+
+    def identity(self) -> dict:
+        """What makes two request sets different (part of a trial's id)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=False)
+
+
 EnvValue = Union[SafeText, StrictInt]
 
 
@@ -388,6 +448,8 @@ class SweepSpec(_Strict):
     server: ServerAxes = ServerAxes()
     env: dict[EnvName, Union[EnvValue, list[EnvValue]]] = {}
     load: Union[LoadAxes, list[LoadAxes]]
+    # the requests' payload; a list of named request sets is an axis (level "request")
+    request: Union[RequestAxes, list[RequestAxes], None] = None
     settings: Settings = Settings()
 
     @field_validator("env", mode="before")
@@ -425,6 +487,28 @@ class SweepSpec(_Strict):
                     raise ValueError(f"{where}: repeats a load profile of load[{seen[p]}], got {_profile_text(p)}")
                 seen[p] = i
         return self
+
+    @model_validator(mode="after")
+    def _named_request_sets(self) -> "SweepSpec":
+        if isinstance(self.request, list):
+            if not self.request:
+                raise ValueError("request: must not be empty (give at least one request set)")
+            first: dict[str, int] = {}
+            for i, r in enumerate(self.request):
+                if r.name is None:
+                    raise ValueError(f"request[{i}]: name: required when request is a list (a list is an axis)")
+                if r.name in first:
+                    raise ValueError(f"request[{i}]: name: duplicate of request[{first[r.name]}], got {show(r.name)}")
+                first[r.name] = i
+        if self.model.archive is not None and self.request is None:
+            raise ValueError("request: required with model.archive (give files, text or json that the model's handler accepts)")
+        return self
+
+    @property
+    def requests(self) -> list[RequestAxes]:
+        if self.request is None:
+            return []
+        return self.request if isinstance(self.request, list) else [self.request]
 
     @property
     def loads(self) -> list[LoadAxes]:
@@ -510,7 +594,19 @@ def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
     settings.model_store still points there when the dump is read from another place
     (`sweeper run --resume` reads RUN_DIR/sweep.yaml).
     """
-    data = spec.model_dump(mode="json")
+    data = spec.model_dump(mode="json", by_alias=True)
+    if data.get("request") is None:
+        data.pop("request", None)  # keeps sweep.yaml of runs without one as it was
+    else:
+        sets = data["request"] if isinstance(data["request"], list) else [data["request"]]
+        for given, dumped in zip(spec.requests, sets):
+            if not given.has_json:
+                dumped.pop("json", None)
+            for key in ("files", "text"):
+                if dumped.get(key) is None:
+                    dumped.pop(key, None)
+    if data["model"].get("archive") is None:
+        data["model"].pop("archive", None)
     if model_store is not None and data["settings"].get("model_store") is not None:
         data["settings"]["model_store"] = str(model_store)
     return yaml.safe_dump(data, sort_keys=False)

@@ -145,7 +145,7 @@ def _find_model(annotation: Any) -> type[BaseModel] | None:
 def _unknown_key(parts: list[tuple[str, Any]], schema: type[BaseModel]) -> str:
     name = parts[-1][1] if parts else "?"
     model = _model_at(parts[:-1], schema)
-    valid = list(model.model_fields) if model is not None else []
+    valid = [f.alias or n for n, f in model.model_fields.items()] if model is not None else []
     near = difflib.get_close_matches(str(name).lower(), valid, n=1) if isinstance(name, str) else []
     if near:
         return f"unknown key (did you mean '{near[0]}'?)"

@@ -20,6 +20,12 @@ SWEEP_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # A path for config.properties: render escapes '\\' and non-ASCII; line breaks and
 # control characters are never a path anyone meant.
 STORE_PATH = r"^[^\x00-\x1f\x7f]+$"
+# A served model's name as TorchServe takes it (an archive's manifest may say Resnet-152).
+SERVED_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A request set's name: a results column value and part of a trial's label.
+REQUEST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+# A MIME type with optional parameters: one header line, no control characters.
+CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9!#$&^_.+-]+(?: *;[ -~]*)?$"
 
 # The rule each pattern stands for, as error messages say it.
 PATTERN_RULES = {
@@ -28,4 +34,5 @@ PATTERN_RULES = {
     MODEL_NAME: "must be a lowercase name such as mlp",
     SWEEP_NAME: "must start with a letter or digit and contain only letters, digits, _ . -",
     STORE_PATH: "must be a directory path without line breaks or control characters",
+    CONTENT_TYPE: "must be a MIME type such as image/jpeg or text/plain (optionally ; parameters), on one line",
 }

@@ -63,8 +63,13 @@ def register_model(
     min_workers: int | None = None,
     max_workers: int | None = None,
     timeout_s: float = 120.0,
+    url: str | None = None,
 ) -> None:
-    """(Re)register `name` from `<name>.mar` with these per-model settings.
+    """(Re)register `name` from `<name>.mar` (or `url`: a user's archive's file name in the
+    model store) with these per-model settings. They are given explicitly, so they win over
+    an archive's model-config.yaml (TorchServe uses the archive's values only for
+    parameters left out), except minWorkers/maxWorkers, which win over initial_workers at
+    registration: with `url`, a scale call after it sets the sweep's workers again.
 
     Synchronous: returns once the initial workers (`min_workers`; TorchServe's default when
     None) are up. A `max_workers` above `min_workers` goes through PUT, which TorchServe
@@ -73,7 +78,7 @@ def register_model(
     if name in list_models(server):
         unregister_model(server, name)
     query: dict[str, object] = {
-        "url": f"{name}.mar",
+        "url": url or f"{name}.mar",
         "model_name": name,
         "batch_size": batch_size,
         "max_batch_delay": max_batch_delay_ms,
@@ -84,8 +89,8 @@ def register_model(
         query["initial_workers"] = min_workers
     with _client(server, timeout_s) as c:
         _check(c.post("/models", params=query), f"register {name}")
-        if min_workers is not None and max_workers not in (None, min_workers):
-            scale = {"min_worker": min_workers, "max_worker": max_workers, "synchronous": "true"}
+        if min_workers is not None and (url is not None or max_workers not in (None, min_workers)):
+            scale = {"min_worker": min_workers, "max_worker": max_workers or min_workers, "synchronous": "true"}
             _check(c.put(f"/models/{name}", params=scale), f"scale {name}")
 
 
