@@ -45,9 +45,10 @@ class HashedTextClassifier(torch.nn.Module):
         return self.out(torch.relu(self.hidden(x)))
 
 
-def build_archive(dest: Path, config_yaml: str | None = None) -> Path:
+def build_archive(dest: Path, config_yaml: str | None = None, fixture: Path = FIXTURE) -> Path:
     """dest/textclf.mar built by torch-model-archiver; `config_yaml`: an optional
-    model-config.yaml carried by the archive."""
+    model-config.yaml carried by the archive; `fixture`: where handler.py and
+    index_to_name.json come from."""
     dest.mkdir(parents=True, exist_ok=True)
     work = dest / ".build"
     work.mkdir(exist_ok=True)
@@ -58,8 +59,8 @@ def build_archive(dest: Path, config_yaml: str | None = None) -> Path:
         str(Path(sys.executable).parent / "torch-model-archiver"),
         "--model-name", MODEL_NAME, "--version", "1.0",
         "--serialized-file", str(work / "model.pt"),
-        "--handler", str(FIXTURE / "handler.py"),
-        "--extra-files", str(FIXTURE / "index_to_name.json"),
+        "--handler", str(fixture / "handler.py"),
+        "--extra-files", str(fixture / "index_to_name.json"),
         "--export-path", str(dest), "--force",
     ]
     if config_yaml is not None:

@@ -54,6 +54,9 @@ def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     b4 = df[df["param_model_batch_size"] == 4].iloc[0]
     assert b4["client_batch_size_mean"] > 1.0
     assert (df[df["param_model_batch_size"] == 1]["client_batch_size_mean"] == 1.0).all()
+    # the server's own per-batch records (PredictionTime lines) agree with the header
+    assert ((df["server_batch_size_mean"] - df["client_batch_size_mean"]).abs() <= 0.02 * df["client_batch_size_mean"]).all()
+    assert (df["server_batches"] * df["server_batch_size_mean"] == df["client_ok"]).all()
     assert (df["proc_cpu_pct"] > 0).all() and (df["proc_rss_mb"] > 50).all()
     # the run directory holds what the issue promises
     for name in ("sweep.yaml", "machine.json", "results.csv", "results.md"):
@@ -150,7 +153,7 @@ def test_full_job_queue_answers_503_counted_as_failures(tmp_path):
         model={**MLP, "batch_size": 1},
         server={"job_queue_size": 1},
         load={"mode": "closed", "concurrency": 32, "duration_s": 2},
-        settings={"warmup_s": 0},
+        settings={"warmup_s": 0, "min_success_rate": 0},  # the accounting, not the verdict
     )
     main(["run", str(sweep), "--out", str(out)])
     _, df = _results(out)
@@ -238,9 +241,13 @@ def test_handler_failures_are_counted_as_failures_not_served(tmp_path):
         load={"mode": "closed", "concurrency": 2, "requests": 200},
         settings={"warmup_s": 0},
     )
-    assert main(["run", str(sweep), "--out", str(out)]) == 0  # the trial ran; its requests failed
+    # the trial ran, but a quarter of its requests failed: below min_success_rate 0.99
+    assert main(["run", str(sweep), "--out", str(out)]) == 1
     _, df = _results(out)
     row = df.iloc[0]
+    assert row["status"] == "failed"
+    assert row["error"].startswith("success rate 0.7") and "< settings.min_success_rate 0.99" in row["error"]
+    assert f"statuses {row['client_status_counts']}" in row["error"]
     assert row["client_requests"] == 200
     statuses = dict(pair.split(":") for pair in row["client_status_counts"].split())
     failed = sum(int(n) for code, n in statuses.items() if code.startswith("5"))

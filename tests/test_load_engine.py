@@ -285,3 +285,11 @@ def test_engines_stop_when_the_sweeper_is_killed():
                     p.kill()
                 except (ProcessLookupError, psutil.Error):
                     pass
+
+
+def test_payloads_rotate_round_robin_in_every_process():
+    bodies = tuple((b"x" * n, (("Content-Type", "application/octet-stream"),)) for n in (10, 20, 30))
+    with FakeServer() as server:
+        run = run_load(Target(server.url("/predictions/m"), bodies=bodies), closed(concurrency=2, requests=300, processes=2))
+    assert summarize(run)["client_ok"] == 300
+    assert server.lengths == {10: 100, 20: 100, 30: 100}  # 150 per process, 50 of each payload
