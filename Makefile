@@ -7,6 +7,9 @@ TORCH_SPEC ?= torch==2.13.0
 SWEEP      ?= batching
 ARGS       ?=
 PYTEST_ARGS ?=
+# packages a user's handler needs, installed into the sweeper's venv (the workers run on its
+# Python): make sweep SWEEP=sweeps/mine.yaml PIP_EXTRA="-r my_requirements.txt"
+PIP_EXTRA  ?=
 
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -16,6 +19,7 @@ STAMP  := $(VENV)/.installed
 help:
 	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
 	@echo "make plan SWEEP=batching    list the trials and render every config, start nothing"
+	@echo "make sweep SWEEP=sweeps/mine.yaml PIP_EXTRA='pkg ...'   your own model; installs its handler's packages first"
 	@echo "make test                   run the test suite (unit + end-to-end with TorchServe)"
 
 check-python:
@@ -39,6 +43,7 @@ archives: $(STAMP)
 	$(BIN)/python -m sweeper.archive --model-store model_store
 
 sweep: check-java archives
+	@if [ -n "$(PIP_EXTRA)" ]; then echo "installing handler dependencies: $(PIP_EXTRA)"; $(BIN)/pip install --quiet $(PIP_EXTRA); fi
 	$(BIN)/sweeper run $(SWEEP) $(ARGS)
 
 plan: $(STAMP)

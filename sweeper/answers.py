@@ -90,8 +90,8 @@ def check_success(
     failed = [(s, b) for s, b in replay() if s != expect_status]
     if failed:
         shown = f"a failed answer (replayed after the window): {describe_answer(*failed[0], redact)}"
-    elif np.any(statuses == 0):
-        shown = "status 0 = no answer (timeout or connection error); a replay after the window was answered"
+    elif np.any(statuses <= 0):
+        shown = "statuses 0, -1, -2 = no answer (connection error, timeout, refused by the engine's cap); a replay after the window was answered"
     else:
         shown = "a replay after the window was answered as expected"
     what = "no requests were sent" if not len(statuses) else f"success rate {rate:.3f}"

@@ -11,13 +11,16 @@ identity:  sweep, run_id, trial_id (hash of the parameters), repeat, group_id (s
 param_*:   param_model_name, param_model_batch_size, param_model_max_batch_delay_ms,
            param_model_min_workers, param_model_max_workers, param_model_response_timeout_s,
            param_server_<config.properties key> (e.g. param_server_number_of_netty_threads),
-           param_env_<VAR> (e.g. param_env_OMP_NUM_THREADS)
+           param_env_<VAR> (e.g. param_env_OMP_NUM_THREADS), param_request_name (the
+           request set, with a `request` group in the sweep); request_body_bytes_mean
+           (mean payload size of the trial's request set)
 load_*:    load_mode ("closed" | "open"), load_concurrency, load_rate_rps, load_duration_s,
            load_requests, load_processes
 client_*:  measured by the load engine: client_requests, client_ok, client_errors,
            client_status_counts ("200:950 503:50 -1:3"; 0 connection error, -1 timeout,
            -2 refused by the engine's outstanding cap), client_refused, client_timeouts,
-           client_connection_errors, client_success_rate (0..1),
+           client_connection_errors, client_success_rate (0..1: share of
+           answers with request.expect_status, 200 by default),
            client_throughput_rps (served 2xx per second of the measured window; see
            sweeper.load.summary and the README's Definitions), client_window_s (the
            window's length, from the load profile, not from the slowest request),
@@ -46,7 +49,10 @@ agreement: client_minus_server_mean_ms (client_latency_mean_ms -
 server_*:  from /metrics counter deltas over the measured window: server_requests
            (arrivals as TorchServe counts them, 503s included), server_served (requests
            answered with a result: the client's 2xx count), server_inference_latency_mean_ms
-           and server_queue_latency_mean_ms (latency counter delta / server_served)
+           and server_queue_latency_mean_ms (latency counter delta / server_served);
+           from TorchServe's per-batch PredictionTime records in its log, for every
+           handler (sweeper.serverlog): server_batches (batches served in the window),
+           server_batch_size_mean (requests in them / server_batches)
 proc_*:    psutil samples of the server's process tree (JVM + workers) during the window:
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,

@@ -29,6 +29,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "client_achieved_rate_rps": ("mean", "min", "max"),
     "client_target_rate_rps": ("mean",),
     "client_batch_size_mean": ("mean", "min", "max"),
+    "server_batch_size_mean": ("mean", "min", "max"),
     "client_cpu_pct": ("mean",),
     "proc_cpu_pct": ("mean",),
     "proc_ctx_per_req": ("mean", "min", "max"),  # main threads only (psutil)
@@ -38,6 +39,16 @@ METRICS: dict[str, tuple[str, ...]] = {
     "client_minus_server_mean_ms": ("mean", "min", "max"),
     "client_window_cv": ("mean", "max"),
 }
+
+
+def served_batch_column(df: pd.DataFrame) -> str:
+    """The served batch size's column: TorchServe's own per-batch records
+    (server_batch_size_mean, every handler) when the run has them, else the X-Batch-Size
+    header of the sweeper's handlers (runs from before the server's figure existed)."""
+    for name in ("server_batch_size_mean", "client_batch_size_mean"):
+        if column(df, f"{name}_mean").notna().any() or column(df, name).notna().any():
+            return name
+    return "server_batch_size_mean"
 
 
 def column(df: pd.DataFrame, name: str) -> pd.Series:

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from ..analysis.aggregate import aggregate_trials
+from ..analysis.aggregate import aggregate_trials, served_batch_column
 from ..analysis.findings import thread_findings
 from . import fmt
 
@@ -109,7 +109,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
                 _spread(r, "client_latency_p50_ms"),
                 _mean(r, "client_latency_p90_ms"),
                 _with_ci(r, "client_latency_p99_ms"),
-                _mean(r, "client_batch_size_mean"),
+                _mean(r, served_batch_column(agg)),
                 _mean(r, "proc_ctx_per_req"),
             ] + ([_mean(r, "proc_ctx_all_per_req")] if has_all_ctx else []) + ([_mean(r, "client_minus_server_mean_ms", 2)] if has_agreement else []) + (
                 [_mean(r, "efficiency", 2)] if has_efficiency else []

@@ -18,7 +18,7 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.report import fmt
 from sweeper.report import plotkit as kit
-from sweeper.analysis.aggregate import column, param_columns, varying
+from sweeper.analysis.aggregate import column, param_columns, served_batch_column, varying
 
 TPUT = "client_throughput_rps"
 P50 = "client_latency_p50_ms"
@@ -290,9 +290,9 @@ def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
 
 
 def _served_batch(df: pd.DataFrame) -> Plot | str:
-    served = "client_batch_size_mean"
+    served = served_batch_column(df)
     if column(df, f"{served}_mean").notna().sum() == 0:
-        return "served vs configured batch size: no served batch size measured (X-Batch-Size)"
+        return "served vs configured batch size: no served batch size measured (server log or X-Batch-Size)"
     lines = _batch_lines(df[df[f"{served}_mean"].notna()])
     if not lines:
         return "served vs configured batch size: no load level was run at two or more batch sizes"

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.report import fmt
-from sweeper.analysis.aggregate import column, param_columns, varying
+from sweeper.analysis.aggregate import column, param_columns, served_batch_column, varying
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
         specs.append((Column("p99 min–max", "client_latency_p99_ms: min–max over repeats", True), _range("client_latency_p99_ms")))
     specs.append((Column("success", "client_success_rate: lowest over ok repeats", True), _success))
     for name, label in (
-        ("client_batch_size_mean", "batch served"),
+        (served_batch_column(trials), "batch served"),
         ("proc_ctx_per_req", "ctx sw/req (main threads)"),
         ("proc_ctx_all_per_req", "ctx sw/req (all threads)"),
         ("proc_cpu_pct", "server CPU %"),
