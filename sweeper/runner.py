@@ -138,7 +138,8 @@ class LocalExecutor:
         except (ServerError, ManagementError, LoadError, RequestsFailed) as exc:
             row.update(getattr(exc, "partial_row", None) or {})
             error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if isinstance(exc, (ServerError, ManagementError)) and self.server is not None:
+            worker_failed = isinstance(exc, ManagementError) or (isinstance(exc, ServerError) and "worker" in error)
+            if worker_failed and self.server is not None:
                 # a worker that died (a missing import while loading): say why, not "not ready"
                 cause = serverlog.last_worker_error(self.server.log_dir, offsets.get(serverlog.MODEL_LOG, 0))
                 if cause:
