@@ -52,7 +52,8 @@ server_*:  from /metrics counter deltas over the measured window: server_request
            and server_queue_latency_mean_ms (latency counter delta / server_served);
            from TorchServe's per-batch PredictionTime records in its log, for every
            handler (sweeper.serverlog): server_batches (batches served in the window),
-           server_batch_size_mean (requests in them / server_batches)
+           server_batch_size_mean (requests in them / server_batches: per batch),
+           server_batch_size_per_request_mean (per request, as client_batch_size_mean)
 proc_*:    psutil samples of the server's process tree (JVM + workers) during the window:
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,

@@ -10,8 +10,12 @@ metric line carries the ids of every request in that batch:
 The worker prints it on its stdout; the frontend copies it into ts_log.log (twice, through
 two appenders) and onto the server's own stdout, which the sweeper writes to
 `stdout.log` (once per batch, never rotated). So for a measured window:
-    server_batches          = PredictionTime lines of the model written during the window
-    server_batch_size_mean  = request ids on those lines / server_batches
+    server_batches                      = PredictionTime lines of the model in the window
+    server_batch_size_mean              = request ids on those lines / server_batches
+                                          (the mean size of the batches themselves)
+    server_batch_size_per_request_mean  = sum of size^2 / request ids: the batch size a
+                                          served request was in, averaged per request
+                                          (as client_batch_size_mean from X-Batch-Size)
 A batch whose handler raised writes no line: these count served batches only.
 
 The window is a byte range of stdout.log (offsets taken just before and just after the
@@ -75,13 +79,22 @@ def settle(path: Path, quiet_s: float = SETTLE_QUIET_S, max_s: float = SETTLE_MA
 class Batches:
     batches: int
     requests: int
+    size_squares: int = 0  # sum over batches of size^2
 
     @property
     def size_mean(self) -> float:
         return self.requests / self.batches if self.batches else math.nan
 
+    @property
+    def size_per_request_mean(self) -> float:
+        return self.size_squares / self.requests if self.requests else math.nan
+
     def columns(self) -> dict[str, float]:
-        return {"server_batches": self.batches, "server_batch_size_mean": self.size_mean}
+        return {
+            "server_batches": self.batches,
+            "server_batch_size_mean": self.size_mean,
+            "server_batch_size_per_request_mean": self.size_per_request_mean,
+        }
 
 
 def count_batches(data: bytes, model: str) -> Batches:
@@ -89,7 +102,7 @@ def count_batches(data: bytes, model: str) -> Batches:
     end = data.rfind(b"\n")
     data = data[: end + 1] if end >= 0 else b""
     want = model.encode()
-    batches = requests = 0
+    batches = requests = squares = 0
     seen: set[bytes] = set()
     for m in _PREDICTION.finditer(data):
         if m.group(1) != want:
@@ -100,7 +113,8 @@ def count_batches(data: bytes, model: str) -> Batches:
         seen.add(ids[0])
         batches += 1
         requests += len(ids)
-    return Batches(batches, requests)
+        squares += len(ids) ** 2
+    return Batches(batches, requests, squares)
 
 
 def batches_between(log_dir: Path, model: str, start: int, end: int) -> Batches:

@@ -55,8 +55,10 @@ def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
     assert b4["client_batch_size_mean"] > 1.0
     assert (df[df["param_model_batch_size"] == 1]["client_batch_size_mean"] == 1.0).all()
     # the server's own per-batch records (PredictionTime lines) agree with the header
-    assert ((df["server_batch_size_mean"] - df["client_batch_size_mean"]).abs() <= 0.02 * df["client_batch_size_mean"]).all()
-    assert (df["server_batches"] * df["server_batch_size_mean"] == df["client_ok"]).all()
+    for server, client in (("server_batch_size_mean", "client_batch_size_per_batch_mean"),
+                           ("server_batch_size_per_request_mean", "client_batch_size_mean")):
+        assert ((df[server] - df[client]).abs() <= 0.02 * df[client]).all(), df[[server, client]]
+    assert (df["server_batches"] * df["server_batch_size_mean"]).round(6).tolist() == df["client_ok"].astype(float).tolist()
     assert (df["proc_cpu_pct"] > 0).all() and (df["proc_rss_mb"] > 50).all()
     # the run directory holds what the issue promises
     for name in ("sweep.yaml", "machine.json", "results.csv", "results.md"):

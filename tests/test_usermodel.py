@@ -234,6 +234,7 @@ def test_batches_are_counted_from_prediction_time_lines():
             + line(["c1", "c2"], m="other") + "unrelated\n" + line(["d1", "d2"]) + line(["e1", "e2"])[:-30])
     got = count_batches(text.encode(), "textclf")
     assert (got.batches, got.requests, got.size_mean) == (3, 7, 7 / 3)  # the cut last line does not count
+    assert got.size_per_request_mean == (16 + 1 + 4) / 7  # a batch of 4 counts 4 times
     assert np.isnan(count_batches(b"", "textclf").size_mean)
 
 

@@ -30,6 +30,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "client_target_rate_rps": ("mean",),
     "client_batch_size_mean": ("mean", "min", "max"),
     "server_batch_size_mean": ("mean", "min", "max"),
+    "server_batch_size_per_request_mean": ("mean", "min", "max"),
     "client_cpu_pct": ("mean",),
     "proc_cpu_pct": ("mean",),
     "proc_ctx_per_req": ("mean", "min", "max"),  # main threads only (psutil)
@@ -42,13 +43,13 @@ METRICS: dict[str, tuple[str, ...]] = {
 
 
 def served_batch_column(df: pd.DataFrame) -> str:
-    """The served batch size's column: TorchServe's own per-batch records
-    (server_batch_size_mean, every handler) when the run has them, else the X-Batch-Size
-    header of the sweeper's handlers (runs from before the server's figure existed)."""
-    for name in ("server_batch_size_mean", "client_batch_size_mean"):
+    """The served batch size per request (README, Definitions): from the X-Batch-Size
+    header of the sweeper's own handlers when the run has it, else from TorchServe's own
+    per-batch records (server_batch_size_per_request_mean: every handler)."""
+    for name in ("client_batch_size_mean", "server_batch_size_per_request_mean"):
         if column(df, f"{name}_mean").notna().any() or column(df, name).notna().any():
             return name
-    return "server_batch_size_mean"
+    return "client_batch_size_mean"
 
 
 def column(df: pd.DataFrame, name: str) -> pd.Series:
