@@ -1,12 +1,23 @@
-"""`expand(spec) -> list[Trial]`: the product of the axes, repeats, stable ids. Pure.
+"""The search space and the trials in it. Pure.
 
-Trials are ordered so that each server-level group (config.properties keys and
-environment, which need a JVM restart) is contiguous: the runner starts one TorchServe
-per group. Within a group, trials sharing per-model settings are adjacent so the model is
-re-registered only when those change; repeats of a trial run back to back.
+`space(spec)` is the sweep as data: one `Axis(name, values, level)` per setting, axes of
+one value included. A *point* maps every axis name to one of its values;
+`make_trial(spec, point, repeat)` turns it into a `Trial` whose id is a hash of its
+parameters (the same point gives the same id in every run, which is what resume relies
+on). `expand(spec)` is the whole grid in plan order.
+
+Axis names: "server.<config.properties key>", "env.<VAR>" ("env.A+B" sets A and B to the
+same value: one axis, not two), "model.<per-model setting>", "request" (the sweep's request
+sets, when it has a request group), "load" (the expanded load profiles, in declared order).
+
+The plan order keeps each server-level group (config.properties keys and environment,
+which need a JVM restart) contiguous, so an executor starts one TorchServe per group.
+Within a group, trials sharing per-model settings are adjacent so the model is
+re-registered only when those change; repeats of a trial run back to back. That is the
+order of the axes in `space`: server, env, model, request, load, the last varying fastest.
 
 `order(trials, how, seed)` then arranges the runs for fairness (settings.order):
-grouped (as expanded), interleaved (repeat 0 of every trial, then repeat 1, ...) or
+grouped (the plan order), interleaved (repeat 0 of every trial, then repeat 1, ...) or
 random (each repeat's pass in a seeded random order of blocks). `costs(trials)` counts
 the server starts and model registrations an order costs.
 """
@@ -16,8 +27,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Iterator, Mapping
 
 from .load.types import LoadProfile
 from .rundir import trial_key
@@ -74,31 +87,16 @@ def _digest(obj: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _axes(mapping: dict[str, object]) -> list[list[tuple[str, object]]]:
-    """{'a': [1, 2], 'b': 3, 'c': None} -> [[('a',1),('a',2)], [('b',3)]] (None: unset)."""
-    out = []
-    for key, value in mapping.items():
-        if value is None:
-            continue
-        values = value if isinstance(value, list) else [value]
-        out.append([(key, v) for v in values])
-    return out
-
-
-def _product(mapping: dict[str, object]) -> list[dict[str, object]]:
-    return [dict(combo) for combo in itertools.product(*_axes(mapping))]
-
-
 def _load_profiles(spec: SweepSpec) -> list[LoadProfile]:
+    """Every load entry's concurrency x rate combinations, in declared order."""
     profiles = []
     for axes in spec.loads:
-        fields = axes.model_dump()
-        for combo in _product({"concurrency": fields.pop("concurrency"), "rate_rps": fields.pop("rate_rps")}):
+        for concurrency, rate in itertools.product(_values(axes.concurrency), _values(axes.rate_rps)):
             profiles.append(
                 LoadProfile(
                     mode=axes.mode,
-                    concurrency=combo.get("concurrency"),
-                    rate_rps=float(combo["rate_rps"]) if "rate_rps" in combo else None,
+                    concurrency=concurrency,
+                    rate_rps=float(rate) if rate is not None else None,
                     duration_s=axes.duration_s,
                     requests=axes.requests,
                     processes=axes.processes,
@@ -109,56 +107,105 @@ def _load_profiles(spec: SweepSpec) -> list[LoadProfile]:
     return profiles
 
 
+# Where each level's settings are applied: a restart (server, env), the management API
+# (model), the load client (load, request).
+LEVELS = ("server", "env", "model", "load", "request")
+_MODEL_FIELDS = ("batch_size", "max_batch_delay_ms", "min_workers", "max_workers", "response_timeout_s")
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One dimension of the search space: its values in declared order."""
+
+    name: str  # "model.batch_size", "server.number_of_netty_threads", "env.A+B", "request", "load"
+    values: tuple
+    level: str  # one of LEVELS
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"axis {self.name}: level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+        if not self.values:
+            raise ValueError(f"axis {self.name}: no values")
+
+
+def _values(value: object) -> tuple:
+    return tuple(value) if isinstance(value, list) else (value,)
+
+
+def space(spec: SweepSpec) -> list[Axis]:
+    """The sweep's axes in plan order; a setting left unset (None: TorchServe's default)
+    is no axis."""
+    axes = [Axis(f"server.{k}", _values(v), "server") for k, v in spec.server.model_dump().items() if v is not None]
+    axes += [Axis(f"env.{k}", _values(v), "env") for k, v in spec.env.items() if v is not None]
+    model = spec.model.model_dump()
+    axes += [Axis(f"model.{k}", _values(model[k]), "model") for k in _MODEL_FIELDS if model[k] is not None]
+    if spec.requests:  # no request group: no axis, and trial ids stay what they were
+        axes.append(Axis("request", tuple(spec.requests), "request"))
+    axes.append(Axis("load", tuple(_load_profiles(spec)), "load"))
+    return axes
+
+
+def points(axes: list[Axis]) -> Iterator[dict[str, object]]:
+    """Every point of the grid, the last axis varying fastest (plan order for `space`)."""
+    names = [a.name for a in axes]
+    for combo in itertools.product(*(a.values for a in axes)):
+        yield dict(zip(names, combo))
+
+
+def make_trial(spec: SweepSpec, point: Mapping[str, object], repeat: int) -> Trial:
+    """The trial at `point` (axis name -> value). Values are taken as given: whether they
+    lie on the axes is the strategy's contract (tests/search), not checked here."""
+    server, env, model = {}, {}, {}
+    for name, value in point.items():
+        level, _, key = name.partition(".")
+        if level == "server" and key:
+            server[key] = value
+        elif level == "env" and key:
+            env.update({var: str(value) for var in key.split("+")})
+        elif level == "model" and key in _MODEL_FIELDS:
+            model[key] = value
+        elif name not in ("load", "request"):
+            raise ValueError(f"{name!r} is not an axis of a sweep")
+    if "load" not in point:
+        raise ValueError("a point needs a value for the 'load' axis")
+    defaults = spec.model.model_dump()
+    params = ModelParams(
+        name=spec.model.name,
+        batch_size=model.get("batch_size", defaults["batch_size"]),
+        max_batch_delay_ms=model.get("max_batch_delay_ms", defaults["max_batch_delay_ms"]),
+        min_workers=model.get("min_workers"),
+        max_workers=model.get("max_workers", model.get("min_workers")),
+        response_timeout_s=model.get("response_timeout_s", defaults["response_timeout_s"]),
+    )
+    load = point["load"]
+    request = point.get("request")  # a request set (spec.RequestAxes), when the sweep has some
+    server_t = tuple(sorted(server.items()))
+    env_t = tuple(sorted(env.items()))
+    identity = {"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(params), "load": asdict(load)}
+    if request is not None:
+        identity["request"] = request.identity()
+    group_id = _digest({"server": server_t, "env": env_t})
+    label = request.label if request is not None else None
+    return Trial(spec.name, server_t, env_t, params, load, repeat, _digest(identity), group_id, label)
+
+
 def count_trials(spec: SweepSpec) -> int:
     """Distinct trials (without repeats) that `expand` would produce, without building them:
     lets a caller refuse a huge grid before spending memory on it."""
-    n = len(_load_profiles(spec))
-    model_fields = spec.model.model_dump()
-    model_fields.pop("name")
-    model_fields.pop("archive")
-    n *= max(1, len(spec.requests))
-    for mapping in (spec.server.model_dump(), dict(spec.env), model_fields):
-        for axis in _axes(mapping):
-            n *= len(axis)
-    return n
+    return math.prod(len(axis.values) for axis in space(spec))
 
 
 def expand(spec: SweepSpec) -> list[Trial]:
-    server_combos = _product(spec.server.model_dump())
-    env_combos = _product(dict(spec.env))
-    model_fields = spec.model.model_dump()
-    name = model_fields.pop("name")
-    model_fields.pop("archive")
-    model_combos = _product(model_fields)
-    loads = _load_profiles(spec)
-    # The request axis: part of a trial's identity only when the sweep has a request group
-    # (ids of sweeps without one stay what they were).
-    requests = [(r.label, {"request": r.identity()}) for r in spec.requests] or [(None, {})]
-
+    """Every trial of the grid and each of its repeats, in plan order."""
     trials: list[Trial] = []
     seen: set[str] = set()
-    for server, env in itertools.product(server_combos, env_combos):
-        server_t = tuple(sorted(server.items()))
-        # a joined key "A+B" sets A and B to the same value (one axis, not two)
-        env_t = tuple(sorted((name, str(v)) for k, v in env.items() for name in k.split("+")))
-        group_id = _digest({"server": server_t, "env": env_t})
-        for m in model_combos:
-            model = ModelParams(
-                name=name,
-                batch_size=m["batch_size"],
-                max_batch_delay_ms=m["max_batch_delay_ms"],
-                min_workers=m.get("min_workers"),
-                max_workers=m.get("max_workers", m.get("min_workers")),
-                response_timeout_s=m["response_timeout_s"],
-            )
-            for (label, request), load in itertools.product(requests, loads):
-                trial_id = _digest({"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(model), "load": asdict(load), **request})
-                if trial_id in seen:
-                    # sweeper.spec rejects duplicate axis values and load profiles
-                    raise ValueError(f"two trials share the parameters of trial {trial_id}")
-                seen.add(trial_id)
-                for r in range(spec.settings.repeats):
-                    trials.append(Trial(spec.name, server_t, env_t, model, load, r, trial_id, group_id, label))
+    for point in points(space(spec)):
+        trial = make_trial(spec, point, 0)
+        if trial.trial_id in seen:
+            # sweeper.spec rejects duplicate axis values and load profiles
+            raise ValueError(f"two trials share the parameters of trial {trial.trial_id}")
+        seen.add(trial.trial_id)
+        trials += [replace(trial, repeat=r) for r in range(spec.settings.repeats)]
     return trials
 
 

@@ -1,7 +1,7 @@
 """The recommendation: which configuration to use, how sure we are, and how to apply it.
 
-Two objectives over eligible *closed-loop* trials (see ``aggregate``), each trial's
-repeats reduced to their mean:
+Two picks over eligible *closed-loop* trials, each trial's repeats reduced to their mean,
+both by the sweep's one objective (sweeper.analysis.objective, which the search uses too):
 - throughput: the highest mean client_throughput_rps;
 - latency: the highest mean throughput among trials whose mean p99 is <= the SLO.
 
@@ -24,10 +24,9 @@ from urllib.parse import quote
 import pandas as pd
 
 from sweeper.analysis import confidence as ci
+from sweeper.analysis.objective import P99, THROUGHPUT, candidates, closed_loop, ranked, within_slo
 from sweeper.report import fmt
 
-THROUGHPUT = "client_throughput_rps"
-P99 = "client_latency_p99_ms"
 MANAGEMENT_URL = "http://127.0.0.1:8081"
 
 
@@ -57,8 +56,7 @@ class Recommendation:
 
 def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = "") -> Recommendation:
     notes: list[str] = []
-    eligible = trials[trials["eligible"]] if "eligible" in trials.columns else trials.iloc[0:0]
-    eligible = eligible[eligible[f"{THROUGHPUT}_mean"].notna()] if len(eligible) else eligible
+    eligible = candidates(trials)
     if eligible.empty:
         notes.append(
             "No trial finished with every request served (status ok, success rate 1.0); "
@@ -66,7 +64,7 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
         )
         return Recommendation(slo_p99_ms, slo_source, None, None, tuple(notes))
 
-    closed = eligible[eligible["load_mode"] == "closed"] if "load_mode" in eligible.columns else eligible
+    closed = closed_loop(eligible)
     open_loop = eligible.drop(closed.index)
     if closed.empty:
         notes.append(
@@ -87,7 +85,7 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
             "to get the best configuration under a p99 limit."
         )
     else:
-        meeting = closed[closed[f"{P99}_mean"] <= slo_p99_ms]
+        meeting = within_slo(closed, slo_p99_ms)
         if meeting.empty:
             with_p99 = closed[closed[f"{P99}_mean"].notna()]
             if with_p99.empty:
@@ -122,10 +120,10 @@ def _open_loop_note(open_loop: pd.DataFrame, slo_p99_ms: float) -> list[str]:
     ]
 
 
-def _pick(objective: str, candidates: pd.DataFrame, slo_p99_ms: float | None = None) -> Pick:
-    ranked = candidates.sort_values(f"{THROUGHPUT}_mean", ascending=False, kind="stable")
-    winner = ranked.iloc[0]
-    others = ranked[ranked["config"] != winner["config"]]
+def _pick(objective: str, pool: pd.DataFrame, slo_p99_ms: float | None = None) -> Pick:
+    order = ranked(pool)
+    winner = order.iloc[0]
+    others = order[order["config"] != winner["config"]]
     runner = others.iloc[0] if len(others) else None
     confidence, within_noise = _confidence(winner, runner)
     caveats = _caveats(winner, runner, slo_p99_ms)
