@@ -53,7 +53,10 @@ def _check_writable(out: Path) -> None:
 def cmd_run(args) -> int:
     from .machine import fingerprint
     from .preflight import prepare
-    from .runner import GridSearch, SweepContext, run_sweep
+    from .executors import EXECUTORS
+    from .plan import space
+    from .runner import SweepContext, run_sweep
+    from .search import STRATEGIES, SearchOptions
     from .spec import dump_resolved
 
     if args.resume:
@@ -89,7 +92,8 @@ def cmd_run(args) -> int:
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
               "token authorization is on", file=sys.stderr)
     try:
-        outcome = run_sweep(ctx, GridSearch(trials), progress=lambda line: print(line, file=sys.stderr, flush=True))
+        strategy = STRATEGIES["grid"](spec, space(spec), SearchOptions())
+        outcome = run_sweep(ctx, strategy, EXECUTORS["local"](ctx), progress=lambda line: print(line, file=sys.stderr, flush=True))
     except Interrupted as exc:
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
         raise

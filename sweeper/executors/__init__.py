@@ -4,16 +4,23 @@ An executor takes trials with `submit()` (at most `slots` in flight) and hands b
 finished ones from `wait()` as `TrialResult`s: the flat row plus the trial's files as
 bytes. It never writes into the run directory; `sweeper.rundir.RunDir` does that. A local
 executor has one slot and runs the trial inside `wait()`; a cluster executor has one slot
-per node. (Issue 13 wires the runner to this protocol; `local.py` holds today's executor.)
+per node.
+
+Adding an executor is one module in this package and one line in `EXECUTORS`:
+`EXECUTORS[name](ctx) -> Executor`, with the sweep's context (sweeper.runner.SweepContext:
+spec, run directory, model store, request body). tests/executors runs one contract over
+every entry: a trial comes back as a TrialResult with its files, and close() leaves no
+process behind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan import Trial
+    from ..runner import SweepContext
 
 
 @dataclass(frozen=True)
@@ -58,3 +65,13 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop every process this executor started (servers, engines, remote actors)."""
         ...
+
+
+ExecutorFactory = Callable[["SweepContext"], Executor]
+
+# The registry comes last: an executor's module imports TrialResult from here.
+from .local import LocalExecutor  # noqa: E402
+
+EXECUTORS: dict[str, ExecutorFactory] = {
+    "local": LocalExecutor,
+}

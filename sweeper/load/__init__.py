@@ -1,13 +1,13 @@
 """The load engine: closed loop (N requests in flight) and open loop (fixed rate).
 
-Public interface (used by sweeper.runner; keep it stable):
+Public interface (used by sweeper.measure; keep it stable):
 
     Target(url, body, headers, method)          what to send
     LoadProfile(mode, concurrency, rate_rps, duration_s, requests, processes, timeout_s,
                 cpu_affinity)                    how to send it
     run_load(target, profile) -> LoadRun         blocking; runs engine process(es)
     summarize(run) -> dict                       the client_* columns of results.csv
-    write_records(run, path) / read_records(path)
+    write_records(run, path) / read_records(path) / encode_records(run) -> bytes
 
 Records are a numpy structured array with RECORD_DTYPE, one row per request:
     scheduled_s  when the request was due (open loop: the fixed schedule; closed loop:
@@ -25,7 +25,7 @@ summary (client_* columns, client-bound rules), records (requests.csv.gz).
 """
 
 from .launch import run_load
-from .records import read_records, write_records
+from .records import encode_records, read_records, write_records
 from .summary import summarize
 from .types import RECORD_DTYPE, LoadProfile, LoadRun, Target
 
@@ -34,6 +34,7 @@ __all__ = [
     "LoadProfile",
     "LoadRun",
     "Target",
+    "encode_records",
     "read_records",
     "run_load",
     "summarize",

@@ -20,14 +20,22 @@ _FMT = ",".join(_FORMATS[RECORD_DTYPE[name].str[1:]] for name in RECORD_DTYPE.na
 HEADER = ",".join(RECORD_DTYPE.names)
 
 
+def encode_records(run: LoadRun) -> bytes:
+    """The records of `run` as the bytes of a requests.csv.gz file (gzip CSV)."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz:
+        with io.TextIOWrapper(gz, encoding="ascii", newline="\n") as out:
+            out.write(HEADER + "\n")
+            if len(run.records):
+                np.savetxt(out, run.records, fmt=_FMT, delimiter=",")
+    return buf.getvalue()
+
+
 def write_records(run: LoadRun, path: str | os.PathLike) -> None:
     """Write the records of `run` to `path` (gzip CSV; the name should end in .csv.gz)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt", encoding="ascii", newline="\n", compresslevel=6) as out:
-        out.write(HEADER + "\n")
-        if len(run.records):
-            np.savetxt(out, run.records, fmt=_FMT, delimiter=",")
+    tmp.write_bytes(encode_records(run))
     os.replace(tmp, path)  # a reader never sees half a file
 
 
