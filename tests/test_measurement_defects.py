@@ -397,18 +397,23 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     """TorchServe keeps running a job whose client went away (BatchAggregator.sendResponse
     answers into the closed channel and the latency counters grow): such jobs would run on
     into the next trial on the same server. That trial gets a fresh server instead."""
-    from sweeper import runner
+    from sweeper.executors import local
+    from sweeper.plan import expand
+    from sweeper.runner import SweepContext
+    from sweeper.spec import parse_sweep
 
-    executor = runner.LocalExecutor.__new__(runner.LocalExecutor)
-    executor.server, executor._group, executor._model = object(), "g", None
+    spec = parse_sweep({"name": "a", "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}}, "a.yaml")
+    executor = local.LocalExecutor(SweepContext(spec, tmp_path, "a", tmp_path, b"[]"))
+    executor.server = object()
     closed = []
-    monkeypatch.setattr(executor, "_ensure_server", lambda trial: executor.server, raising=False)
-    monkeypatch.setattr(executor, "_measure", lambda server, trial, d: {"measure_s": 1.0, **abandoned}, raising=False)
-    monkeypatch.setattr(executor, "close", lambda: closed.append(True), raising=False)
-    monkeypatch.setattr(runner, "_log_offsets", lambda server: {})
-    monkeypatch.setattr(runner, "_copy_logs", lambda server, offsets, dest: None)
-    row = executor.run(trial=None, trial_dir=tmp_path)
-    assert row["status"] == "ok"
+    monkeypatch.setattr(executor, "_ensure_server", lambda trial: executor.server)
+    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: None)
+    monkeypatch.setattr(executor, "close", lambda: closed.append(True))
+    monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files: {"measure_s": 1.0, **abandoned})
+    monkeypatch.setattr(local, "log_offsets", lambda server: {})
+    monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
+    result = executor.run(expand(spec)[0])
+    assert result.status == "ok"
     assert bool(closed) is restarted
 
 
