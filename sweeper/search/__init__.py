@@ -40,7 +40,7 @@ class Strategy(Protocol):
 class SearchOptions:
     """What a search may be told beyond the sweep itself (a grid uses neither)."""
 
-    seed: int = 0  # the same seed proposes the same trials
+    seed: int | None = None  # the same seed proposes the same trials; None: settings.seed
     budget: int | None = None  # runs (trials x repeats) it may spend; None: its own default
 
 

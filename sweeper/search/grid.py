@@ -1,7 +1,8 @@
-"""`GridSearch`: every point of the space once, in plan order, each repeat back to back.
+"""`GridSearch`: every point of the space once per repeat, in the sweep's run order.
 
-The order is `plan.points(space)`: each server-level group contiguous (one TorchServe
-start per group on a local executor), per-model settings changing least often within it.
+The points come in plan order (`plan.points(space)`: each server-level group contiguous,
+per-model settings changing least often within it) and are then arranged by
+settings.order with settings.seed (`plan.order`: grouped, interleaved or random passes).
 Outcomes do not change a grid's order: `observe` has nothing to do.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..plan import Axis, Trial, make_trial, points
+from ..plan import Axis, Trial, default_order, make_trial, order, points
 from ..spec import SweepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,9 +20,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class GridSearch:
     def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions | None" = None):
-        # a grid needs no seed and spends no budget: the grid is its budget
-        repeats = spec.settings.repeats
-        self._trials = [make_trial(spec, point, r) for point in points(space) for r in range(repeats)]
+        # a grid spends no budget (the grid is its budget) and its order is the sweep's
+        # (settings.order, settings.seed), so the options change nothing
+        settings = spec.settings
+        planned = [make_trial(spec, point, r) for point in points(space) for r in range(settings.repeats)]
+        self._trials = order(planned, settings.order or default_order(settings.repeats), settings.seed)
         self._next = 0
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sweeper.executors import TrialResult
-from sweeper.plan import make_trial, points, space
+from sweeper.plan import ORDERS, expand, make_trial, order, points, space
 from sweeper.search import STRATEGIES, SearchOptions, Strategy
 from sweeper.spec import parse_sweep
 
@@ -49,13 +49,14 @@ def test_every_strategy_proposes_points_of_the_axes_only(name):
     assert check_strategy(strategy, SPEC, axes) > 0
 
 
-def test_the_grid_proposes_every_point_once_in_plan_order():
-    axes = space(SPEC)
-    grid = STRATEGIES["grid"](SPEC, axes, SearchOptions())
+@pytest.mark.parametrize("how", ORDERS)
+def test_the_grid_proposes_every_run_once_in_the_sweeps_order(how):
+    spec = SPEC.model_copy(update={"settings": SPEC.settings.model_copy(update={"order": how, "seed": 3})})
+    grid = STRATEGIES["grid"](spec, space(spec), SearchOptions())
     keys = []
     while (trial := grid.suggest()) is not None:
         keys.append(trial.key)
-    expected = [make_trial(SPEC, p, r).key for p in points(axes) for r in range(2)]
+    expected = [t.key for t in order(expand(spec), how, 3)]
     assert keys == expected and grid.total == len(expected) == 2 * 2 * 2 * 3 * 2
 
 
