@@ -527,3 +527,16 @@ def test_the_report_table_marks_a_disagreeing_trial():
     marked = {r.trial_id: r for r in table.rows}["a"]
     assert "client and server disagree" in marked.notes and marked.cells[1].text == "≠ client vs server"
     assert "client − server ms" in [c.label for c in table.columns]
+
+
+def test_the_engines_wait_for_a_cpu_is_scaled_to_the_used_windows_like_its_cpu():
+    from sweeper.load import windows as win
+    from sweeper.load.types import Outcome
+
+    profile = LoadProfile("closed", concurrency=1, duration_s=4.0)
+    rows = [(t / 10, t / 10, t / 10 + 0.01, 200) for t in range(40)]
+    base = load_run(profile, rows)
+    run = LoadRun(profile, base.records, 4.0, 0.4, client_sched_wait_s=0.4, client_sched_slices=400)
+    got = summarize(win.measured(run, Outcome(1.0, 2, 3, False)))  # the last 2 of 4 windows
+    assert got["client_sched_wait_pct"] == pytest.approx(10.0)  # was 20: the whole run's wait over half the time
+    assert got["client_sched_wait_ms_mean"] == pytest.approx(1.0)

@@ -111,6 +111,10 @@ def measured(run: LoadRun, outcome: Outcome) -> LoadRun:
         records=out,
         wall_s=wall,
         client_cpu_s=run.client_cpu_s * min(1.0, share),
+        # the engine's wait for a CPU, like its CPU: the used windows' share (the mean wait
+        # per wake-up, their ratio, is unchanged)
+        client_sched_wait_s=run.client_sched_wait_s * min(1.0, share),
+        client_sched_slices=int(round(run.client_sched_slices * min(1.0, share))),
     )
 
 
