@@ -25,6 +25,11 @@ def archive(tmp_path_factory):
     return build_archive(tmp_path_factory.mktemp("store"), config_yaml="batchSize: 16\nmaxBatchDelay: 500\nminWorkers: 3\nmaxWorkers: 3\n")
 
 
+@pytest.fixture(scope="module")
+def plain_archive(tmp_path_factory):
+    return build_archive(tmp_path_factory.mktemp("plain"))
+
+
 def _results(out):
     (run_dir,) = run_dirs(out)
     return run_dir, pd.read_csv(run_dir / "results.csv")
@@ -63,12 +68,12 @@ def test_a_foreign_handler_with_its_own_payload(tmp_path, archive, capsys):
     assert_nothing_left(out)
 
 
-def test_a_payload_the_handler_rejects_fails_at_once_with_the_answer(tmp_path, archive, capsys):
+def test_a_payload_the_handler_rejects_fails_at_once_with_the_answer(tmp_path, plain_archive, capsys):
     out = tmp_path / "runs"
     sweep = write_sweep(
         tmp_path,
         "rejected",
-        model={"archive": str(archive), "batch_size": 1, "min_workers": 1},
+        model={"archive": str(plain_archive), "batch_size": 1, "min_workers": 1},
         request={"json": {"text": TEXT}},  # the handler wants text; JSON reaches it as a dict
         load={"mode": "closed", "concurrency": 8, "duration_s": 30},
         settings={"warmup_s": 5},
