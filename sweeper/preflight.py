@@ -72,6 +72,9 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
         raise SpecError(source, "model.name", f"unknown model {spec.model.name!r}, expected one of: {', '.join(sorted(MODELS))}")
     if spec.settings.model_store is not None and not (store / f"{spec.model.name}.mar").exists():
         raise SpecError(source, "model.name", f"no archive {spec.model.name}.mar in {store}")
+    if spec.model.name not in MODELS and not spec.requests:
+        # a model the sweeper did not build has no example request it could send
+        raise SpecError(source, "request", f"required for model {spec.model.name!r} (not one of the sweeper's): give files, text or json that its handler accepts")
     for t in trials:
         trial_config(t, PLACEHOLDER_PORTS, store, spec.settings)
     if check_environment:

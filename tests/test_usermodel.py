@@ -293,3 +293,12 @@ def test_init_writes_a_commented_sweep_that_plans(tmp_path, capsys, monkeypatch)
     assert "Resnet-152 batch=8" in capsys.readouterr().out
     assert main(["init", "--archive", "nope.mar", "--request-file", "x.jpg"]) == 2
     assert "sweeper init: --archive: file not found" in capsys.readouterr().err
+
+
+def test_a_model_store_archive_of_another_model_needs_a_request(tmp_path, capsys):
+    (tmp_path / "store").mkdir()
+    write_mar(tmp_path / "store" / "resnet.mar")
+    path = sweep_file(tmp_path, doc(model={"name": "resnet"}, settings={"model_store": "store"}))
+    one_line_exit_2(capsys, ["plan", str(path)], "request", "required for model 'resnet' (not one of the sweeper's)")
+    path = sweep_file(tmp_path, doc(model={"name": "resnet"}, settings={"model_store": "store"}, request={"text": "x"}))
+    assert main(["plan", str(path)]) == 0
