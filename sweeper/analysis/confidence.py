@@ -227,8 +227,8 @@ def _advice(more: int | None, repeats: int) -> str:
         return "One repeat only: the spread between runs is unknown. Run 3 or more repeats."
     if more is None:
         return (
-            f"Even {MAX_REPEATS_ADVICE} repeats would likely not separate them: "
-            "for this machine they are equally good."
+            f"Even {MAX_REPEATS_ADVICE} repeats would likely not separate them at this run's "
+            "noise: treat them as equally good."
         )
     return f"About {more} more repeat{'s' if more != 1 else ''} of each would likely separate them."
 
