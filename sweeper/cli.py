@@ -56,7 +56,7 @@ def cmd_run(args) -> int:
     from .executors import EXECUTORS
     from .plan import space
     from .runner import SweepContext, run_sweep
-    from .search import STRATEGIES, SearchOptions
+    from .search import STRATEGIES, search_options
     from .spec import dump_resolved
 
     if args.resume:
@@ -85,14 +85,16 @@ def cmd_run(args) -> int:
         spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body,
         request_sets=user.request_sets, archive_file=user.archive_file,
     )
-    print(f"run {run_dir}: {len(trials)} trial runs, about {_estimate_text(spec, trials)}", file=sys.stderr)
+    strategy = STRATEGIES[spec.search.strategy](spec, space(spec), search_options(spec))
+    share = strategy.total / max(len(trials), 1)  # a search runs a sample of the grid
+    searched = "" if spec.search.strategy == "grid" else f" ({spec.search.strategy} search over a grid of {len(trials)})"
+    print(f"run {run_dir}: {strategy.total} trial runs{searched}, about {_estimate_text(spec, trials, share)}", file=sys.stderr)
     from .machine import is_loopback
 
     if not is_loopback(spec.settings.host):
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
               "token authorization is on", file=sys.stderr)
     try:
-        strategy = STRATEGIES["grid"](spec, space(spec), SearchOptions())
         outcome = run_sweep(ctx, strategy, EXECUTORS["local"](ctx), progress=lambda line: print(line, file=sys.stderr, flush=True))
     except Interrupted as exc:
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
@@ -140,10 +142,10 @@ def _finished_run(arg: str) -> RunDir:
     return run
 
 
-def _estimate_text(spec, trials) -> str:
+def _estimate_text(spec, trials, share: float = 1.0) -> str:
     from .preflight import estimate_s
 
-    est = estimate_s(spec, trials)
+    est = estimate_s(spec, trials) * share
     return f"{est / 60:.1f} min"
 
 

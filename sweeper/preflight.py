@@ -57,6 +57,8 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     user = resolve_user_model(load_sweep(path), source)  # archive manifest and payload files, read once
     spec = user.spec
     distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
+    if spec.search.budget_trials is not None:  # a search measures its budget, not the grid
+        distinct = min(distinct, spec.search.budget_trials)
     if distinct > spec.settings.max_trials and not yes:
         raise SpecError(
             source,

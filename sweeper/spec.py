@@ -439,6 +439,20 @@ class RequestAxes(_Strict):
 EnvValue = Union[SafeText, StrictInt]
 
 
+class SearchSettings(_Strict):
+    """How the trials are chosen (sweeper.search): the whole grid, or a sample of it."""
+
+    strategy: Literal["grid", "random"] = "grid"
+    budget_trials: Union[PosInt, None] = None  # configurations to measure (each `repeats` times)
+    seed: Union[NonNegInt, None] = None  # None: settings.seed
+
+    @model_validator(mode="after")
+    def _budget_needed(self) -> "SearchSettings":
+        if self.strategy != "grid" and self.budget_trials is None:
+            raise ValueError(f"budget_trials: required with strategy {self.strategy!r} (how many configurations to measure)")
+        return self
+
+
 class SweepSpec(_Strict):
     _lists = ("load",)
 
@@ -450,6 +464,7 @@ class SweepSpec(_Strict):
     load: Union[LoadAxes, list[LoadAxes]]
     # the requests' payload; a list of named request sets is an axis (level "request")
     request: Union[RequestAxes, list[RequestAxes], None] = None
+    search: SearchSettings = SearchSettings()
     settings: Settings = Settings()
 
     @field_validator("env", mode="before")

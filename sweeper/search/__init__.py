@@ -44,11 +44,20 @@ class SearchOptions:
     budget: int | None = None  # runs (trials x repeats) it may spend; None: its own default
 
 
+def search_options(spec: "SweepSpec") -> SearchOptions:
+    """The sweep file's `search` group as options: budget_trials configurations, each run
+    settings.repeats times."""
+    budget = spec.search.budget_trials
+    return SearchOptions(seed=spec.search.seed, budget=None if budget is None else budget * spec.settings.repeats)
+
+
 StrategyFactory = Callable[["SweepSpec", "list[Axis]", SearchOptions], Strategy]
 
 # The registry comes last: a strategy's module may import SearchOptions from here.
 from .grid import GridSearch  # noqa: E402
+from .random import RandomSearch  # noqa: E402
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "grid": GridSearch,
+    "random": RandomSearch,
 }
