@@ -95,7 +95,7 @@ def test_each_kind_of_failure_has_its_own_status_and_count():
     from fakeserver import FakeServer
 
     from sweeper.load import Target, run_load
-    from sweeper.load.types import STATUS_CONNECTION_ERROR, STATUS_REFUSED, STATUS_TIMEOUT
+    from sweeper.load.types import STATUS_REFUSED, STATUS_TIMEOUT
 
     with FakeServer(delay_s=0.5) as server:
         timed = run_load(Target(server.url()), LoadProfile("closed", concurrency=2, requests=2, timeout_s=0.2))

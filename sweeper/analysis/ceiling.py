@@ -278,12 +278,14 @@ def _child_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-    ready = None
-    if args.sync_dir is not None:
-        def ready(batch_size: int) -> None:
-            (args.sync_dir / f"ready-{batch_size}-{args.index}").touch()
-            while not (args.sync_dir / f"go-{batch_size}").exists():
-                time.sleep(0.002)
+    sync_dir = args.sync_dir
+
+    def wait_for_go(batch_size: int) -> None:
+        (sync_dir / f"ready-{batch_size}-{args.index}").touch()
+        while not (sync_dir / f"go-{batch_size}").exists():
+            time.sleep(0.002)
+
+    ready = wait_for_go if sync_dir is not None else None
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     results = _measure_in_this_process(
