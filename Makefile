@@ -13,14 +13,16 @@ PIP_EXTRA  ?=
 
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
-.PHONY: sweep test plan report setup archives check-java check-python browser wrk clean help
+.PHONY: sweep test plan report setup archives check-java check-python browser wrk ray clean help
 
 help:
 	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
 	@echo "make plan SWEEP=batching    list the trials and render every config, start nothing"
 	@echo "make sweep SWEEP=sweeps/mine.yaml PIP_EXTRA='pkg ...'   your own model; installs its handler's packages first"
 	@echo "make test                   run the test suite (unit + end-to-end with TorchServe)"
+	@echo "make ray                    install the optional Ray extra (sweeper run SWEEP --ray: many machines)"
 
 check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.10+ (with venv)" >&2; exit 2; }
@@ -39,10 +41,18 @@ $(STAMP): pyproject.toml | check-python
 
 setup: $(STAMP)
 
+# The optional `ray` extra (sweeper run --ray; the Ray tests): a large wheel, installed once.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[ray]'
+	@touch $@
+
+ray: $(RAY_STAMP)
+
 archives: $(STAMP)
 	$(BIN)/python -m sweeper.archive --model-store model_store
 
-sweep: check-java archives
+# ARGS="--ray ..." installs the Ray extra first
+sweep: check-java archives $(if $(findstring --ray,$(ARGS)),ray)
 	@if [ -n "$(PIP_EXTRA)" ]; then echo "installing handler dependencies: $(PIP_EXTRA)"; $(BIN)/pip install --quiet $(PIP_EXTRA); fi
 	$(BIN)/sweeper run $(SWEEP) $(ARGS)
 
@@ -67,7 +77,7 @@ wrk:
 	      echo "warning: could not install wrk; sweeper verify's wrk test will be skipped (or fail under CI)" >&2; \
 	  else echo "note: wrk not found; sweeper verify's wrk test will be skipped (apt-get install wrk)" >&2; fi; }
 
-test: check-java archives browser wrk
+test: check-java archives browser wrk ray
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

@@ -59,6 +59,10 @@ def cmd_run(args) -> int:
     from .search import STRATEGIES, search_options
     from .spec import dump_resolved
 
+    if args.ray:
+        from .executors.ray import import_ray
+
+        import_ray()  # one line on how to install it, before anything is created
     if args.resume:
         run = RunDir(args.resume)
         if not run.sweep_yaml.exists():
@@ -94,14 +98,25 @@ def cmd_run(args) -> int:
     if not is_loopback(spec.settings.host):
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
               "token authorization is on", file=sys.stderr)
+    if args.ray:
+        executor = EXECUTORS["ray"](ctx, address=args.ray)
+        nodes = ", ".join(n.label for n in executor.nodes if n.alive)
+        print(f"Ray cluster: {len(executor._live())} node(s) with a sweeper_slot ({nodes}), placement {spec.settings.placement}",
+              file=sys.stderr)
+    else:
+        executor = EXECUTORS["local"](ctx)
     try:
-        outcome = run_sweep(ctx, strategy, EXECUTORS["local"](ctx), progress=lambda line: print(line, file=sys.stderr, flush=True))
+        outcome = run_sweep(ctx, strategy, executor, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except Interrupted as exc:
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
         raise
     rows = outcome.rows
     if spec.settings.baseline and not outcome.stopped:
-        rows = _baseline(run_dir, rows)
+        if args.ray:  # the ceiling is measured in-process, on the machine it runs on
+            print("note: settings.baseline is skipped under --ray (it would measure this machine, not the nodes); "
+                  "run `sweeper baseline RUN_DIR` on a node", file=sys.stderr)
+        else:
+            rows = _baseline(run_dir, rows)
     failed = [r for r in rows if r.get("status") != "ok"]
     if not args.no_report:
         _report(run_dir, None)
@@ -221,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run: skip finished trials, rerun the rest")
     p.add_argument("--yes", action="store_true", help="accept a grid above settings.max_trials")
     p.add_argument("--no-report", action="store_true", help="skip report.html/report.md")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run the trials on the nodes of a Ray cluster (default address: auto; needs the 'ray' extra); "
+                        "settings.placement: spread or every_node")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html and report.md for a run directory")
@@ -241,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.html/report.md")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("compare", help="the same sweep from different machines side by side")
+    p = sub.add_parser("compare", help="the same sweep from different machines side by side (one every_node Ray run: by node)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", help="write the Markdown comparison to this file instead of stdout")
     p.set_defaults(func=cmd_compare)

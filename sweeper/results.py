@@ -8,6 +8,9 @@ identity:  sweep, run_id, trial_id (hash of the parameters), repeat, group_id (s
            error (one line), started_at (ISO 8601 UTC), wall_s (whole trial incl. model
            registration and warm-up), measure_s (measured load window), overhead_s
            (wall_s - measure_s)
+node_*:    with `sweeper run --ray` only: node_label (<ip>-<node id prefix>: the node's
+           directory under nodes/), node_ip, node_id (Ray's), node_hostname,
+           node_cpu_model, node_cores_usable (from the node's machine.json)
 param_*:   param_model_name, param_model_batch_size, param_model_max_batch_delay_ms,
            param_model_min_workers, param_model_max_workers, param_model_response_timeout_s,
            param_server_<config.properties key> (e.g. param_server_number_of_netty_threads),
@@ -79,12 +82,15 @@ import pandas as pd
 from .rundir import RunDir, write_atomic
 
 IDENTITY = ["sweep", "run_id", "seq", "trial_id", "repeat", "group_id", "status", "error", "started_at"]
+# with --ray (sweeper.executors.ray): where the trial ran; the node's fingerprint is
+# nodes/<node_label>/machine.json
+NODE = ["node_label", "node_ip", "node_id", "node_hostname", "node_cpu_model", "node_cores_usable"]
 TIMING = ["wall_s", "measure_s", "overhead_s"]
 PREFIXES = ("param_", "load_", "client_", "server_", "proc_")
 
 
 def column_order(columns: list[str]) -> list[str]:
-    ordered = [c for c in IDENTITY if c in columns]
+    ordered = [c for c in IDENTITY + NODE if c in columns]
     for prefix in PREFIXES:
         ordered += [c for c in columns if c.startswith(prefix)]
     ordered += [c for c in TIMING if c in columns]

@@ -12,6 +12,7 @@ writes a run goes through it, so the names below appear nowhere else.
             requests.csv.gz   raw per-request records of the measured window
             result.json       the row (sweeper.results), written atomically, last
         servers/<group_id>-<n>/  each TorchServe's working directory (pids.json, logs)
+        nodes/<node>/machine.json   with --ray: each node's fingerprint (<node>: ip-nodeid)
         results.csv           one row per trial and repeat, rebuilt from result.json files
         results.md            Markdown tables
         baseline.csv          in-process ceilings (sweeper.analysis.ceiling)
@@ -42,6 +43,12 @@ RESULT_FILE = "result.json"
 def trial_key(trial_id: str, repeat: int) -> str:
     """A trial's directory name and resume key: one per trial and repeat."""
     return f"{trial_id}-r{repeat}"
+
+
+def node_trial_key(key: str, node: str) -> str:
+    """The directory of one trial run on one Ray node (settings.placement every_node), or of
+    an attempt lost with its node."""
+    return f"{key}@{node}"
 
 
 def _clean(value: object) -> object:
@@ -148,6 +155,26 @@ class RunDir:
 
     def trial_dir(self, key: str) -> Path:
         return self.trials_dir / key
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.path / "nodes"
+
+    def node_machine_json(self, node: str) -> Path:
+        """A Ray node's fingerprint (sweeper.executors.ray); `node` is its label."""
+        return self.nodes_dir / node / "machine.json"
+
+    def node_machines(self) -> dict[str, dict]:
+        """node label -> machine.json of every node of a Ray run ({} for a local run)."""
+        out = {}
+        for path in sorted(self.nodes_dir.glob("*/machine.json")):
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(data, dict):
+                out[path.parent.name] = data
+        return out
 
     def server_dir(self, name: str) -> Path:
         """Working directory of one TorchServe instance."""

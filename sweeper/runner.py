@@ -112,7 +112,9 @@ def run_sweep(
             if not in_flight:
                 break
             for result in executor.wait():
-                trial, seq = in_flight.pop(result.trial.key)
+                trial, seq = in_flight[result.trial.key]
+                if result.final:  # an executor may return a trial in several results
+                    del in_flight[result.trial.key]
                 row = _complete_row(ctx, trial, seq, dict(result.row))
                 run.write_trial(result, row)
                 if isinstance(row.get("wall_s"), (int, float)):

@@ -358,6 +358,9 @@ class Settings(_Strict):
     # run order (sweeper.plan.order); default: interleaved when repeats > 1, else grouped
     order: Union[Literal["grouped", "interleaved", "random"], None] = None
     seed: NonNegInt = 0  # of the random order
+    # with `sweeper run --ray` (sweeper.executors.ray): spread = each trial once, on any free
+    # node; every_node = each trial on every node (one machine type per node)
+    placement: Literal["spread", "every_node"] = "spread"
 
     @field_validator("host", mode="before")
     @classmethod

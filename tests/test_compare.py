@@ -59,3 +59,19 @@ def test_compare_needs_two_real_runs(tmp_path, capsys):
         compare([a])
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "no results.csv" in capsys.readouterr().err
+
+
+def test_one_run_across_ray_nodes_splits_by_node(tmp_path, capsys):
+    """settings.placement every_node: one results.csv with node_label; compare alone splits it."""
+    a = _run(tmp_path, "a", "driver", {(1, 1): 100.0, (2, 1): 150.0})
+    df = pd.read_csv(a / "results.csv")
+    fast = df.assign(node_label="10.0.0.2-bbbbbb", client_throughput_rps=df["client_throughput_rps"] * 3)
+    pd.concat([df.assign(node_label="10.0.0.1-aaaaaa"), fast]).to_csv(a / "results.csv", index=False)
+    for node, host in (("10.0.0.1-aaaaaa", "small-box"), ("10.0.0.2-bbbbbb", "big-box")):
+        (a / "nodes" / node).mkdir(parents=True)
+        (a / "nodes" / node / "machine.json").write_text(json.dumps({"hostname": host, "cpu_model": "cpu", "cores_usable": 8}))
+    merged, best = compare([a])
+    assert len(merged) == 2 and merged["ratio1"].tolist() == pytest.approx([3.0, 3.0])
+    assert "small-box" in best[0][0] and "big-box" in best[1][0]
+    assert main(["compare", str(a)]) == 0
+    assert "3.00x" in capsys.readouterr().out

@@ -186,3 +186,26 @@ def test_a_file_outside_the_trial_directory_is_refused(tmp_path):
     (trial, *_) = expand(spec)
     with pytest.raises(ValueError):
         RunDir(tmp_path).write_trial(TrialResult(trial, {"status": "ok"}, {"../machine.json": b"{}"}), {"status": "ok"})
+
+
+def test_a_trial_returned_in_several_results_stays_in_flight_until_the_final_one(tmp_path):
+    """An executor that runs a trial on every node returns one result per node; only the
+    final one ends the trial (each result is written under its own key)."""
+    spec = a_spec()
+    trials = expand(spec)[:2]
+
+    class EveryNode(FakeExecutor):
+        def wait(self):
+            done, self.queue = self.queue, []
+            out = []
+            for trial in done:
+                for node, final in (("a", False), ("b", True)):
+                    row = {"status": "ok", "error": "", "wall_s": 0.1, "node_label": node}
+                    out.append(TrialResult(trial, row, {}, f"{trial.key}@{node}", final=final))
+            return out
+
+    strategy = Scripted(trials)
+    outcome = run_sweep(a_context(tmp_path, spec), strategy, EveryNode(slots=2))
+    assert len(outcome.rows) == 4 and {r["node_label"] for r in outcome.rows} == {"a", "b"}
+    assert sorted(RunDir(tmp_path).rows()) == sorted(f"{t.key}@{n}" for t in trials for n in "ab")
+    assert len(strategy.observed) == 4

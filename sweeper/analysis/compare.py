@@ -4,6 +4,10 @@ Trials are matched on their parameters (param_* and load_* columns), not on tria
 runs of a sweep file whose machine-relative values (`cores`) resolved differently still
 line up where the resolved values agree. The first run is the reference: every other run
 gets a throughput ratio per configuration, and each run's best configuration is named.
+
+A run of `sweeper run --ray` with settings.placement every_node measured every trial on
+every node: it splits into one run per node (by results.csv's node_label, labelled from
+nodes/<node>/machine.json), so `sweeper compare RUN` alone compares the cluster's machines.
 """
 
 from __future__ import annotations
@@ -35,15 +39,34 @@ def _label(run_dir: Path) -> str:
     return f"{m.get('hostname', '?')} ({m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} cores) [{run_dir.name}]"
 
 
-def load_run(run_dir: Path) -> RunSummary:
+def _node_label(run_dir: Path, node: str) -> str:
+    m = RunDir(run_dir).node_machines().get(node, {})
+    if not m:
+        return f"node {node} [{run_dir.name}]"
+    return f"{m.get('hostname', '?')} ({m.get('cpu_model', '?')}, {m.get('cores_usable', '?')} cores) node {node} [{run_dir.name}]"
+
+
+def _summary(label: str, run_dir: Path, df: pd.DataFrame) -> RunSummary:
+    table = aggregate_trials(df)
+    return RunSummary(label, run_dir, table[table["n_ok"] > 0].reset_index(drop=True))
+
+
+def load_runs(run_dir: Path) -> list[RunSummary]:
+    """One summary per machine: the run, or one per node of a run across Ray nodes."""
     csv = RunDir(run_dir).results_csv
     if not csv.exists():
         raise SpecError(str(run_dir), "", f"not a run directory (no {csv.name})")
     df = pd.read_csv(csv)
     if "status" not in df or df.empty:
         raise SpecError(str(csv), "", f"no trials in {csv.name}")
-    table = aggregate_trials(df)
-    return RunSummary(_label(run_dir), run_dir, table[table["n_ok"] > 0].reset_index(drop=True))
+    nodes = df["node_label"].dropna().astype(str).unique().tolist() if "node_label" in df else []
+    if len(nodes) > 1:
+        return [_summary(_node_label(run_dir, n), run_dir, df[df["node_label"].astype(str) == n]) for n in nodes]
+    return [_summary(_label(run_dir), run_dir, df)]
+
+
+def load_run(run_dir: Path) -> RunSummary:
+    return load_runs(run_dir)[0]
 
 
 def _keys(tables: list[pd.DataFrame]) -> list[str]:
@@ -69,9 +92,9 @@ def _key_text(row: pd.Series, keys: list[str]) -> str:
 
 def compare(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str, float]]]:
     """(matched table, [(label, best configuration, throughput)]) for the given runs."""
-    if len(run_dirs) < 2:
-        raise SpecError("sweeper compare", "RUN", "give at least two run directories")
-    runs = [load_run(Path(d)) for d in run_dirs]
+    runs = [r for d in run_dirs for r in load_runs(Path(d))]
+    if len(runs) < 2:
+        raise SpecError("sweeper compare", "RUN", "give at least two run directories, or one run of every node (--ray, settings.placement: every_node)")
     keys = _keys([r.table for r in runs if not r.table.empty])
     varying = [k for k in keys if any(r.table[k].astype(str).nunique() > 1 for r in runs if not r.table.empty)]
     merged: pd.DataFrame | None = None

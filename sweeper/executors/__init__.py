@@ -3,8 +3,8 @@
 An executor takes trials with `submit()` (at most `slots` in flight) and hands back
 finished ones from `wait()` as `TrialResult`s: the flat row plus the trial's files as
 bytes. It never writes into the run directory; `sweeper.rundir.RunDir` does that. A local
-executor has one slot and runs the trial inside `wait()`; a cluster executor has one slot
-per node.
+executor has one slot and runs the trial inside `wait()`; the Ray executor (optional
+extra `ray`) has one slot per node of the cluster.
 
 Adding an executor is one module in this package and one line in `EXECUTORS`:
 `EXECUTORS[name](ctx) -> Executor`, with the sweep's context (sweeper.runner.SweepContext:
@@ -32,13 +32,18 @@ class TrialResult:
     artifacts: file name relative to the trial's directory -> bytes ("config.properties",
                "env.json", "requests.csv.gz", "logs/ts_log.log", ...).
     key:       the trial's directory name; `trial.key` unless an executor runs the same
-               trial more than once (one per node: "<trial_id>-r<repeat>@<node>").
+               trial more than once (one per node: "<trial_id>-r<repeat>@<node>", or a
+               lost attempt that is retried elsewhere).
+    final:     the last result of the submitted trial: the runner counts the trial as
+               finished. An executor that runs a trial on every node, or retries it after
+               its node died, returns the earlier results with final=False.
     """
 
     trial: "Trial"
     row: Mapping[str, object]
     artifacts: Mapping[str, bytes] = field(default_factory=dict)
     key: str = ""
+    final: bool = True
 
     @property
     def status(self) -> str:
@@ -59,7 +64,8 @@ class Executor(Protocol):
     def submit(self, trial: "Trial") -> None: ...
 
     def wait(self) -> "list[TrialResult]":
-        """Block until at least one submitted trial has finished; return the finished ones."""
+        """Block until at least one result is in; return every result that is in (a trial
+        may come back in several results: see TrialResult.final)."""
         ...
 
     def close(self) -> None:
@@ -71,7 +77,9 @@ ExecutorFactory = Callable[["SweepContext"], Executor]
 
 # The registry comes last: an executor's module imports TrialResult from here.
 from .local import LocalExecutor  # noqa: E402
+from .ray import RayExecutor  # noqa: E402  (imports Ray only when one is created)
 
 EXECUTORS: dict[str, ExecutorFactory] = {
     "local": LocalExecutor,
+    "ray": RayExecutor,
 }

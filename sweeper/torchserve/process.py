@@ -21,6 +21,7 @@ import time
 from dataclasses import astuple, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 
 import httpx
 import psutil
@@ -100,6 +101,19 @@ def check_ports(host: str, base_port: int) -> None:
     for port in fixed_ports(base_port):
         if not port_is_free(host, port):
             raise EnvironmentProblem(f"port {port} on {host} is already in use (settings.base_port={base_port} uses {base_port}-{base_port + 4})")
+
+
+THREAD_VARIABLES = ("TS_", "MKL_", "OMP_")
+
+
+def server_environment(inherited: "Mapping[str, str]", trial_env: "Mapping[str, str]") -> dict[str, str]:
+    """The server's environment: ours without thread settings and TorchServe variables,
+    plus the trial's. Thread counts come from the trial or from nothing: a Ray worker
+    carries OMP_NUM_THREADS set by Ray (its num_cpus, or 1), and inheriting it would make
+    a thread-contention study silently measure Ray's value."""
+    env = {k: v for k, v in inherited.items() if not k.startswith(THREAD_VARIABLES)}
+    env.update(trial_env)
+    return env
 
 
 @dataclass(frozen=True)
@@ -226,8 +240,7 @@ class TorchServe:
             raise ServerError(f"port {busy[0]} on {self.host} is already in use")
         config = self.workdir / "config.properties"
         config.write_text(self._render(self.ports))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TS_", "MKL_", "OMP_"))}
-        env.update(self.env)
+        env = server_environment(os.environ, self.env)
         # A private temp dir: TorchServe's pid file goes to TMPDIR, and the wrapper passes
         # TEMP to the JVM as java.io.tmpdir, where the workers' unix sockets live
         # (/tmp/.ts.sock.9000 otherwise, shared by every instance). Short, because a unix

@@ -88,6 +88,8 @@ def a_context(tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(EXECUTORS))
 def test_every_executor_returns_the_trial_with_its_files_and_leaves_no_process(name, tmp_path, monkeypatch):
+    if name == "ray":  # needs a cluster, whose own processes carry the tag: see test_ray.py
+        pytest.skip("the Ray executor's contract runs in tests/executors/test_ray.py, on its 2-node cluster")
     tag = uuid.uuid4().hex
     monkeypatch.setenv(TAG, tag)
     ctx, trial = a_context(tmp_path)
