@@ -101,8 +101,8 @@ def cmd_run(args) -> int:
     if args.ray:
         executor = EXECUTORS["ray"](ctx, address=args.ray)
         nodes = ", ".join(n.label for n in executor.nodes if n.alive)
-        print(f"Ray cluster: {len(executor._live())} node(s) with a sweeper_slot ({nodes}), placement {spec.settings.placement}",
-              file=sys.stderr)
+        print(f"Ray cluster: {len(executor.nodes)} node(s) with a sweeper_slot ({nodes}), placement {spec.settings.placement}; "
+              f"actors ready in {executor.startup_s:.1f} s", file=sys.stderr)
     else:
         executor = EXECUTORS["local"](ctx)
     try:

@@ -10,7 +10,9 @@ identity:  sweep, run_id, trial_id (hash of the parameters), repeat, group_id (s
            (wall_s - measure_s)
 node_*:    with `sweeper run --ray` only: node_label (<ip>-<node id prefix>: the node's
            directory under nodes/), node_ip, node_id (Ray's), node_hostname,
-           node_cpu_model, node_cores_usable (from the node's machine.json)
+           node_cpu_model, node_cores_usable (from the node's machine.json),
+           ray_overhead_s (what Ray added to the trial: the driver's round trip of the call,
+           trial and files shipped both ways, minus wall_s measured on the node)
 param_*:   param_model_name, param_model_batch_size, param_model_max_batch_delay_ms,
            param_model_min_workers, param_model_max_workers, param_model_response_timeout_s,
            param_server_<config.properties key> (e.g. param_server_number_of_netty_threads),
@@ -84,7 +86,7 @@ from .rundir import RunDir, write_atomic
 IDENTITY = ["sweep", "run_id", "seq", "trial_id", "repeat", "group_id", "status", "error", "started_at"]
 # with --ray (sweeper.executors.ray): where the trial ran; the node's fingerprint is
 # nodes/<node_label>/machine.json
-NODE = ["node_label", "node_ip", "node_id", "node_hostname", "node_cpu_model", "node_cores_usable"]
+NODE = ["node_label", "node_ip", "node_id", "node_hostname", "node_cpu_model", "node_cores_usable", "ray_overhead_s"]
 TIMING = ["wall_s", "measure_s", "overhead_s"]
 PREFIXES = ("param_", "load_", "client_", "server_", "proc_")
 

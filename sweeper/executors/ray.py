@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,14 +99,17 @@ class RayExecutor:
         self.nodes: list[_Node] = []
         self._queue: collections.deque = collections.deque()  # spread: (trial, attempt)
         self._running: dict = {}  # ObjectRef -> (node, trial, attempt)
+        self._sent: dict = {}  # ObjectRef -> when the call was made (time.monotonic)
         self._ready: list[TrialResult] = []
         self._fanout: dict[str, int] = {}  # every_node: trial key -> results still to come
         self._held: dict[str, list[TrialResult]] = {}  # every_node: results of unfinished trials
+        started = time.monotonic()
         try:
             self._start_actors()
         except BaseException:
             self.close()
             raise
+        self.startup_s = time.monotonic() - started  # actors placed, archive shipped, nodes checked
         self._done = self._ok_rows_by_node() if self.placement == "every_node" else {}
 
     # --- nodes ------------------------------------------------------------------------
@@ -225,6 +229,7 @@ class RayExecutor:
                 _wait_quietly(ray, [n.actor.abort.remote() for n in busy.values()], CLOSE_TIMEOUT_S)
                 _wait_quietly(ray, list(self._running), CLOSE_TIMEOUT_S)
             self._running.clear()
+            self._sent.clear()
             _wait_quietly(ray, [n.actor.close.remote() for n in self.nodes if n.alive], CLOSE_TIMEOUT_S)
         finally:
             for node in self.nodes:
@@ -258,17 +263,22 @@ class RayExecutor:
     def _start(self, node: _Node, trial: "Trial", attempt: int) -> None:
         ref = node.actor.run.remote(trial)
         self._running[ref] = (node, trial, attempt)
+        self._sent[ref] = time.monotonic()
         node.group = trial.group_id
 
     def _collect(self, ref) -> None:
         ray = self.ray
         node, trial, attempt = self._running.pop(ref)
+        sent = self._sent.pop(ref)
         try:
             row, files = ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             self._lost(node, trial, attempt, exc)
             return
-        row = {**row, **node.columns()}
+        # what Ray adds to the trial: scheduling the call, shipping the trial out and its
+        # files back (the round trip seen here minus the trial's own wall time on the node)
+        overhead = time.monotonic() - sent - float(row.get("wall_s") or 0.0)
+        row = {**row, **node.columns(), "ray_overhead_s": overhead}
         if row.get("status") != "ok":
             node.group = None  # a failed trial stops its server
         if self.placement == "every_node":
