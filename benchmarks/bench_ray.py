@@ -42,7 +42,7 @@ def run(sweep: str, out: Path, ray_address: str | None) -> dict:
     startup = re.search(r"actors ready in ([\d.]+) s", proc.stderr)
     out_row = {
         "sweep": sweep,
-        "where": "local" if not ray_address else f"ray",
+        "where": "local" if not ray_address else "ray",
         "rc": proc.returncode,
         "trials": len(df),
         "failed": int((df["status"] != "ok").sum()),
@@ -96,11 +96,9 @@ def main() -> int:
 
 
 def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("tabulate") is not None
 
 
 if __name__ == "__main__":
