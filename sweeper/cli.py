@@ -31,10 +31,13 @@ def cmd_plan(args) -> int:
         if t.repeat:
             continue
         load = f"closed c={t.load.concurrency}" if t.load.mode == "closed" else f"open rate={t.load.rate_rps:g}/s"
+        load += f" {t.load.duration_s:g}s" if t.load.duration_s else ""
+        if t.capacity is not None:
+            load = t.capacity.describe()
         server = " ".join(f"{k}={v}" for k, v in (*t.server, *t.env))
         m = t.model
         print(f"  {t.trial_id}  group {t.group_id}  {m.name} batch={m.batch_size} delay={m.max_batch_delay_ms}ms "
-              f"workers={m.min_workers}-{m.max_workers}  {load} {t.load.duration_s or ''}{'s' if t.load.duration_s else ''} {server}"
+              f"workers={m.min_workers}-{m.max_workers}  {load} {server}"
               f"{' request=' + t.request if t.request is not None else ''}")
     est = estimate_s(spec, trials)
     print(f"every config rendered; estimated wall time {est / 60:.1f} min")

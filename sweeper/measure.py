@@ -6,18 +6,26 @@ backend workers checked to have survived it and the success rate held to
 settings.min_success_rate. The result is the trial's row (client_*, server_*, proc_* columns) and its
 files as bytes. Where the server runs, and when it is started or reused, is the
 executor's business (sweeper.executors).
+
+A capacity trial (search.objective capacity: `trial.capacity`) runs the rate search of
+sweeper.capacity instead of one window: one short open-loop run per step on the same
+server (`measure_capacity`).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import replace
 
 import psutil
 
 from . import answers, serverlog
 from .analysis.agreement import client_server_columns
+from .capacity import CapacityRule, Step, find_capacity, judge
 from .errors import ServerError
 from .load import LoadProfile, encode_records, run_load, summarize
 from .load import windows as load_windows
-from .load.types import Stability
+from .load.types import LoadRun, Stability
 from .payload import RequestSet
 from .plan import Trial
 from .spec import Settings
@@ -35,6 +43,8 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
     afterwards (a worker died during the window: ServerError with the partial row; too
     few successes: RequestsFailed) still keeps its records.
     """
+    if trial.capacity is not None:
+        return measure_capacity(server, trial, trial.capacity, settings, requests, files)
     rule = stability_rule(settings)
     expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + settings.warmup_s
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
@@ -97,6 +107,74 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
     return row
 
 
+def measure_capacity(
+    server: TorchServe, trial: Trial, rule: CapacityRule, settings: Settings, requests: RequestSet, files: dict[str, bytes]
+) -> dict:
+    """The rate search (sweeper.capacity) on this server: the warm-up before the first
+    step, then one open-loop run of rule.step_s per step, the first rule.warmup_s of each
+    not judged. The row: the capacity_* columns, and the client_* columns of the step at
+    the capacity (the highest passing rate; the first step when none passed), whose
+    requests are requests.csv.gz. server_* and proc_* are not measured (they would span
+    every step). A step that fails is data; a worker or server that dies fails the trial."""
+    server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + settings.warmup_s + 300.0)
+    url = f"{server.inference_url}/predictions/{trial.model.name}"
+    auth = server.headers("inference")
+    target = requests.target(url, tuple(auth.items()))
+    redact_keys = lambda text: redact(text, server.keys)  # noqa: E731
+    answers.check_first_answers(
+        answers.first_answers(requests, url, auth, trial.load.timeout_s), requests.expect_status, redact_keys
+    )
+    warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
+    server.note_pids()
+    workers_before = worker_pids(server)
+    runs: list = []  # the judged part of each step's run
+    abandoned = 0
+
+    def step(rate: float) -> Step:
+        nonlocal warmup, abandoned
+        verdict, judged, lost_requests = capacity_step(target, trial.load, rate, rule, requests.expect_status, warmup)
+        warmup = None  # the server is warm from here on
+        runs.append(judged)
+        abandoned += lost_requests
+        if not server.alive():
+            raise ServerError(f"TorchServe died during the capacity search (step at {rate:g} req/s)", server.log_tail())
+        lost = workers_before - worker_pids(server)
+        if lost:
+            raise ServerError(
+                f"{len(lost)} backend worker(s) died during the capacity search (step at {rate:g} req/s)", server.log_tail()
+            )
+        return verdict
+
+    found = find_capacity(step, rule)
+    best = runs[found.best]
+    files["requests.csv.gz"] = encode_records(best)
+    row = summarize(best)
+    row["client_success_rate"] = answers.success_rate(best.records["status"], requests.expect_status)
+    if trial.request is not None:
+        row["request_body_bytes_mean"] = requests.body_bytes_mean
+    row.update(load_windows.columns(best, load_windows.posthoc(best), None))
+    row.update(found.columns())
+    row["capacity_abandoned_requests"] = abandoned
+    row["measure_s"] = float(sum(r.wall_s for r in runs))
+    return row
+
+
+def capacity_step(
+    target, load: LoadProfile, rate: float, rule: CapacityRule, expect_status: int, warmup: LoadProfile | None = None
+) -> tuple[Step, LoadRun, int]:
+    """One step of the rate search: `load` at `rate` for rule.step_s, judged without its
+    first rule.warmup_s. Returns the verdict, the judged part of the run and the requests
+    it abandoned (timeouts and connection errors over the whole step)."""
+    run = run_load(target, replace(load, rate_rps=rate, duration_s=rule.step_s, requests=None), warmup=warmup)
+    judged = load_windows.between(run, rule.warmup_s, rule.step_s) if rule.warmup_s > 0 else run
+    figures = summarize(judged)
+    success = answers.success_rate(judged.records["status"], expect_status)
+    verdict = judge(
+        rate, figures["client_latency_p99_ms"], success, figures["client_achieved_rate_rps"], figures["client_throughput_rps"], rule
+    )
+    return verdict, judged, abandoned_requests(summarize(run))
+
+
 def stability_rule(settings: Settings) -> Stability | None:
     """settings.stability as the load engine takes it (None: one fixed window)."""
     s = settings.stability
@@ -108,7 +186,9 @@ def stability_rule(settings: Settings) -> Stability | None:
 def abandoned_requests(row: dict) -> int:
     """Requests the engine gave up on that TorchServe may still be working on: timeouts and
     connection errors (refused ones were never sent)."""
-    return int(row.get("client_timeouts") or 0) + int(row.get("client_connection_errors") or 0)
+    out = int(row.get("client_timeouts") or 0) + int(row.get("client_connection_errors") or 0)
+    extra = row.get("capacity_abandoned_requests")  # every step of a capacity search
+    return out + (int(extra) if isinstance(extra, (int, float)) and not math.isnan(extra) else 0)
 
 
 def warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:

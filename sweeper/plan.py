@@ -32,6 +32,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Iterator, Mapping
 
+from .capacity import CapacityRule
 from .load.types import LoadProfile
 from .rundir import trial_key
 from .spec import SweepSpec
@@ -58,6 +59,9 @@ class Trial:
     trial_id: str  # hash of every parameter except the repeat
     group_id: str  # hash of server + env: trials that share one JVM
     request: str | None = None  # the request set's label (sweep's `request` group), if any
+    # search.objective capacity: the rate search that replaces the load (then `load` is its
+    # first step's open-loop profile: start_rps for step_s)
+    capacity: CapacityRule | None = None
 
     @property
     def key(self) -> str:
@@ -79,6 +83,9 @@ class Trial:
         )
         if self.request is not None:
             row["param_request_name"] = self.request
+        if self.capacity is not None:
+            # the load is searched: load_rate_rps is where the search started
+            row.update(load_mode="capacity", load_duration_s=self.capacity.step_s)
         return row
 
 
@@ -88,8 +95,13 @@ def _digest(obj: object) -> str:
 
 
 def _load_profiles(spec: SweepSpec) -> list[LoadProfile]:
-    """Every load entry's concurrency x rate combinations, in declared order."""
+    """Every load entry's concurrency x rate combinations, in declared order. Under
+    search.objective capacity: one open-loop profile, the rate search's first step."""
     profiles = []
+    c = spec.search.rate_search
+    if c is not None:
+        cpus = tuple(spec.settings.client_cpus) if spec.settings.client_cpus else None
+        return [LoadProfile(mode="open", rate_rps=c.start_rps, duration_s=c.step_s, processes=c.processes, timeout_s=c.timeout_s, cpu_affinity=cpus)]
     for axes in spec.loads:
         for concurrency, rate in itertools.product(_values(axes.concurrency), _values(axes.rate_rps)):
             profiles.append(
@@ -184,9 +196,30 @@ def make_trial(spec: SweepSpec, point: Mapping[str, object], repeat: int) -> Tri
     identity = {"sweep": spec.name, "server": server_t, "env": env_t, "model": asdict(params), "load": asdict(load)}
     if request is not None:
         identity["request"] = request.identity()
+    rule = capacity_rule(spec)
+    if rule is not None:
+        identity["capacity"] = asdict(rule)
     group_id = _digest({"server": server_t, "env": env_t})
     label = request.label if request is not None else None
-    return Trial(spec.name, server_t, env_t, params, load, repeat, _digest(identity), group_id, label)
+    return Trial(spec.name, server_t, env_t, params, load, repeat, _digest(identity), group_id, label, rule)
+
+
+def capacity_rule(spec: SweepSpec) -> CapacityRule | None:
+    """search.capacity with the SLO and success rate it is judged by (objective capacity)."""
+    c = spec.search.rate_search
+    if c is None or spec.settings.slo_p99_ms is None:
+        return None
+    return CapacityRule(
+        slo_p99_ms=spec.settings.slo_p99_ms,
+        min_success_rate=spec.settings.min_success_rate,
+        start_rps=c.start_rps,
+        max_rps=c.max_rps,
+        growth=c.growth,
+        precision=c.precision,
+        step_s=c.step_s,
+        warmup_s=c.warmup_s,
+        max_steps=c.max_steps,
+    )
 
 
 def count_trials(spec: SweepSpec) -> int:

@@ -23,6 +23,10 @@ DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
 SECONDS_PER_TRIAL_OVERHEAD = 0.4
 SECONDS_PER_SERVER_START = 3.5
 SECONDS_PER_REGISTRATION = 3.0
+# a capacity search (search.objective capacity): growth to the first failure and about 4
+# halvings to 5%; a step costs its engine's start and its backlog beyond step_s
+CAPACITY_TYPICAL_STEPS = 10
+SECONDS_PER_CAPACITY_STEP = 1.5
 
 
 def _sweep_path(arg: str) -> Path:
@@ -97,6 +101,8 @@ def estimate_s(spec, trials) -> float:
     stability = spec.settings.stability
 
     def measure(t) -> float:
+        if t.capacity is not None:  # typically ~10 steps, each the step and an engine start
+            return min(t.capacity.max_steps, CAPACITY_TYPICAL_STEPS) * (t.capacity.step_s + SECONDS_PER_CAPACITY_STEP)
         if stability is not None:  # at least the windows; often more (up to max_duration_s)
             return stability.windows * stability.window_s
         return t.load.duration_s or 10.0

@@ -19,7 +19,7 @@ param_*:   param_model_name, param_model_batch_size, param_model_max_batch_delay
            param_env_<VAR> (e.g. param_env_OMP_NUM_THREADS), param_request_name (the
            request set, with a `request` group in the sweep); request_body_bytes_mean
            (mean payload size of the trial's request set)
-load_*:    load_mode ("closed" | "open"), load_concurrency, load_rate_rps, load_duration_s,
+load_*:    load_mode ("closed" | "open" | "capacity"), load_concurrency, load_rate_rps, load_duration_s,
            load_requests, load_processes
 client_*:  measured by the load engine: client_requests, client_ok, client_errors,
            client_status_counts ("200:950 503:50 -1:3"; 0 connection error, -1 timeout,
@@ -69,6 +69,18 @@ proc_*:    psutil samples of the server's process tree (JVM + workers) during th
            (per-thread deltas of /proc/PID/task/*/status); proc_exited_processes,
            proc_exited_threads (gone before the window's last sample: their switches after
            the sample before are not visible; see sweeper.torchserve.probe)
+capacity:  search.objective capacity (sweeper.capacity; load_mode is then "capacity" and
+           load_rate_rps the search's start_rps): capacity_rps_at_slo (the highest open-loop
+           rate whose step met p99 <= settings.slo_p99_ms and settings.min_success_rate;
+           0.0 when even start_rps failed), capacity_limited_by ("p99" | "success" |
+           "client": what failed at the next rate; "max_rps" | "steps": nothing failed;
+           "+steps": max_steps ran out before the precision), capacity_first_fail_rps,
+           capacity_precision ((first fail - capacity) / capacity), capacity_steps_n,
+           capacity_steps (JSON list, one object per step in the order run: rate_rps,
+           p99_ms, success_rate, achieved_rps, throughput_rps, passed, reason, limit),
+           capacity_abandoned_requests (timeouts and connection errors over every step).
+           The client_* columns and requests.csv.gz are the step at the capacity (the
+           first step when none passed); server_* and proc_* are not measured
 ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.analysis.efficiency):
            baseline_samples_per_s (in-process samples/s of the same model and handler at
            the trial's batch size and torch threads), efficiency (client_throughput_rps /

@@ -169,10 +169,12 @@ def _progress_line(index: int, total: int, trial: Trial, walls: list[float]) -> 
     if walls:
         remaining = (total - index + 1) * (sum(walls) / len(walls))
         eta = f" ETA {int(remaining // 60)}m{int(remaining % 60):02d}s"
-    load = f"c={trial.load.concurrency}" if trial.load.mode == "closed" else f"rate={trial.load.rate_rps:g}/s"
+    load = f"{trial.load.mode} c={trial.load.concurrency}" if trial.load.mode == "closed" else f"{trial.load.mode} rate={trial.load.rate_rps:g}/s"
+    if trial.capacity is not None:
+        load = trial.capacity.describe()  # says how long it may take: at most max_steps steps
     m = trial.model
     workers = f"workers={m.min_workers} " if m.min_workers else ""
-    what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms {workers}{trial.load.mode} {load}"
+    what = f"batch={m.batch_size} delay={m.max_batch_delay_ms}ms {workers}{load}"
     if trial.request is not None:
         what += f" request={trial.request}"
     if trial.server or trial.env:

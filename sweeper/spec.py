@@ -442,12 +442,61 @@ class RequestAxes(_Strict):
 EnvValue = Union[SafeText, StrictInt]
 
 
+class CapacitySettings(_Strict):
+    """search.capacity: the open-loop rate search of `objective: capacity` (sweeper.capacity).
+
+    The rate grows x`growth` from start_rps until a step fails (p99 > settings.slo_p99_ms,
+    success < settings.min_success_rate, or the engine could not keep the rate), then a
+    binary search narrows it until (fail - pass) / pass <= precision; never more than
+    max_steps steps of step_s each (the first warmup_s of a step is sent, not judged)."""
+
+    # 50 -> 6400 req/s in 8 steps; 5%: about 4 halvings after the first failure. 16 steps of
+    # 3 s: about a minute per trial here at most (a step costs step_s + ~1 s engine start).
+    start_rps: PosFloat = 50.0
+    max_rps: PosFloat = 20000.0
+    growth: Annotated[float, Field(gt=1, le=16, strict=False, allow_inf_nan=False)] = 2.0
+    precision: Annotated[float, Field(gt=0, le=1, strict=False, allow_inf_nan=False)] = 0.05
+    step_s: Annotated[float, Field(ge=0.5, le=600, strict=False, allow_inf_nan=False)] = 3.0
+    warmup_s: NonNegFloat = 0.5
+    max_steps: Annotated[int, Field(ge=2, le=100, strict=True)] = 16
+    processes: PosInt = 1  # engine processes of every step
+    timeout_s: PosFloat = 30.0  # per request
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "CapacitySettings":
+        if self.max_rps < self.start_rps:
+            raise ValueError(f"max_rps: must be >= start_rps ({self.start_rps:g}), got {self.max_rps:g}")
+        if self.warmup_s >= self.step_s:
+            raise ValueError(f"warmup_s: must be < step_s ({self.step_s:g}: the rest of the step is judged), got {self.warmup_s:g}")
+        return self
+
+
 class SearchSettings(_Strict):
-    """How the trials are chosen (sweeper.search): the whole grid, or a sample of it."""
+    """How the trials are chosen (sweeper.search): the whole grid, or a sample of it; and
+    what ranks them (`objective`)."""
 
     strategy: Literal["grid", "random"] = "grid"
     budget_trials: Union[PosInt, None] = None  # configurations to measure (each `repeats` times)
     seed: Union[NonNegInt, None] = None  # None: settings.seed
+    # what a search maximizes: client throughput, or minimizes: p99 (latency), or the
+    # capacity_rps_at_slo measurement (capacity); always subject to settings.slo_p99_ms and
+    # settings.min_success_rate
+    objective: Literal["throughput", "latency", "capacity"] = "throughput"
+    # the rate search of objective capacity (defaults when absent)
+    capacity: Union[CapacitySettings, None] = None
+
+    @model_validator(mode="after")
+    def _capacity_only_for_capacity(self) -> "SearchSettings":
+        if self.capacity is not None and self.objective != "capacity":
+            raise ValueError(f"capacity: only with objective capacity (the rate search), got objective {self.objective!r}")
+        return self
+
+    @property
+    def rate_search(self) -> CapacitySettings | None:
+        """The rate search's settings when the objective is capacity, defaults filled in."""
+        if self.objective != "capacity":
+            return None
+        return self.capacity or CapacitySettings()
 
     @model_validator(mode="after")
     def _budget_needed(self) -> "SearchSettings":
@@ -464,7 +513,8 @@ class SweepSpec(_Strict):
     model: ModelAxes = ModelAxes()
     server: ServerAxes = ServerAxes()
     env: dict[EnvName, Union[EnvValue, list[EnvValue]]] = {}
-    load: Union[LoadAxes, list[LoadAxes]]
+    # required, except with search.objective capacity, whose rate search replaces it
+    load: Union[LoadAxes, list[LoadAxes], None] = None
     # the requests' payload; a list of named request sets is an axis (level "request")
     request: Union[RequestAxes, list[RequestAxes], None] = None
     search: SearchSettings = SearchSettings()
@@ -507,6 +557,26 @@ class SweepSpec(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _load_or_capacity(self) -> "SweepSpec":
+        if self.search.objective != "capacity":
+            if self.load is None:
+                raise ValueError("load: required (give at least one load profile)")
+            return self
+        if self.load is not None:
+            raise ValueError(
+                "load: not used with search.objective capacity: the rate is searched per configuration "
+                "(set search.capacity: start_rps, max_rps, step_s, processes, timeout_s), remove load"
+            )
+        if self.settings.slo_p99_ms is None:
+            raise ValueError("settings.slo_p99_ms: required with search.objective capacity (the p99 the capacity is measured under)")
+        if self.settings.stability is not None:
+            raise ValueError(
+                "settings.stability: not used with search.objective capacity (each rate is one "
+                "search.capacity.step_s window), remove it"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _named_request_sets(self) -> "SweepSpec":
         if isinstance(self.request, list):
             if not self.request:
@@ -530,6 +600,8 @@ class SweepSpec(_Strict):
 
     @property
     def loads(self) -> list[LoadAxes]:
+        if self.load is None:
+            return []
         return self.load if isinstance(self.load, list) else [self.load]
 
 
@@ -623,6 +695,12 @@ def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
             for key in ("files", "text"):
                 if dumped.get(key) is None:
                     dumped.pop(key, None)
+    if data.get("load") is None:
+        data.pop("load", None)  # objective capacity: the rate search replaces it
+    if spec.search.rate_search is not None:  # objective capacity: its defaults spelled out
+        data["search"]["capacity"] = spec.search.rate_search.model_dump(mode="json")
+    elif data["search"].get("capacity") is None:
+        data["search"].pop("capacity", None)
     if data["model"].get("archive") is None:
         data["model"].pop("archive", None)
     if model_store is not None and data["settings"].get("model_store") is not None:

@@ -64,7 +64,7 @@ def kind(value: Any) -> str:
 _MISSING = object()
 _SIMPLE_KEY = re.compile(r"^[A-Za-z0-9_+-]{1,80}$")
 # "key: rule" or "key[2]: rule" at the start of our validators' messages
-_PREFIX = re.compile(r"^((?:[A-Za-z_][A-Za-z0-9_+]*)?(?:\[\d+\])*): (.*)$", re.DOTALL)
+_PREFIX = re.compile(r"^((?:[A-Za-z_][A-Za-z0-9_+]*(?:\.[A-Za-z_][A-Za-z0-9_+]*)*)?(?:\[\d+\])*): (.*)$", re.DOTALL)
 
 _TYPE_WORDS = {
     "int_type": "an integer",

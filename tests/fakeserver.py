@@ -20,6 +20,10 @@ child processes, so the two do not share a GIL). Behaviour is set per instance:
     body           the response body
     keep_alive_header  say "Connection: keep-alive" (ab's HTTP/1.0 keep-alive needs it;
                    TorchServe says it)
+    service_s      one FIFO server with this service time per request (delay_s still a minimum):
+                   a request is answered service_s after the previous one was, or after
+                   it arrived if the server was idle, so the capacity is 1 / service_s
+                   req/s and beyond it the queue (and latency) grows without bound
 
 Counters (read after the load): requests, connections, lengths (requests by body length).
 
@@ -91,7 +95,10 @@ class FakeServer:
         close_every: int = 0,
         body: bytes = b'{"status": "Healthy"}\n',
         keep_alive_header: bool = False,
+        service_s: float = 0.0,
     ):
+        self.service_s = service_s
+        self._free_at = 0.0  # service_s: when the one server finishes its queue
         self.delay_s = delay_s
         self.delay_fn = delay_fn
         self.stall_at_s = stall_at_s
@@ -151,6 +158,9 @@ class FakeServer:
         if self._first_at is None:
             self._first_at = now
         due = now + (self.delay_fn(now - self._first_at) if self.delay_fn else self.delay_s)
+        if self.service_s:
+            self._free_at = max(self._free_at, now) + self.service_s
+            due = max(due, self._free_at)
         if self.stall_at_s is not None:
             start = self._first_at + self.stall_at_s
             if start <= due < start + self.stall_s:

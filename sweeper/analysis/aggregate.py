@@ -39,6 +39,10 @@ METRICS: dict[str, tuple[str, ...]] = {
     "efficiency": ("mean", "min", "max"),
     "client_minus_server_mean_ms": ("mean", "min", "max"),
     "client_window_cv": ("mean", "max"),
+    # search.objective capacity (sweeper.capacity): the rate search's result per repeat
+    "capacity_rps_at_slo": ("mean", "min", "max"),
+    "capacity_steps_n": ("mean",),
+    "capacity_precision": ("mean",),
 }
 
 
@@ -113,6 +117,9 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
     # A repeat that never measured stable windows (settings.stability) marks its trial.
     unstable = column(df, "client_unstable").map(lambda v: v is True or str(v).lower() == "true").astype(bool)
     out["client_unstable"] = unstable.groupby(keys, sort=False).any()
+    if "capacity_limited_by" in df.columns:  # what ended each repeat's rate search
+        limited = column(df, "capacity_limited_by").astype("string").fillna("")
+        out["capacity_limited_by"] = limited.where(df["_ok"], "").groupby(keys, sort=False).agg(_distinct)
     errors = column(df, "error").astype("string").fillna("")
     out["error"] = errors.where(df["_failed"], "").groupby(keys, sort=False).agg(_distinct)
 

@@ -78,5 +78,5 @@ def add_efficiency(df: pd.DataFrame, run_dir: Path, cores: int | None) -> pd.Dat
     out["efficiency"] = out["client_throughput_rps"] / out["baseline_samples_per_s"] if "client_throughput_rps" in out else math.nan
     if "load_mode" in out:
         # under a fixed rate the client sets the throughput: a ratio would say nothing
-        out.loc[out["load_mode"] == "open", "efficiency"] = math.nan
+        out.loc[out["load_mode"].isin(["open", "capacity"]), "efficiency"] = math.nan
     return out

@@ -18,6 +18,9 @@ import pandas as pd
 
 THROUGHPUT = "client_throughput_rps"
 P99 = "client_latency_p99_ms"
+# search.objective capacity: the highest open-loop rate with p99 <= SLO and success >=
+# settings.min_success_rate, found per configuration by the rate search (sweeper.capacity)
+CAPACITY = "capacity_rps_at_slo"
 
 
 def candidates(trials: pd.DataFrame) -> pd.DataFrame:
@@ -41,8 +44,28 @@ def ranked(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.sort_values(f"{THROUGHPUT}_mean", ascending=False, kind="stable")
 
 
-def best(trials: pd.DataFrame, slo_p99_ms: float | None = None) -> pd.Series | None:
-    """The winning trial (a row of aggregate_trials), or None when no trial qualifies."""
+def capacity_candidates(trials: pd.DataFrame) -> pd.DataFrame:
+    """Capacity trials that may win: no repeat failed, one at least is ok, and some rate met
+    the SLO (a mean capacity above 0). Each passing step already met the success rate, so
+    unlike `candidates` a request lost now and then (within min_success_rate) is allowed."""
+    col = f"{CAPACITY}_mean"
+    if col not in trials.columns or "n_ok" not in trials.columns:
+        return trials.iloc[0:0]
+    ok = (trials["n_failed"] == 0) & (trials["n_ok"] > 0) & (pd.to_numeric(trials[col], errors="coerce") > 0)
+    return trials[ok]
+
+
+def ranked_by_capacity(trials: pd.DataFrame) -> pd.DataFrame:
+    """Best first: highest mean capacity_rps_at_slo; ties keep table order."""
+    return trials.sort_values(f"{CAPACITY}_mean", ascending=False, kind="stable")
+
+
+def best(trials: pd.DataFrame, slo_p99_ms: float | None = None, objective: str = "throughput") -> pd.Series | None:
+    """The winning trial (a row of aggregate_trials), or None when no trial qualifies.
+    objective capacity ranks by capacity_rps_at_slo (the SLO is already in it)."""
+    if objective == "capacity":
+        pool = capacity_candidates(trials)
+        return ranked_by_capacity(pool).iloc[0] if len(pool) else None
     pool = closed_loop(candidates(trials))
     if slo_p99_ms is not None and len(pool):
         pool = within_slo(pool, slo_p99_ms)

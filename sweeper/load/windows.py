@@ -94,8 +94,12 @@ def measured(run: LoadRun, outcome: Outcome) -> LoadRun:
     the engine CPU scaled to that share. Open loop: the requests scheduled in the windows.
     Closed loop: the requests that completed in them (summarize counts completions), so
     neither end of the interval loses the requests in flight across it."""
+    return between(run, outcome.start_s, outcome.end_s)
+
+
+def between(run: LoadRun, start: float, end: float) -> LoadRun:
+    """The run restricted to [start, end) seconds since t0, as `measured` describes."""
     rec = run.records
-    start, end = outcome.start_s, outcome.end_s
     if run.profile.mode == "closed":
         keep = (rec["end_s"] > start + 1e-9) & (rec["end_s"] <= end + 1e-9)
     else:

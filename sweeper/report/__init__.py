@@ -70,9 +70,10 @@ def build_context(
         slo = slo_from_sweep(data.sweep)
         source = "settings.slo_p99_ms in sweep.yaml" if slo is not None else ""
     trials = aggregate_trials(data.results)
-    rec = recommend(trials, slo, source)
+    objective = run_objective(data)
+    rec = recommend(trials, slo, source, objective)
     plots, skipped = make_plots(trials, slo, heatmap_axes)
-    table = summary_table(trials, _badges(rec))
+    table = summary_table(trials, _badges(rec), by_capacity=objective == "capacity")
     failures = read_failures(data)
     return {
         "run": _run_meta(data, trials),
@@ -139,8 +140,20 @@ def _sort_attr(key: float | str) -> str:
     return str(key)
 
 
+def run_objective(data: RunData) -> str:
+    """The run's search.objective (sweep.yaml); capacity too for a run whose results have
+    capacity_rps_at_slo but no sweep.yaml."""
+    search = data.sweep.get("search") if isinstance(data.sweep, dict) else None
+    objective = search.get("objective") if isinstance(search, dict) else None
+    if objective:
+        return str(objective)
+    return "capacity" if column(data.results, "capacity_rps_at_slo").notna().any() else "throughput"
+
+
 def _badges(rec: Recommendation) -> dict[str, str]:
     out: dict[str, str] = {}
+    if rec.capacity:
+        out[str(rec.capacity.winner["trial_id"])] = f"★ highest capacity at p99 ≤ {fmt.value(rec.slo_p99_ms)} ms"
     if rec.throughput:
         out[str(rec.throughput.winner["trial_id"])] = "★ best throughput"
     if rec.latency:

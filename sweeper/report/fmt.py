@@ -85,6 +85,8 @@ def load_label(row: Any) -> str:
     if mode == "open":
         r = _get(row, "load_rate_rps")
         return f"open, {value(r)} req/s" if not is_missing(r) else "open"
+    if mode == "capacity":  # search.objective capacity: the rate was searched from load_rate_rps
+        return "the capacity search"
     return mode
 
 

@@ -86,9 +86,19 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
     has_efficiency = "efficiency" in df
     has_agreement = "client_minus_server_mean_ms" in df
     has_all_ctx = "proc_ctx_all_per_req" in df
+    # search.objective capacity: the capacity column first after the parameters, best first
+    has_capacity = "capacity_rps_at_slo_mean" in agg and agg["capacity_rps_at_slo_mean"].notna().any()
+    if has_capacity:
+        agg = agg.sort_values("capacity_rps_at_slo_mean", ascending=False, na_position="last", kind="stable")
+        lines.insert(
+            len(lines) - 1,
+            "Ranked by capacity at the SLO: the highest open-loop rate whose step met p99 ≤ settings.slo_p99_ms "
+            "and settings.min_success_rate (search.objective capacity; 0: even search.capacity.start_rps failed). "
+            "The other figures are those of the step at that rate.",
+        )
     if not agg.empty:
-        params = varying_columns(df)
-        head = [_short(c) for c in params] + [
+        params = [c for c in varying_columns(df) if not (has_capacity and c.startswith("load_"))]
+        head = [_short(c) for c in params] + (["capacity req/s at SLO", "steps"] if has_capacity else []) + [
             "throughput req/s",
             "success",
             "p50 ms",
@@ -103,6 +113,8 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         unstable_notes = []
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
+            if has_capacity:
+                cells += [_spread(r, "capacity_rps_at_slo"), _mean(r, "capacity_steps_n", 0)]
             cells += [
                 _with_ci(r, "client_throughput_rps"),
                 _success(r),

@@ -1,6 +1,7 @@
 """The recommendation: which configuration to use, how sure we are, and how to apply it.
 
-Two picks over eligible *closed-loop* trials, each trial's repeats reduced to their mean,
+With search.objective capacity one pick instead: the configuration with the highest mean
+capacity_rps_at_slo (recommend_capacity). Otherwise two picks over eligible *closed-loop* trials, each trial's repeats reduced to their mean,
 both by the sweep's one objective (sweeper.analysis.objective, which the search uses too):
 - throughput: the highest mean client_throughput_rps;
 - latency: the highest mean throughput among trials whose mean p99 is <= the SLO.
@@ -24,7 +25,17 @@ from urllib.parse import quote
 import pandas as pd
 
 from sweeper.analysis import confidence as ci
-from sweeper.analysis.objective import P99, THROUGHPUT, candidates, closed_loop, ranked, within_slo
+from sweeper.analysis.objective import (
+    CAPACITY,
+    P99,
+    THROUGHPUT,
+    candidates,
+    capacity_candidates,
+    closed_loop,
+    ranked,
+    ranked_by_capacity,
+    within_slo,
+)
 from sweeper.report import fmt
 
 MANAGEMENT_URL = "http://127.0.0.1:8081"
@@ -34,7 +45,7 @@ MANAGEMENT_URL = "http://127.0.0.1:8081"
 class Pick:
     """A winning trial, its runner-up and what to do with it."""
 
-    objective: str  # "throughput" | "latency"
+    objective: str  # "throughput" | "latency" | "capacity"
     winner: dict
     runner_up: dict | None
     confidence: str  # one or two sentences on how sure the choice is
@@ -52,9 +63,80 @@ class Recommendation:
     throughput: Pick | None
     latency: Pick | None
     notes: tuple[str, ...] = field(default=())  # why a pick is missing
+    # search.objective capacity: the highest capacity_rps_at_slo (then the other two are None)
+    capacity: Pick | None = None
 
 
-def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = "") -> Recommendation:
+def recommend_capacity(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = "") -> Recommendation:
+    """The pick of a capacity run (search.objective capacity): the configuration with the
+    highest mean capacity_rps_at_slo; the runner-up is the next configuration."""
+    pool = capacity_candidates(trials)
+    if pool.empty:
+        measured = trials[trials["n_ok"] > 0] if "n_ok" in trials.columns else trials.iloc[0:0]
+        why = (
+            "no trial finished its capacity search"
+            if measured.empty
+            else "no configuration met the SLO even at search.capacity.start_rps (capacity 0): lower start_rps or relax the SLO"
+        )
+        return Recommendation(slo_p99_ms, slo_source, None, None, (f"Nothing to recommend: {why}.",))
+    order = ranked_by_capacity(pool)
+    winner = order.iloc[0]
+    others = order[order["config"] != winner["config"]]
+    runner = others.iloc[0] if len(others) else None
+    confidence, within_noise = _capacity_confidence(winner, runner)
+    caveats = []
+    limited = str(winner.get("capacity_limited_by") or "")
+    if limited:
+        caveats.append(_LIMIT_WORDS.get(limited.split("+")[0], limited) + (" (max_steps ran out before the precision)" if "+steps" in limited else ""))
+    if bool(winner.get("client_bound", False)):
+        caveats.append(f"At its capacity the load engine was client-bound ({winner.get('client_bound_reason') or 'see client_bound_reason'}).")
+    pick = Pick(
+        objective="capacity",
+        winner=winner.to_dict(),
+        runner_up=None if runner is None else runner.to_dict(),
+        confidence=confidence,
+        within_noise=within_noise,
+        caveats=tuple(caveats),
+        config_lines=config_lines(winner),
+        env_lines=env_lines(winner),
+        api_lines=api_lines(winner),
+    )
+    return Recommendation(slo_p99_ms, slo_source, None, None, (), capacity=pick)
+
+
+_LIMIT_WORDS = {
+    "p99": "The search stopped at the rate where p99 exceeded the SLO.",
+    "success": "The search stopped at the rate where the success rate fell below settings.min_success_rate.",
+    "client": "The search stopped where the load engine could not keep the rate: the capacity is a lower bound set by the client.",
+    "max_rps": "Every rate up to search.capacity.max_rps met the SLO: the capacity is at least that; raise max_rps.",
+    "steps": "max_steps ran out while every rate still met the SLO: the capacity is at least this; raise max_steps.",
+}
+
+
+def _capacity_confidence(winner: pd.Series, runner: pd.Series | None) -> tuple[str, bool | None]:
+    """The winner against the runner-up. One search finds the capacity to within its
+    precision (capacity_precision: the gap to the first failing rate), so a gap below that
+    is not resolved; across repeats, overlapping ranges are not either."""
+    w = float(winner[f"{CAPACITY}_mean"])
+    if runner is None:
+        return "Only one configuration met the SLO at some rate, so there is nothing to compare it with.", None
+    r = float(runner[f"{CAPACITY}_mean"])
+    gap = (w - r) / r if r > 0 else float("inf")
+    head = f"Its capacity beats the runner-up's ({fmt.num(r)} req/s, trial {runner['trial_id']}) by {fmt.num(gap * 100)}%."
+    precision = pd.to_numeric(pd.Series([winner.get("capacity_precision_mean"), runner.get("capacity_precision_mean")]), errors="coerce").max()
+    overlap = int(winner.get("n_ok", 1)) > 1 and int(runner.get("n_ok", 1)) > 1 and float(winner[f"{CAPACITY}_min"]) <= float(runner[f"{CAPACITY}_max"])
+    if overlap:
+        return f"{head} Their ranges over repeats overlap: not distinguishable; run more repeats.", True
+    if not pd.isna(precision) and gap <= precision:
+        return f"{head} That is within the search's precision ({precision:.0%}): not distinguishable.", True
+    if int(winner.get("n_ok", 1)) < 2:
+        return f"{head} One repeat: the search's own noise is unknown; run 3 or more repeats to know.", None
+    return f"{head} Their ranges over repeats do not overlap.", False
+
+
+def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = "", objective: str = "throughput") -> Recommendation:
+    if objective == "capacity":
+        return recommend_capacity(trials, slo_p99_ms, slo_source)
     notes: list[str] = []
     eligible = candidates(trials)
     if eligible.empty:

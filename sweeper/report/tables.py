@@ -49,8 +49,9 @@ def fixed_params(trials: pd.DataFrame) -> list[tuple[str, str]]:
     return [(c, fmt.value(trials[c].iloc[0])) for c in params if c not in moving and len(trials)]
 
 
-def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) -> Table:
-    """One row per trial, best mean throughput first, trials without a measurement last."""
+def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None, by_capacity: bool = False) -> Table:
+    """One row per trial, best mean throughput first (`by_capacity`: highest
+    capacity_rps_at_slo first), trials without a measurement last."""
     badges = badges or {}
     params = varying(trials, param_columns(trials))
     spread = bool(len(trials)) and int(trials["n_ok"].max()) > 1
@@ -64,6 +65,9 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
         specs.append((Column(fmt.short_name(name), name, _numeric(trials[name])), _param(name)))
     specs.append((Column("load", "load_mode, load_concurrency, load_rate_rps", False), _load))
     specs.append((Column("repeats ok", "repeats with status ok / repeats", True), _repeats))
+    if column(trials, "capacity_rps_at_slo_mean").notna().any():
+        specs.append((Column("capacity req/s at SLO", "capacity_rps_at_slo: mean over ok repeats (the rate search's highest passing rate; 0: even start_rps failed)", True), _metric("capacity_rps_at_slo_mean")))
+        specs.append((Column("capacity min–max", "capacity_rps_at_slo: min–max over repeats", True), _range("capacity_rps_at_slo")))
     specs.append((Column("req/s", "client_throughput_rps: mean over ok repeats", True), _metric("client_throughput_rps_mean")))
     if with_ci:
         specs.append((Column("req/s 95% CI", "client_throughput_rps: 95% bootstrap interval over windows and repeats", True), _ci("client_throughput_rps")))
@@ -86,7 +90,8 @@ def summary_table(trials: pd.DataFrame, badges: dict[str, str] | None = None) ->
         if column(trials, f"{name}_mean").notna().any():
             specs.append((Column(label, f"{name}: mean", True), _metric(f"{name}_mean")))
 
-    order = trials.assign(_t=column(trials, "client_throughput_rps_mean")).sort_values(
+    rank = "capacity_rps_at_slo_mean" if by_capacity else "client_throughput_rps_mean"
+    order = trials.assign(_t=column(trials, rank)).sort_values(
         "_t", ascending=False, na_position="last", kind="stable"
     )
     rows = []
