@@ -14,6 +14,10 @@ up; then per round:
    machine, does not end it; the first failing rate is printed too).
 Prints every step of both, the two capacities and their ratio (issue 10's goal: within 10%),
 and the load average during the run (the machine is shared).
+
+--fake-service-ms X runs the same against the tests' fake server as one FIFO server of X ms
+a request (tests/fakeserver.py service_s: a known knee at 1000 / X req/s) instead of
+TorchServe: the search itself, apart from the model's noise.
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ def _line(kind: str, s) -> str:
             f"| {'pass' if s.passed else 'FAIL ' + s.reason} |")
 
 
+def _server(args):
+    if args.fake_service_ms is None:
+        return torchserve()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fakeserver import FakeServer
+
+    return FakeServer(service_s=args.fake_service_ms / 1000.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slo-p99-ms", type=float, default=100.0)
@@ -52,6 +65,7 @@ def main() -> int:
     parser.add_argument("--fine-pct", type=float, default=5.0, help="the fine sweep's rate step, percent")
     parser.add_argument("--fine-from", type=float, default=0.7, help="the fine sweep starts at this x the found capacity")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--fake-service-ms", type=float, default=None, help="the fake FIFO server instead of TorchServe")
     args = parser.parse_args()
 
     rule = CapacityRule(
@@ -65,13 +79,17 @@ def main() -> int:
     print(f"MLP batch {args.batch_size}, delay {args.delay_ms} ms, {args.workers} workers; SLO p99 <= {args.slo_p99_ms:g} ms, "
           f"success >= 0.99; steps of {args.step_s:g} s ({args.warmup_s:g} s not judged); search precision "
           f"{args.precision:.0%}; fine sweep every {args.fine_pct:g}%; load average at start {loads[0][0]:.2f}", flush=True)
-    with torchserve() as server:
-        management.register_model(
-            server, "mlp", batch_size=args.batch_size, max_batch_delay_ms=args.delay_ms, response_timeout_s=120,
-            min_workers=args.workers, max_workers=args.workers,
-        )
-        target = Target(f"{server.inference_url}/predictions/mlp", info.example_request(),
-                        (("Content-Type", "application/json"),))
+    with _server(args) as server:
+        if args.fake_service_ms is not None:
+            print(f"target: the fake FIFO server, {args.fake_service_ms:g} ms a request (knee {1000 / args.fake_service_ms:g} req/s)")
+            target = Target(server.url("/predict"), b"x")
+        else:
+            management.register_model(
+                server, "mlp", batch_size=args.batch_size, max_batch_delay_ms=args.delay_ms, response_timeout_s=120,
+                min_workers=args.workers, max_workers=args.workers,
+            )
+            target = Target(f"{server.inference_url}/predictions/mlp", info.example_request(),
+                            (("Content-Type", "application/json"),))
         load = LoadProfile(mode="open", rate_rps=args.start_rps, duration_s=args.step_s, timeout_s=30.0)
         run_load(target, LoadProfile(mode="closed", concurrency=16, duration_s=3.0))  # warm-up
         results = []
