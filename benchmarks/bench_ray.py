@@ -49,6 +49,7 @@ def run(sweep: str, out: Path, ray_address: str | None) -> dict:
         "sweep_wall_s": round(wall, 1),
         "trial_wall_s_mean": round(df["wall_s"].mean(), 2),
         "trial_wall_s_sum": round(df["wall_s"].sum(), 1),
+        "errors": "; ".join(sorted(set(df.loc[df["status"] != "ok", "error"].astype(str)))),
     }
     if "ray_overhead_s" in df:
         out_row.update(

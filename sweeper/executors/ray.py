@@ -43,6 +43,7 @@ INSTALL = "--ray needs Ray, an optional extra: pip install 'torchserve-sweeper[r
 START = "ray start --head --resources '{\"sweeper_slot\": 1}'"
 ACTOR_START_TIMEOUT_S = 300.0
 CLOSE_TIMEOUT_S = 30.0
+ABORTED_CALL_WAIT_S = 3.0  # Ctrl-C answers within seconds, not at the end of a load window
 
 
 def import_ray():
@@ -225,9 +226,10 @@ class RayExecutor:
             return
         try:
             busy = {node.node_id: node for node, _, _ in self._running.values()}
-            if busy:  # Ctrl-C mid-trial: stop those servers now, then let the calls return
+            if busy:  # Ctrl-C mid-trial: stop those servers now; the calls' load engines end
+                # with their window, or with the actor (Ray kills a worker's direct children)
                 _wait_quietly(ray, [n.actor.abort.remote() for n in busy.values()], CLOSE_TIMEOUT_S)
-                _wait_quietly(ray, list(self._running), CLOSE_TIMEOUT_S)
+                _wait_quietly(ray, list(self._running), ABORTED_CALL_WAIT_S)
             self._running.clear()
             self._sent.clear()
             _wait_quietly(ray, [n.actor.close.remote() for n in self.nodes if n.alive], CLOSE_TIMEOUT_S)

@@ -165,7 +165,7 @@ def test_every_node_gives_one_row_per_node_per_trial_and_compare_splits_it(clust
     assert not wait_gone(cluster.tag, servers_only=True)
 
 
-def test_ray_thread_settings_do_not_reach_the_server():
+def test_ray_thread_settings_do_not_reach_the_server(cluster):
     """Ray sets OMP_NUM_THREADS in its workers; the server gets the trial's value or none."""
     from sweeper.torchserve.process import server_environment
 
