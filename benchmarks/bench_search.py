@@ -1,7 +1,7 @@
 """Replay a recorded grid to measure how fast each search strategy finds a good configuration.
 
     python benchmarks/bench_search.py [--csv benchmarks/data/search_grid.csv]
-        [--sweep benchmarks/data/search_grid.yaml] [--seeds 30] [--budget-pct 50]
+        [--sweep benchmarks/data/search_grid.yaml] [--seeds 30] [--budget-pct 50] [--slo-p99-ms MS]
 
 The grid is a results.csv of a real full-grid run (benchmarks/data/README.md says how it was
 recorded). The real strategies (sweeper.search.STRATEGIES: grid, random, optuna) run against
@@ -116,7 +116,13 @@ def load_grid(csv_path: Path, spec: SweepSpec, axes: list[Axis]) -> Grid:
     slo = spec.settings.slo_p99_ms
     winner = best(trials, slo)
     if winner is None:
-        raise BenchInputError(f"{csv_path}: no feasible configuration (eligible, closed loop, mean p99 <= {slo} ms)")
+        if slo is None:
+            raise BenchInputError(f"{csv_path}: no eligible closed-loop configuration (every repeat ok, every request served)")
+        lowest = trials.loc[trials["eligible"], f"{P99}_mean"].min()
+        raise BenchInputError(
+            f"{csv_path}: settings.slo_p99_ms: no configuration is feasible (every request served, mean p99 <= {slo:g} ms); "
+            f"the lowest mean p99 of an eligible one is {lowest:.1f} ms (--slo-p99-ms replays with another SLO)"
+        )
     pool = trials[trials["eligible"] & (trials["load_mode"] == "closed") & trials[f"{THROUGHPUT}_mean"].notna()]
     if slo is not None:
         pool = pool[pool[f"{P99}_mean"] <= slo]
@@ -285,17 +291,35 @@ def last_line(optuna_pct: float, random_pct: float) -> str:
     )
 
 
-def describe(grid: Grid, spec: SweepSpec) -> list[str]:
+def describe(grid: Grid, spec: SweepSpec, axes: list[Axis]) -> list[str]:
     feasible = [c for c in grid.configs.values() if c.feasible]
     near = [c for c in feasible if grid.near_best(c.key)]
+    slo = f"mean p99 <= {grid.slo_p99_ms:g} ms, " if grid.slo_p99_ms is not None else ""
     named = dict(zip(grid.param_columns, grid.best_key))
     varying = {c[len(PARAM_PREFIX):]: v for c, v in named.items() if len({k[grid.param_columns.index(c)] for k in grid.configs}) > 1}
     return [
         f"grid: {len(grid.configs)} configurations x {spec.settings.repeats} repeats = {grid.runs} runs; "
-        f"{len(feasible)} feasible (p99 <= {grid.slo_p99_ms:g} ms, every request served); "
+        f"{len(feasible)} feasible ({slo}every request served); "
         f"{len(near)} within 5% of the best",
         f"best feasible: {grid.best_rps:.1f} req/s at {', '.join(f'{k}={v}' for k, v in varying.items())}",
+        # grid and random run their points in plan order (random: its sample, sorted), so how
+        # early they find a configuration depends on where it lies in that order
+        f"plan order: the best is configuration {position(grid, spec, axes, grid.best_key)} of {len(grid.configs)}; "
+        f"the first within 5% is {min(position(grid, spec, axes, c.key) for c in near)}",
     ]
+
+
+def position(grid: Grid, spec: SweepSpec, axes: list[Axis], key: tuple[str, ...]) -> int:
+    """1-based index of the configuration in plan order (plan.points)."""
+    for i, point in enumerate(points(axes), 1):
+        if config_key(make_trial(spec, point, 0).params(), grid.param_columns) == key:
+            return i
+    raise KeyError(key)
+
+
+def with_slo(spec: SweepSpec, slo_p99_ms: float) -> SweepSpec:
+    settings = spec.settings.model_copy(update={"slo_p99_ms": slo_p99_ms})
+    return spec.model_copy(update={"settings": settings})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,10 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", type=Path, default=DATA / "search_grid.yaml", help="the sweep file it ran")
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--budget-pct", type=float, default=50.0, help="random's and optuna's budget, %% of the grid's runs")
+    parser.add_argument(
+        "--slo-p99-ms", type=float, default=None,
+        help="replay as if the sweep had this settings.slo_p99_ms (the target and the strategies both see it); "
+        "default: the sweep's",
+    )
     args = parser.parse_args(argv)
 
     try:
         spec = load_sweep(args.sweep)
+        if args.slo_p99_ms is not None:
+            spec = with_slo(spec, args.slo_p99_ms)
         axes = space(spec)
         grid = load_grid(args.csv, spec, axes)
     except (BenchInputError, OSError, ValueError) as exc:
@@ -315,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     budget = max(spec.settings.repeats, round(grid.runs * args.budget_pct / 100))
     seeds = list(range(args.seeds))
-    for line in describe(grid, spec):
+    for line in describe(grid, spec, axes):
         print(line)
     print(
         f"replay: {args.seeds} seeds; each run answered with a recorded repeat picked at random; "

@@ -223,3 +223,15 @@ def test_recorded_grid_replays():
     assert len(grid.configs) >= 100 and spec.settings.repeats >= 2
     assert all(len(c.rows) >= spec.settings.repeats for c in grid.configs.values())
     assert grid.best_rps > 0 and grid.configs[grid.best_key].feasible
+
+
+def test_no_feasible_configuration_names_the_lowest_p99_and_the_override(grid_files, monkeypatch, capsys):
+    csv, sweep = grid_files
+    monkeypatch.setitem(STRATEGIES, "optuna", STRATEGIES.get("optuna", RandomSearch))
+    assert bench.main(["--csv", str(csv), "--sweep", str(sweep), "--seeds", "1", "--slo-p99-ms", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "slo_p99_ms" in err and "lowest mean p99" in err and "--slo-p99-ms" in err
+    # a looser SLO makes the biggest batches feasible (all but the one with a failed repeat): the target moves
+    assert bench.main(["--csv", str(csv), "--sweep", str(sweep), "--seeds", "1", "--slo-p99-ms", "1000"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "31 feasible (mean p99 <= 1000 ms" in out and "model_batch_size=8" in out
