@@ -1,10 +1,11 @@
 """Replay a recorded grid to measure how fast each search strategy finds a good configuration.
 
     python benchmarks/bench_search.py [--csv benchmarks/data/search_grid.csv]
-        [--sweep benchmarks/data/search_grid.yaml] [--seeds 30] [--budget-pct 50] [--slo-p99-ms MS]
+        [--sweep benchmarks/data/search_grid_replay.yaml] [--seeds 30] [--budget-pct 50] [--slo-p99-ms MS]
 
 The grid is a results.csv of a real full-grid run (benchmarks/data/README.md says how it was
-recorded). The real strategies (sweeper.search.STRATEGIES: grid, random, optuna) run against
+recorded; search_grid.yaml is the sweep it ran, search_grid_replay.yaml the same sweep with
+the SLO the replay uses, and why). The real strategies (sweeper.search.STRATEGIES: grid, random, optuna) run against
 it through their protocol: `suggest()` until None, each run answered with `observe()` and a
 recorded repeat of that configuration (matched by its param_* values), picked at random with
 a seeded RNG, without replacement until the configuration's recorded repeats are used up:
@@ -325,7 +326,9 @@ def with_slo(spec: SweepSpec, slo_p99_ms: float) -> SweepSpec:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DATA / "search_grid.csv", help="results.csv of a full grid run")
-    parser.add_argument("--sweep", type=Path, default=DATA / "search_grid.yaml", help="the sweep file it ran")
+    parser.add_argument(
+        "--sweep", type=Path, default=DATA / "search_grid_replay.yaml", help="the sweep file it ran (its axes, repeats, SLO)"
+    )
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--budget-pct", type=float, default=50.0, help="random's and optuna's budget, %% of the grid's runs")
     parser.add_argument(

@@ -215,14 +215,15 @@ def test_a_grid_missing_a_configuration_is_one_line_naming_the_file(grid_files, 
 def test_recorded_grid_replays():
     """The committed grid: a real run of at least 100 configurations with repeats, every
     point of its sweep recorded, a feasible best."""
-    csv, sweep = bench.DATA / "search_grid.csv", bench.DATA / "search_grid.yaml"
-    if not csv.exists():
-        pytest.skip("benchmarks/data/search_grid.csv not recorded yet")
+    csv, sweep = bench.DATA / "search_grid.csv", bench.DATA / "search_grid_replay.yaml"
     spec = bench.load_sweep(sweep)
     grid = bench.load_grid(csv, spec, space(spec))
     assert len(grid.configs) >= 100 and spec.settings.repeats >= 2
     assert all(len(c.rows) >= spec.settings.repeats for c in grid.configs.values())
     assert grid.best_rps > 0 and grid.configs[grid.best_key].feasible
+    # the replay's sweep is the recorded one but for the SLO
+    recorded = bench.load_sweep(bench.DATA / "search_grid.yaml")
+    assert bench.with_slo(recorded, spec.settings.slo_p99_ms) == spec
 
 
 def test_no_feasible_configuration_names_the_lowest_p99_and_the_override(grid_files, monkeypatch, capsys):
