@@ -105,10 +105,14 @@ def measuring(out: Path, trial_index: int = 0) -> bool:
     return False
 
 
-def serving(out: Path) -> bool:
-    """True once any server under `out` has answered a prediction (its access log says so)."""
+def serving(out: Path, at_least: int = 1) -> bool:
+    """True once the servers under `out` have answered `at_least` predictions (their access
+    logs say so). The sweeper sends each payload once before the warm-up, so more than that
+    means the load engine is running."""
+    seen = 0
     for log in out.glob("*/servers/*/logs/access_log.log"):
-        if "/predictions/" in log.read_text(errors="replace"):
+        seen += log.read_text(errors="replace").count("/predictions/")
+        if seen >= at_least:
             return True
     return False
 

@@ -96,9 +96,11 @@ def _sweep_with_a_kill(tmp_path, name: str, marker: str):
     )
 
     def killer():
-        wait_for(lambda: serving(out), 60, "first predictions")
+        # 50 answers: past the one-per-payload check, the load engine is running (a loaded
+        # machine can take seconds to spawn it, so the first answer alone says too little)
+        wait_for(lambda: serving(out, at_least=50), 60, "the load engine's first predictions")
         victim = find_process(out, marker)
-        time.sleep(1.0)  # warm-up is 0.3 s: this is inside the 3 s measured window
+        time.sleep(0.8)  # warm-up is 0.3 s: this is inside the 3 s measured window
         victim.kill()
 
     t = in_thread(killer)
