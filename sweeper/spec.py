@@ -472,10 +472,11 @@ class CapacitySettings(_Strict):
 
 
 class SearchSettings(_Strict):
-    """How the trials are chosen (sweeper.search): the whole grid, or a sample of it; and
-    what ranks them (`objective`)."""
+    """How the trials are chosen (sweeper.search): the whole grid, a sample of it, or a
+    search (optuna) for the best configuration; and what ranks them (`objective`,
+    sweeper.analysis.objective)."""
 
-    strategy: Literal["grid", "random"] = "grid"
+    strategy: Literal["grid", "random", "optuna"] = "grid"
     budget_trials: Union[PosInt, None] = None  # configurations to measure (each `repeats` times)
     seed: Union[NonNegInt, None] = None  # None: settings.seed
     # what a search maximizes: client throughput, or minimizes: p99 (latency), or the

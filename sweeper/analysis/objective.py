@@ -7,11 +7,17 @@ The recommendation (sweeper.report.recommend) applies it to trials aggregated ov
 repeats (sweeper.analysis.aggregate: `<column>_mean`, `eligible`); a search strategy
 applies it to single runs as they finish (`run_value`). Eligible means: no repeat failed,
 at least one is ok, and every ok repeat served every request.
+
+A search may rank by another figure (search.objective): `throughput` (the above),
+`latency` (the lowest p99) or `capacity` (capacity_rps_at_slo: the highest offered rate
+whose p99 met the SLO). `run_score` judges one run by any of them, with its constraints
+as values (<= 0 when met) so that a search can rank a near miss above a far one.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping
 
 import pandas as pd
@@ -72,23 +78,79 @@ def best(trials: pd.DataFrame, slo_p99_ms: float | None = None, objective: str =
     return ranked(pool).iloc[0] if len(pool) else None
 
 
-def run_value(row: Mapping[str, object], slo_p99_ms: float | None) -> float | None:
-    """The objective of one run (a result row) for a search: its throughput when the run
-    is a closed loop, ok, served every request and (with an SLO) kept p99 within it; None
-    otherwise, so a failed or too slow run is an infeasible point, not a crash and not a
-    zero."""
-    if row.get("load_mode") != "closed" or row.get("status") != "ok":
-        return None
-    if _number(row.get("client_success_rate")) != 1.0:
-        return None
-    throughput = _number(row.get(THROUGHPUT))
-    if throughput is None:
-        return None
+# A search's objectives (the sweep's search.objective): the figure of a run it ranks by and
+# whether more is better. capacity_rps_at_slo is written by the capacity measurement (the
+# highest offered rate whose p99 met the SLO); 0 or missing means no rate met it.
+CAPACITY = "capacity_rps_at_slo"
+OBJECTIVES = ("throughput", "latency", "capacity")
+METRIC = {"throughput": THROUGHPUT, "latency": P99, "capacity": CAPACITY}
+MAXIMIZE = {"throughput": True, "latency": False, "capacity": True}
+
+
+@dataclass(frozen=True)
+class RunScore:
+    """One run judged by an objective. `value` is the objective's figure (None: the run
+    measured none - it failed, or its load cannot rank this objective); `constraints` are
+    Optuna-style values, each <= 0 when met (p99 - SLO, min success rate - success rate),
+    so a near miss is told apart from a far one."""
+
+    value: float | None
+    constraints: tuple[float, ...]
+
+    @property
+    def feasible(self) -> bool:
+        return self.value is not None and all(c <= 0 for c in self.constraints)
+
+
+def run_score(
+    row: Mapping[str, object],
+    slo_p99_ms: float | None,
+    objective: str = "throughput",
+    min_success_rate: float = 1.0,
+) -> RunScore:
+    """The objective's figure of one run and its constraints (see RunScore).
+
+    throughput: client_throughput_rps of a closed loop (an open loop's throughput is the
+    rate it was offered); latency: client_latency_p99_ms, any load; capacity:
+    capacity_rps_at_slo, where 0 or missing is infeasible (no rate met the SLO) and the p99
+    constraint is already part of the figure. Every objective needs status ok and success
+    rate >= min_success_rate, and throughput and latency p99 <= slo_p99_ms when set."""
+    if objective not in METRIC:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if row.get("status") != "ok":
+        return RunScore(None, ())
+    if objective == "throughput" and row.get("load_mode") != "closed":
+        return RunScore(None, ())
+    value = _number(row.get(METRIC[objective]))
+    success = _number(row.get("client_success_rate"))
+    constraints = [min_success_rate - (success if success is not None else 0.0)]
+    if objective == "capacity":
+        if value is None or value <= 0:
+            # infeasible, not failed: the configuration ran, no offered rate met the SLO
+            return RunScore(0.0, (*constraints, 1.0))
+        return RunScore(value, tuple(constraints))
+    if value is None:
+        return RunScore(None, ())
     if slo_p99_ms is not None:
         p99 = _number(row.get(P99))
-        if p99 is None or p99 > slo_p99_ms:
-            return None
-    return throughput
+        constraints.append(float("inf") if p99 is None else p99 - slo_p99_ms)
+    return RunScore(value, tuple(constraints))
+
+
+def run_value(
+    row: Mapping[str, object],
+    slo_p99_ms: float | None,
+    objective: str = "throughput",
+    min_success_rate: float = 1.0,
+) -> float | None:
+    """The objective of one run (a result row) for a search when the run is feasible: for
+    throughput, its throughput when the run is a closed loop, ok, served at least
+    min_success_rate of its requests (1.0 by default: every request) and (with an SLO) kept
+    p99 within it; for latency its p99 under the same conditions; for capacity its
+    capacity_rps_at_slo when positive. None otherwise, so a failed or too slow run is an
+    infeasible point, not a crash and not a zero."""
+    score = run_score(row, slo_p99_ms, objective, min_success_rate)
+    return score.value if score.feasible else None
 
 
 def _number(value: object) -> float | None:

@@ -70,3 +70,13 @@ def test_a_bad_search_group_is_one_line_naming_the_key(search, message):
         parse_sweep({**SWEEP, "search": search}, "rnd.yaml")
     text = str(err.value)
     assert "\n" not in text and text.startswith("rnd.yaml: ") and message in text
+
+
+def test_the_search_group_takes_optuna_and_an_objective():
+    spec = parse_sweep({**SWEEP, "search": {"strategy": "optuna", "budget_trials": 5, "objective": "latency"}}, "rnd.yaml")
+    assert (spec.search.strategy, spec.search.objective) == ("optuna", "latency")
+    assert parse_sweep(SWEEP, "rnd.yaml").search.objective == "throughput"
+    with pytest.raises(SpecError, match="search.budget_trials: required with strategy 'optuna'"):
+        parse_sweep({**SWEEP, "search": {"strategy": "optuna"}}, "rnd.yaml")
+    with pytest.raises(SpecError, match="search.objective"):
+        parse_sweep({**SWEEP, "search": {"objective": "cost"}}, "rnd.yaml")
