@@ -16,6 +16,7 @@ writes a run goes through it, so the names below appear nowhere else.
         results.csv           one row per trial and repeat, rebuilt from result.json files
         results.md            Markdown tables
         baseline.csv          in-process ceilings (sweeper.analysis.ceiling)
+        search.journal        an optuna search's study (Optuna's journal file), what --resume continues
         report.html/.md       written by sweeper.report
 
 result.json is the store's format: a trial is finished when its result.json exists, and
@@ -135,6 +136,11 @@ class RunDir:
     @property
     def baseline_csv(self) -> Path:
         return self.path / "baseline.csv"
+
+    @property
+    def search_journal(self) -> Path:
+        """An optuna search's study (sweeper.search.optuna): Optuna's journal file."""
+        return self.path / "search.journal"
 
     @property
     def report_html(self) -> Path:

@@ -106,7 +106,9 @@ def run_sweep(
                 # inputs first: an interrupted trial still shows what it was about to run
                 run.write_files(trial.key, trial_files(trial, ctx.model_store, ctx.spec.settings))
                 if progress:
-                    progress(_progress_line(index, total, trial, walls))
+                    line = _progress_line(index, total, trial, walls)
+                    best = strategy.status() if hasattr(strategy, "status") else ""  # optional: sweeper.search
+                    progress(f"{line}  | {best}" if best else line)
                 executor.submit(trial)
                 in_flight[trial.key] = (trial, index)
             if not in_flight:

@@ -10,11 +10,15 @@ the sweep (sweeper.spec.SweepSpec), its axes (sweeper.plan.space) and `SearchOpt
 a strategy proposes `plan.make_trial(spec, point, repeat)` for points on those axes
 (tests/search checks it for every entry). A strategy whose library is heavy imports it
 inside its constructor, so that a grid sweep never pays for it.
+
+A strategy may also have `status() -> str`: one line the progress line ends with (a search
+says its best feasible result so far); the runner shows it when there is one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -38,26 +42,33 @@ class Strategy(Protocol):
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """What a search may be told beyond the sweep itself (a grid uses neither)."""
+    """What a search may be told beyond the sweep itself (a grid uses none of it)."""
 
     seed: int | None = None  # the same seed proposes the same trials; None: settings.seed
     budget: int | None = None  # runs (trials x repeats) it may spend; None: its own default
+    # where a search keeps its state so that `--resume` continues it (the run directory);
+    # None: in memory (a replay, a test)
+    storage_dir: Path | None = None
 
 
-def search_options(spec: "SweepSpec") -> SearchOptions:
+def search_options(spec: "SweepSpec", storage_dir: Path | None = None) -> SearchOptions:
     """The sweep file's `search` group as options: budget_trials configurations, each run
-    settings.repeats times."""
+    settings.repeats times; a search's state kept in `storage_dir` (the run directory)."""
     budget = spec.search.budget_trials
-    return SearchOptions(seed=spec.search.seed, budget=None if budget is None else budget * spec.settings.repeats)
+    return SearchOptions(
+        seed=spec.search.seed, budget=None if budget is None else budget * spec.settings.repeats, storage_dir=storage_dir
+    )
 
 
 StrategyFactory = Callable[["SweepSpec", "list[Axis]", SearchOptions], Strategy]
 
 # The registry comes last: a strategy's module may import SearchOptions from here.
 from .grid import GridSearch  # noqa: E402
+from .optuna import OptunaSearch  # noqa: E402
 from .random import RandomSearch  # noqa: E402
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "grid": GridSearch,
     "random": RandomSearch,
+    "optuna": OptunaSearch,
 }

@@ -1,0 +1,483 @@
+"""`OptunaSearch`: Optuna's TPE proposes the next configuration from the results so far.
+
+Ask-and-tell, the way Optuna intends it for an objective that is not a Python function:
+`study.ask()` a configuration, run it `settings.repeats` times (back to back), `study.tell()`
+the mean over its repeats. The search space is the sweep's own axes (sweeper.plan.space):
+an axis of numbers in increasing or decreasing order is an ordered dimension (an integer
+index, so TPE's kernel sees that 8 lies between 4 and 16), any other axis (load profiles,
+request sets, text) a categorical one; an axis of one value is no dimension.
+
+- Objective: search.objective (sweeper.analysis.objective.run_score), maximized or
+  minimized, subject to p99 <= settings.slo_p99_ms and success rate >=
+  settings.min_success_rate through `trial.set_constraint` (c-TPE: an infeasible
+  configuration is ranked by how far it missed, so a near miss ranks above a far one). A
+  configuration with a failed repeat is told as failed, an infeasible one as infeasible;
+  none is dropped.
+- First trial: the configuration TorchServe would use by default (`enqueue_trial`), or the
+  nearest point of each axis to it (`default_point`); the report is relative to it.
+- Resume: with `SearchOptions.storage_dir` (the run directory) the study lives in Optuna's
+  journal file there (RunDir.search_journal), so `sweeper run --resume` loads the same
+  study. A trial asked but never told (the run was killed) is proposed again: the runner
+  reuses the repeats already on disk and runs the rest. Without a directory the study is
+  in memory (a replay, a test).
+- A configuration is measured once: when TPE proposes one that is already measured (or in
+  flight), that Optuna trial is told the stored result (user attr `reused`: the trial it
+  repeats), costs no budget, and the nearest unmeasured configuration is enqueued next.
+  The budget (search.budget_trials) counts configurations measured.
+- Restarts: configurations are asked in batches (the random start-up trials in one batch,
+  then a few at a time with Optuna's constant liar) and each batch runs grouped by server
+  level (config.properties + environment: one TorchServe start) and then per-model
+  settings (one registration), starting with the server that is already up.
+
+optuna is imported in the constructor, so a grid or random sweep never loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ..analysis.objective import MAXIMIZE, METRIC, P99, THROUGHPUT, run_score
+from ..machine import machine_cores
+from ..plan import Axis, Trial, make_trial
+from ..rundir import RunDir
+from ..spec import SweepSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..executors import TrialResult
+    from . import SearchOptions
+
+# How many configurations TPE's start-up samples at random before it models the results:
+# a quarter of the budget, at least 4 and at most 10 (Optuna's default). With ~4-6
+# categorical dimensions and a budget of ~30, 10 random points would spend a third of the
+# budget before TPE learns anything; fewer than 4 give its density estimates nothing to
+# separate "good" from "bad" (gamma takes the top ~10% of trials, at least 1).
+MIN_STARTUP, MAX_STARTUP = 4, 10
+# After the start-up, how many configurations one batch asks at once (constant liar keeps
+# them apart): more saves restarts (one batch is ordered by server group), fewer keeps TPE
+# closer to sequential. See README "Search" for the measured trade-off.
+BATCH = 3
+
+# TorchServe's defaults for the settings a sweep can put on an axis. workers: one per CPU
+# (JVM availableProcessors); torch threads with no OMP/MKL setting: one per core.
+_CPUS = "cpus"
+TORCHSERVE_DEFAULTS: dict[str, object] = {
+    "model.batch_size": 1,
+    "model.max_batch_delay_ms": 100,
+    "model.min_workers": _CPUS,
+    "model.max_workers": _CPUS,
+    "model.response_timeout_s": 120,
+    "server.default_workers_per_model": _CPUS,
+    "server.number_of_netty_threads": _CPUS,
+    "server.netty_client_threads": _CPUS,
+    "server.job_queue_size": 100,
+    "env.OMP_NUM_THREADS": _CPUS,
+    "env.MKL_NUM_THREADS": _CPUS,
+    "env.TORCH_NUM_THREADS": _CPUS,
+}
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _default_of(axis: Axis, cpus: int) -> object | None:
+    if axis.level == "env":
+        known = [TORCHSERVE_DEFAULTS.get(f"env.{var}") for var in axis.name.partition(".")[2].split("+")]
+        default = next((d for d in known if d is not None), None)
+    else:
+        default = TORCHSERVE_DEFAULTS.get(axis.name)
+    return cpus if default == _CPUS else default
+
+
+def default_point(axes: list[Axis], cpus: int | None = None) -> tuple[dict[str, object], list[str]]:
+    """The point nearest to what TorchServe does by default, and one note per axis where
+    that default is not a value of the axis (which value stands in for it, and why)."""
+    cpus = machine_cores() if cpus is None else cpus
+    point: dict[str, object] = {}
+    notes: list[str] = []
+    for axis in axes:
+        default = _default_of(axis, cpus)
+        target = _number(default)
+        numbers = [_number(v) for v in axis.values]
+        if default is not None and any(_number(v) == target if target is not None else v == default for v in axis.values):
+            point[axis.name] = next(v for v in axis.values if (_number(v) == target if target is not None else v == default))
+            continue
+        if target is not None and all(n is not None for n in numbers):
+            nearest = min(range(len(numbers)), key=lambda i: abs(numbers[i] - target))  # type: ignore[operator]
+            point[axis.name] = axis.values[nearest]
+            notes.append(f"{axis.name}: TorchServe's default {default:g} is not on the axis; "
+                         f"{axis.values[nearest]} is the nearest value" if isinstance(default, (int, float))
+                         else f"{axis.name}: TorchServe's default {default} is not on the axis; {axis.values[nearest]} is the nearest value")
+        else:
+            point[axis.name] = axis.values[0]
+            if len(axis.values) > 1:
+                why = "has no TorchServe default" if default is None else f"has TorchServe default {default}, not on the axis"
+                notes.append(f"{axis.name} {why}; the first value, {_label(axis.values[0])}, stands in for it")
+    return point, notes
+
+
+def _label(value: object) -> str:
+    mode = getattr(value, "mode", None)
+    if mode is not None:  # a load profile
+        if mode == "closed":
+            return f"closed c={value.concurrency}"  # type: ignore[attr-defined]
+        return f"open {value.rate_rps:g}/s"  # type: ignore[attr-defined]
+    label = getattr(value, "label", None)
+    return str(label) if label is not None else str(value)
+
+
+def _ordered(values: tuple) -> bool:
+    numbers = [_number(v) for v in values]
+    if any(n is None for n in numbers):
+        return False
+    pairs = list(zip(numbers, numbers[1:]))
+    return all(a < b for a, b in pairs) or all(a > b for a, b in pairs)  # type: ignore[operator]
+
+
+@dataclass
+class _Config:
+    """One configuration asked of Optuna: its runs and what came back."""
+
+    trial: Any  # optuna.trial.Trial
+    key: tuple[int, ...]  # index of the value on each axis
+    runs: list[Trial]
+    rows: dict[int, Mapping[str, object]] = field(default_factory=dict)  # repeat -> row
+    aliases: list[Any] = field(default_factory=list)  # Optuna trials that proposed it again
+
+
+class OptunaSearch:
+    def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions"):
+        import optuna
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress line says it
+        self._optuna = optuna
+        settings = spec.settings
+        self._spec = spec
+        self._repeats = settings.repeats
+        self._objective = spec.search.objective
+        self._slo = settings.slo_p99_ms
+        self._min_success = settings.min_success_rate
+        self._axes = _searchable(space, self._objective)
+        self._grid = math.prod(len(a.values) for a in self._axes)
+        configs = self._grid if options.budget is None else max(1, options.budget // self._repeats)
+        self._budget = min(configs, self._grid)
+        seed = options.seed if options.seed is not None else settings.seed
+        self._rng = random.Random(seed)
+        self._dims: dict[str, Any] = {}
+        self._ordered: dict[str, bool] = {}
+        for axis in self._axes:
+            if len(axis.values) < 2:
+                continue
+            ordered = _ordered(axis.values)
+            self._ordered[axis.name] = ordered
+            labels = [_label(v) for v in axis.values]
+            if ordered or len(set(labels)) < len(labels):
+                self._dims[axis.name] = IntDistribution(0, len(axis.values) - 1) if ordered else CategoricalDistribution(list(range(len(labels))))
+            else:
+                self._dims[axis.name] = CategoricalDistribution(labels)
+        self.startup = max(MIN_STARTUP, min(MAX_STARTUP, self._budget // 4))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, constant_liar=True)
+        storage: Any = None
+        if options.storage_dir is not None:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = JournalStorage(JournalFileBackend(str(RunDir(options.storage_dir).search_journal)))
+        self.study = optuna.create_study(
+            study_name=spec.name, storage=storage, sampler=sampler, load_if_exists=True,
+            direction="maximize" if MAXIMIZE[self._objective] else "minimize",
+        )
+        self.default, self.default_notes = default_point(self._axes)
+        self._pending: dict[tuple[int, ...], _Config] = {}  # asked, not yet told
+        self._done: dict[tuple[int, ...], Any] = {}  # key -> FrozenTrial, measured and told
+        self._by_trial_id: dict[str, _Config] = {}
+        self._queue: list[Trial] = []
+        self._measured = 0  # configurations asked for measurement: what the budget counts
+        self._group: str | None = None  # the server group of the last run proposed
+        self._resume()
+
+    # --- the Strategy protocol ---------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return self._budget * self._repeats
+
+    def suggest(self) -> Trial | None:
+        if not self._queue:
+            self._ask_batch()
+        if not self._queue:
+            return None
+        trial = self._queue.pop(0)
+        self._group = trial.group_id
+        return trial
+
+    def observe(self, trial: Trial, result: "TrialResult") -> None:
+        config = self._by_trial_id.get(trial.trial_id)
+        if config is None or config.key not in self._pending:
+            return
+        config.rows[trial.repeat] = result.row
+        if len(config.rows) == len(config.runs):
+            self._tell(config)
+
+    def status(self) -> str:
+        """The best feasible result so far, relative to TorchServe's default, for the
+        progress line."""
+        best = self.best()
+        if best is None:
+            return f"best feasible: none yet ({len(self._done)} of {self._grid} configurations measured)"
+        unit = "ms p99" if self._objective == "latency" else "req/s"
+        text = f"best feasible: {best.value:.1f} {unit} (optuna trial {best.number})"
+        reference = self.default_trial()
+        if reference is not None and reference.value and reference.number != best.number and _feasible(reference):
+            text += f", {100.0 * (best.value / reference.value - 1):+.0f}% vs TorchServe's default"
+        return text
+
+    # --- what the report reads ---------------------------------------------------------
+
+    def best(self) -> Any | None:
+        """The best feasible FrozenTrial so far (not counting reused ones)."""
+        feasible = [t for t in self._done.values() if _feasible(t)]
+        if not feasible:
+            return None
+        return (max if MAXIMIZE[self._objective] else min)(feasible, key=lambda t: t.value)
+
+    def default_trial(self) -> Any | None:
+        return next((t for t in self._done.values() if t.user_attrs.get("default")), None)
+
+    # --- asking --------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Rebuild the state from the study's trials: what was told, what was asked and
+        never told (proposed again first), what is still to come."""
+        state = self._optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        if not trials:
+            self.study.enqueue_trial(self._params(self.default), user_attrs={"default": True})
+            return
+        for frozen in trials:
+            if frozen.state == state.WAITING or "reused" in frozen.user_attrs:
+                continue
+            key = self._key(frozen.params) if set(frozen.params) == set(self._dims) else None
+            if frozen.state == state.RUNNING:
+                if key is None or key in self._done or key in self._pending:  # never sampled, or a copy
+                    self.study.tell(frozen.number, state=state.FAIL, skip_if_finished=True)
+                    continue
+                self._measured += 1
+                config = self._track(self._optuna.trial.Trial(self.study, frozen._trial_id), key)
+                self._queue += config.runs  # measured first; the runner reuses repeats on disk
+            elif key is not None:
+                self._measured += 1
+                self._done.setdefault(key, frozen)
+        for frozen in trials:  # copies of a configuration: told its result, now or when it comes
+            if frozen.state == state.RUNNING and "reused" in frozen.user_attrs:
+                key = self._key(frozen.params) if set(frozen.params) == set(self._dims) else None
+                alias = self._optuna.trial.Trial(self.study, frozen._trial_id)
+                if key in self._pending:
+                    self._pending[key].aliases.append(alias)
+                elif key in self._done:
+                    self._tell_copy(alias, self._done[key])
+                else:
+                    self.study.tell(frozen.number, state=state.FAIL, skip_if_finished=True)
+
+    def _ask_batch(self) -> None:
+        left = self._budget - self._measured
+        if left <= 0:
+            return
+        size = self.startup if self._measured == 0 else BATCH
+        configs = []
+        for _ in range(min(left, size)):
+            config = self._ask()
+            if config is None:
+                break
+            configs.append(config)
+        # cost-aware order: the server that is up first, then each server group once,
+        # within a group each model setting once; repeats back to back
+        first_seen = {c.runs[0].group_id: i for i, c in reversed(list(enumerate(configs)))}
+        configs.sort(key=lambda c: (c.runs[0].group_id != self._group, first_seen[c.runs[0].group_id], repr(c.runs[0].model)))
+        self._queue += [run for c in configs for run in c.runs]
+
+    def _ask(self) -> _Config | None:
+        """A new configuration to measure, or None when every one is measured."""
+        for _ in range(self._grid + 16):
+            if len(self._done) + len(self._pending) >= self._grid:
+                return None
+            trial = self.study.ask(self._dims)
+            key = self._key(trial.params)
+            if key in self._done:
+                self._tell_copy(trial, self._done[key], mark=True)
+            elif key in self._pending:
+                trial.set_user_attr("reused", self._pending[key].trial.number)
+                self._pending[key].aliases.append(trial)
+            else:
+                self._measured += 1
+                return self._track(trial, key)
+            nearest = self._nearest_unmeasured(key)
+            if nearest is not None:
+                self.study.enqueue_trial(self._params(self._point(nearest)))
+        return None
+
+    def _track(self, trial: Any, key: tuple[int, ...]) -> _Config:
+        point = self._point(key)
+        runs = [make_trial(self._spec, point, r) for r in range(self._repeats)]
+        config = _Config(trial, key, runs)
+        trial.set_user_attr("trial_id", runs[0].trial_id)
+        self._pending[key] = config
+        self._by_trial_id[runs[0].trial_id] = config
+        return config
+
+    # --- telling -------------------------------------------------------------------------
+
+    def _tell(self, config: _Config) -> None:
+        state = self._optuna.trial.TrialState
+        rows = [config.rows[r] for r in sorted(config.rows)]
+        del self._pending[config.key]
+        failed = [r for r in rows if r.get("status") != "ok"]
+        trial = config.trial
+        if failed:
+            trial.set_user_attr("error", str(failed[0].get("error") or failed[0].get("status")))
+            frozen = self.study.tell(trial, state=state.FAIL)
+        else:
+            row = _mean_row(rows, self._objective, config.runs[0].load.mode)
+            score = run_score(row, self._slo, self._objective, self._min_success)
+            if score.value is None:
+                trial.set_user_attr("error", f"no {METRIC[self._objective]} measured (objective {self._objective})")
+                frozen = self.study.tell(trial, state=state.FAIL)
+            else:
+                for name, value in zip(_constraint_names(self._slo, self._objective), score.constraints):
+                    trial.set_constraint(name, value)
+                frozen = self.study.tell(trial, score.value)
+        self._done[config.key] = frozen
+        for alias in config.aliases:
+            self._tell_copy(alias, frozen)
+
+    def _tell_copy(self, trial: Any, frozen: Any, mark: bool = False) -> None:
+        """Tell `trial` (a proposal of a configuration already measured) the stored result."""
+        state = self._optuna.trial.TrialState
+        if mark:
+            trial.set_user_attr("reused", frozen.number)
+        if frozen.state != state.COMPLETE:
+            self.study.tell(trial, state=state.FAIL)
+            return
+        for name, value in frozen.constraints.items():
+            trial.set_constraint(name, value)
+        self.study.tell(trial, frozen.value)
+
+    # --- points --------------------------------------------------------------------------
+
+    def _params(self, point: Mapping[str, object]) -> dict[str, object]:
+        params: dict[str, object] = {}
+        for axis in self._axes:
+            if axis.name not in self._dims:
+                continue
+            index = axis.values.index(point[axis.name])
+            choices = getattr(self._dims[axis.name], "choices", None)
+            params[axis.name] = choices[index] if choices is not None else index
+        return params
+
+    def _key(self, params: Mapping[str, object]) -> tuple[int, ...]:
+        key = []
+        for axis in self._axes:
+            if axis.name not in self._dims:
+                key.append(0)
+                continue
+            choices = getattr(self._dims[axis.name], "choices", None)
+            value = params[axis.name]
+            key.append(list(choices).index(value) if choices is not None else int(value))  # type: ignore[arg-type]
+        return tuple(key)
+
+    def _point(self, key: tuple[int, ...]) -> dict[str, object]:
+        return {axis.name: axis.values[i] for axis, i in zip(self._axes, key)}
+
+    def _nearest_unmeasured(self, key: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The unmeasured configuration closest to `key` (ordered axes: distance in steps
+        over the axis' length; categorical: 1 when different); ties drawn at random."""
+        sizes = [len(a.values) for a in self._axes]
+        if self._grid <= 200_000:
+            candidates = (_key_at(sizes, i) for i in range(self._grid))
+        else:
+            candidates = (_key_at(sizes, self._rng.randrange(self._grid)) for _ in range(20_000))
+        best, best_d = [], math.inf
+        for other in candidates:
+            if other in self._done or other in self._pending:
+                continue
+            d = 0.0
+            for axis, a, b in zip(self._axes, key, other):
+                if a != b:
+                    d += abs(a - b) / (len(axis.values) - 1) if self._ordered.get(axis.name) else 1.0
+            if d < best_d:
+                best, best_d = [other], d
+            elif d == best_d:
+                best.append(other)
+        return self._rng.choice(best) if best else None
+
+
+def _key_at(sizes: list[int], index: int) -> tuple[int, ...]:
+    out = []
+    for size in reversed(sizes):
+        index, i = divmod(index, size)
+        out.append(i)
+    return tuple(reversed(out))
+
+
+def _searchable(space: list[Axis], objective: str) -> list[Axis]:
+    """The axes a search varies. Throughput ranks closed loops only (an open loop's
+    throughput is the rate it was offered): with any closed-loop profile, the load axis
+    keeps just those."""
+    if objective != "throughput":
+        return list(space)
+    out = []
+    for axis in space:
+        if axis.name == "load":
+            closed = tuple(v for v in axis.values if getattr(v, "mode", None) == "closed")
+            axis = Axis(axis.name, closed, axis.level) if closed else axis
+        out.append(axis)
+    return out
+
+
+def _constraint_names(slo: float | None, objective: str) -> list[str]:
+    names = ["success_rate_short"]
+    if objective == "capacity":
+        return names + ["no_rate_met_slo"]
+    return names + (["p99_over_slo_ms"] if slo is not None else [])
+
+
+def _mean_row(rows: list[Mapping[str, object]], objective: str, load_mode: str) -> dict[str, object]:
+    """The repeats of one configuration as one row: the mean of each figure, the lowest
+    success rate; a capacity of 0 in any repeat is no capacity."""
+
+    def mean(column: str) -> float | None:
+        values = [_number(r.get(column)) for r in rows]
+        if any(v is None or math.isnan(v) for v in values):
+            return None
+        return sum(values) / len(values)  # type: ignore[arg-type]
+
+    success = [_number(r.get("client_success_rate")) for r in rows]
+    out: dict[str, object] = {
+        "status": "ok",
+        "load_mode": load_mode,
+        "client_success_rate": None if any(s is None for s in success) else min(success),  # type: ignore[type-var]
+        THROUGHPUT: mean(THROUGHPUT),
+        P99: mean(P99),
+    }
+    if objective == "capacity":
+        values = [_number(r.get(METRIC["capacity"])) for r in rows]
+        ok = all(v is not None and not math.isnan(v) and v > 0 for v in values)
+        out[METRIC["capacity"]] = sum(values) / len(values) if ok else 0.0  # type: ignore[arg-type]
+    return out
+
+
+def _feasible(frozen: Any) -> bool:
+    return frozen.value is not None and all(v <= 0 for v in frozen.constraints.values())
