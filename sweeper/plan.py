@@ -157,6 +157,84 @@ def space(spec: SweepSpec) -> list[Axis]:
     return axes
 
 
+def axis_number(value: object) -> float | None:
+    """An axis value as a number (env values are text: "2"), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def value_label(value: object) -> str:
+    """An axis value in words: a load profile as "closed c=32" / "open 50/s", a request set
+    by its label, anything else as text."""
+    if isinstance(value, LoadProfile):
+        return f"closed c={value.concurrency}" if value.mode == "closed" else f"open {value.rate_rps:g}/s"
+    label = getattr(value, "label", None)
+    return str(label) if label is not None else str(value)
+
+
+# TorchServe's defaults for the settings a sweep can put on an axis ("cpus": one per CPU,
+# which is what TorchServe does for workers and netty threads; torch with no OMP/MKL
+# setting runs one intra-op thread per core). A search starts from them (default_point).
+CPUS = "cpus"
+TORCHSERVE_DEFAULTS: dict[str, object] = {
+    "model.batch_size": 1,
+    "model.max_batch_delay_ms": 100,
+    "model.min_workers": CPUS,
+    "model.max_workers": CPUS,
+    "model.response_timeout_s": 120,
+    "server.default_workers_per_model": CPUS,
+    "server.number_of_netty_threads": CPUS,
+    "server.netty_client_threads": CPUS,
+    "server.job_queue_size": 100,
+    "env.OMP_NUM_THREADS": CPUS,
+    "env.MKL_NUM_THREADS": CPUS,
+    "env.TORCH_NUM_THREADS": CPUS,
+}
+
+
+def _torchserve_default(axis: Axis, cpus: int) -> object | None:
+    if axis.level == "env":  # "env.A+B": the first variable with a known default
+        known = (TORCHSERVE_DEFAULTS.get(f"env.{var}") for var in axis.name.partition(".")[2].split("+"))
+        default = next((d for d in known if d is not None), None)
+    else:
+        default = TORCHSERVE_DEFAULTS.get(axis.name)
+    return cpus if default == CPUS else default
+
+
+def default_point(axes: list[Axis], cpus: int) -> tuple[dict[str, object], list[str]]:
+    """The point nearest to what TorchServe does by default on a machine of `cpus` CPUs, and
+    one note per axis where that default is not one of the axis' values: which value stands
+    in for it (the nearest number; the first value of an axis without a default)."""
+    point: dict[str, object] = {}
+    notes: list[str] = []
+    for axis in axes:
+        default = _torchserve_default(axis, cpus)
+        target = axis_number(default)
+        numbers = [axis_number(v) for v in axis.values]
+        exact = [v for v, n in zip(axis.values, numbers) if (n == target if target is not None else v == default)]
+        if default is not None and exact:
+            point[axis.name] = exact[0]
+        elif target is not None and None not in numbers:
+            nearest = min(range(len(numbers)), key=lambda i: abs(numbers[i] - target))  # type: ignore[operator]
+            point[axis.name] = axis.values[nearest]
+            notes.append(f"{axis.name}: TorchServe's default {default} is not on the axis; "
+                         f"{value_label(axis.values[nearest])} is the nearest value")
+        else:
+            point[axis.name] = axis.values[0]
+            if len(axis.values) > 1:
+                why = "has no TorchServe default" if default is None else f"has TorchServe default {default}, not on the axis"
+                notes.append(f"{axis.name} {why}; its first value, {value_label(axis.values[0])}, stands in for it")
+    return point, notes
+
+
 def points(axes: list[Axis]) -> Iterator[dict[str, object]]:
     """Every point of the grid, the last axis varying fastest (plan order for `space`)."""
     names = [a.name for a in axes]

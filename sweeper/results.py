@@ -124,6 +124,7 @@ def table(run_dir: Path) -> pd.DataFrame:
 def write_tables(run_dir: Path) -> list[dict]:
     """Rebuild results.csv and results.md from the per-trial files."""
     from .analysis.efficiency import add_efficiency
+    from .analysis.search import run_search
     from .report.markdown import markdown
 
     run = RunDir(run_dir)
@@ -131,5 +132,6 @@ def write_tables(run_dir: Path) -> list[dict]:
     df = add_efficiency(table(run_dir), run_dir, cores)
     write_atomic(run.results_csv, df.to_csv(index=False))
     title = str(df["sweep"].iloc[0]) if not df.empty and "sweep" in df else run.name
-    write_atomic(run.results_md, markdown(df, f"{title}: {run.name}", cores=cores))
+    write_atomic(run.results_md, markdown(df, f"{title}: {run.name}", cores=cores, search=run_search(run.path, df)))
     return df.to_dict("records")
+

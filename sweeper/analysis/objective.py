@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..plan import Axis
 
 THROUGHPUT = "client_throughput_rps"
 P99 = "client_latency_p99_ms"
@@ -151,6 +154,56 @@ def run_value(
     infeasible point, not a crash and not a zero."""
     score = run_score(row, slo_p99_ms, objective, min_success_rate)
     return score.value if score.feasible else None
+
+
+def searchable(space: "list[Axis]", objective: str) -> "list[Axis]":
+    """The axes a search varies for `objective`. Throughput ranks closed loops only (an
+    open loop's throughput is the rate it was offered): with any closed-loop profile, the
+    load axis keeps just those."""
+    if objective != "throughput":
+        return list(space)
+    from ..plan import Axis
+
+    out = []
+    for axis in space:
+        if axis.name == "load":
+            closed = tuple(v for v in axis.values if getattr(v, "mode", None) == "closed")
+            axis = Axis(axis.name, closed, axis.level) if closed else axis
+        out.append(axis)
+    return out
+
+
+def config_score(
+    rows: list[Mapping[str, object]],
+    load_mode: str,
+    slo_p99_ms: float | None,
+    objective: str = "throughput",
+    min_success_rate: float = 1.0,
+) -> RunScore:
+    """One configuration judged by an objective over its repeats (result rows): failed
+    (value None) when a repeat failed; otherwise the mean of each figure over the repeats
+    and the lowest success rate, judged as one run (run_score). A capacity of 0 in any
+    repeat is no capacity."""
+    if not rows or any(r.get("status") != "ok" for r in rows):
+        return RunScore(None, ())
+
+    def mean(column: str) -> float | None:
+        values = [_number(r.get(column)) for r in rows]
+        return None if any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type,misc]
+
+    success = [_number(r.get("client_success_rate")) for r in rows]
+    row: dict[str, object] = {
+        "status": "ok",
+        "load_mode": load_mode,
+        "client_success_rate": None if None in success else min(success),  # type: ignore[type-var]
+        THROUGHPUT: mean(THROUGHPUT),
+        P99: mean(P99),
+    }
+    if objective == "capacity":
+        values = [_number(r.get(CAPACITY)) for r in rows]
+        ok = all(v is not None and v > 0 for v in values)
+        row[CAPACITY] = sum(values) / len(values) if ok else 0.0  # type: ignore[arg-type,misc]
+    return run_score(row, slo_p99_ms, objective, min_success_rate)
 
 
 def _number(value: object) -> float | None:

@@ -26,6 +26,8 @@ from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, 
 from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep
+from sweeper.analysis.search import run_search
+from sweeper.report.markdown import search_markdown
 from sweeper.report.tables import fixed_params, machine_rows, summary_table
 from sweeper.rundir import RunDir, write_atomic
 
@@ -75,7 +77,11 @@ def build_context(
     plots, skipped = make_plots(trials, slo, heatmap_axes)
     table = summary_table(trials, _badges(rec), by_capacity=objective == "capacity")
     failures = read_failures(data)
+    search = run_search(data.run_dir, data.results)
     return {
+        "search": search,
+        "search_md": "\n".join(search_markdown(search)[1:]) if search is not None else "",
+        "search_plot": _search_plot(search),
         "run": _run_meta(data, trials),
         "rec": rec,
         "table": table,
@@ -90,6 +96,15 @@ def build_context(
         "verify": _verify(data),
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
     }
+
+
+def _search_plot(search):
+    from sweeper.report.plots import search_trace
+
+    if search is None:
+        return None
+    plot = search_trace(search)
+    return plot if not isinstance(plot, str) else None
 
 
 def _findings(data: RunData) -> list[str]:

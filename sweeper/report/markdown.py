@@ -65,8 +65,9 @@ def _with_ci(row: pd.Series, col: str, digits: int = 1) -> str:
     return f"{_mean(row, col, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
 
 
-def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str:
-    """results.md: the aggregated table (repeats as mean (min-max)) and failed trials."""
+def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search=None) -> str:
+    """results.md: the aggregated table (repeats as mean (min-max)), the search (when
+    `search`, a sweeper.analysis.search.SearchSummary) and failed trials."""
     lines = [f"# {title}" if title else "# Results", ""]
     if df.empty:
         return "\n".join(lines + ["No trials finished.", ""])
@@ -174,6 +175,8 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
         found = thread_findings(df, cores)
         if found:
             lines += ["", "## Finding (computed from this run)", ""] + [f"- {s}" for s in found]
+    if search is not None:
+        lines += [""] + search_markdown(search)
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         lines += ["", "## Failed or interrupted trials", "", "| trial | repeat | status | error |", "|---|---|---|---|"]
@@ -181,3 +184,43 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None) -> str
             err = str(r.get("error", "")).replace("|", "\\|")
             lines.append(f"| {r['trial_id']} | {r['repeat']} | {r['status']} | {err} |")
     return "\n".join(lines) + "\n"
+
+
+def search_markdown(summary) -> list[str]:
+    """The search section (sweeper.analysis.search.SearchSummary) as Markdown lines: the
+    headline, the trace (best feasible value after each configuration measured, each
+    relative to TorchServe's default) and which axes mattered."""
+    unit = summary.unit
+    lines = ["## Search", "", summary.headline + ".", ""]
+    default = next((s for s in summary.steps if s.default), None)
+    if default is None:
+        lines.append(f"TorchServe's default configuration (trial {summary.default_trial_id}) was not measured; "
+                     "figures are not relative to it.")
+    elif summary.default_value is None:
+        lines.append(f"TorchServe's default configuration (configuration {default.n}, {default.label}) "
+                     "failed or missed a constraint; figures are not relative to it.")
+    else:
+        lines.append(f"Relative to TorchServe's default configuration (configuration {default.n}, {default.label}): "
+                     f"{summary.default_value:.1f} {unit}.")
+    for note in summary.default_notes:
+        lines.append(f"- {note}")
+    lines += ["", f"Restarts: {summary.server_starts} server start(s) and {summary.registrations} model registration(s) "
+              f"for {summary.measured} configurations ({summary.server_starts / max(summary.measured, 1):.2f} starts per configuration).", ""]
+    lines += ["### Search trace", "",
+              f"Each configuration in the order measured: its objective (mean over repeats, {unit}), and the best feasible "
+              "value so far. ✗ infeasible (p99 above the SLO or too few requests served), failed: a repeat failed.", "",
+              f"| # | configuration | {summary.objective} {unit} | best so far | vs default |", "|---|---|---|---|---|"]
+    for s in summary.steps:
+        value = "failed" if s.value is None else f"{s.value:.1f}" + ("" if s.feasible else " ✗")
+        best = "" if s.best is None else f"{s.best:.1f}"
+        vs = "" if s.vs_default is None else ("default" if s.default else f"{100 * s.vs_default:+.0f}%")
+        label = s.label.replace("|", "\\|") + (" (TorchServe default)" if s.default else "")
+        lines.append(f"| {s.n} | {label} | {value} | {best} | {vs} |")
+    lines += ["", "### Which axes mattered", ""]
+    if summary.importances:
+        lines += ["Optuna's parameter importances (PED-ANOVA over the measured configurations; shares sum to 1):", "",
+                  "| axis | importance |", "|---|---|"]
+        lines += [f"| {name} | {share:.2f} |" for name, share in summary.importances]
+    else:
+        lines.append(summary.importance_note.capitalize() + ".")
+    return lines

@@ -466,3 +466,34 @@ def _label(row: pd.Series, columns: list[str]) -> str:
 
 def _plot(name: str, title: str, caption: str, fig, notes: tuple[str, ...] = ()) -> Plot:
     return Plot(name, title, caption, kit.to_svg(fig, name), notes)
+
+
+def search_trace(summary) -> Plot | str:
+    """The search trace (sweeper.analysis.search.SearchSummary): each configuration's
+    objective in the order measured, the best feasible one so far as a step line, and
+    TorchServe's default configuration as a level."""
+    steps = [s for s in summary.steps if s.value is not None]
+    if len(summary.steps) < 2 or not steps:
+        return "search trace: fewer than two configurations measured"
+    with matplotlib.rc_context(kit.STYLE):
+        fig, ax = kit.figure()
+        feasible = [s for s in steps if s.feasible]
+        missed = [s for s in steps if not s.feasible]
+        if feasible:
+            ax.plot([s.n for s in feasible], [s.value for s in feasible], "o", color="C0", label="feasible configuration")
+        if missed:
+            ax.plot([s.n for s in missed], [s.value for s in missed], "x", color="C3", label="infeasible (SLO or success rate)")
+        best = [(s.n, s.best) for s in summary.steps if s.best is not None]
+        if best:
+            ax.step([n for n, _ in best], [b for _, b in best], where="post", color="C1", lw=1.5, label="best feasible so far")
+        if summary.default_value is not None:
+            ax.axhline(summary.default_value, color="0.5", lw=0.8, ls="--", label="TorchServe's default configuration")
+        ax.set_xlabel("configuration, in the order measured")
+        ax.set_ylabel(f"{summary.objective} ({summary.unit})")
+        return _plot(
+            "search_trace",
+            "Search trace",
+            f"{summary.headline}. Each point is one configuration (the mean over its repeats); the step "
+            "line is the best feasible value after each.",
+            fig,
+        )

@@ -39,9 +39,9 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ..analysis.objective import MAXIMIZE, METRIC, P99, THROUGHPUT, run_score
+from ..analysis.objective import MAXIMIZE, METRIC, config_score, searchable
 from ..machine import machine_cores
-from ..plan import Axis, Trial, make_trial
+from ..plan import Axis, Trial, axis_number, default_point, make_trial, value_label
 from ..rundir import RunDir
 from ..spec import SweepSpec
 
@@ -60,86 +60,37 @@ MIN_STARTUP, MAX_STARTUP = 4, 10
 # closer to sequential. See README "Search" for the measured trade-off.
 BATCH = 3
 
-# TorchServe's defaults for the settings a sweep can put on an axis. workers: one per CPU
-# (JVM availableProcessors); torch threads with no OMP/MKL setting: one per core.
-_CPUS = "cpus"
-TORCHSERVE_DEFAULTS: dict[str, object] = {
-    "model.batch_size": 1,
-    "model.max_batch_delay_ms": 100,
-    "model.min_workers": _CPUS,
-    "model.max_workers": _CPUS,
-    "model.response_timeout_s": 120,
-    "server.default_workers_per_model": _CPUS,
-    "server.number_of_netty_threads": _CPUS,
-    "server.netty_client_threads": _CPUS,
-    "server.job_queue_size": 100,
-    "env.OMP_NUM_THREADS": _CPUS,
-    "env.MKL_NUM_THREADS": _CPUS,
-    "env.TORCH_NUM_THREADS": _CPUS,
-}
+def dimensions(axes: list[Axis]) -> tuple[dict[str, Any], dict[str, bool]]:
+    """Optuna's distribution for each axis of more than one value (by axis name) and
+    whether it is ordered: an ordered axis is an integer index into its values, another
+    one categorical over its labels (over indices when two labels coincide)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
 
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _default_of(axis: Axis, cpus: int) -> object | None:
-    if axis.level == "env":
-        known = [TORCHSERVE_DEFAULTS.get(f"env.{var}") for var in axis.name.partition(".")[2].split("+")]
-        default = next((d for d in known if d is not None), None)
-    else:
-        default = TORCHSERVE_DEFAULTS.get(axis.name)
-    return cpus if default == _CPUS else default
-
-
-def default_point(axes: list[Axis], cpus: int | None = None) -> tuple[dict[str, object], list[str]]:
-    """The point nearest to what TorchServe does by default, and one note per axis where
-    that default is not a value of the axis (which value stands in for it, and why)."""
-    cpus = machine_cores() if cpus is None else cpus
-    point: dict[str, object] = {}
-    notes: list[str] = []
+    dims: dict[str, Any] = {}
+    ordered: dict[str, bool] = {}
     for axis in axes:
-        default = _default_of(axis, cpus)
-        target = _number(default)
-        numbers = [_number(v) for v in axis.values]
-        if default is not None and any(_number(v) == target if target is not None else v == default for v in axis.values):
-            point[axis.name] = next(v for v in axis.values if (_number(v) == target if target is not None else v == default))
+        if len(axis.values) < 2:
             continue
-        if target is not None and all(n is not None for n in numbers):
-            nearest = min(range(len(numbers)), key=lambda i: abs(numbers[i] - target))  # type: ignore[operator]
-            point[axis.name] = axis.values[nearest]
-            notes.append(f"{axis.name}: TorchServe's default {default:g} is not on the axis; "
-                         f"{axis.values[nearest]} is the nearest value" if isinstance(default, (int, float))
-                         else f"{axis.name}: TorchServe's default {default} is not on the axis; {axis.values[nearest]} is the nearest value")
+        ordered[axis.name] = _ordered(axis.values)
+        labels = [value_label(v) for v in axis.values]
+        if ordered[axis.name]:
+            dims[axis.name] = IntDistribution(0, len(axis.values) - 1)
+        elif len(set(labels)) < len(labels):
+            dims[axis.name] = CategoricalDistribution(list(range(len(labels))))
         else:
-            point[axis.name] = axis.values[0]
-            if len(axis.values) > 1:
-                why = "has no TorchServe default" if default is None else f"has TorchServe default {default}, not on the axis"
-                notes.append(f"{axis.name} {why}; the first value, {_label(axis.values[0])}, stands in for it")
-    return point, notes
+            dims[axis.name] = CategoricalDistribution(labels)
+    return dims, ordered
 
 
-def _label(value: object) -> str:
-    mode = getattr(value, "mode", None)
-    if mode is not None:  # a load profile
-        if mode == "closed":
-            return f"closed c={value.concurrency}"  # type: ignore[attr-defined]
-        return f"open {value.rate_rps:g}/s"  # type: ignore[attr-defined]
-    label = getattr(value, "label", None)
-    return str(label) if label is not None else str(value)
+def param_value(dims: Mapping[str, Any], axis: Axis, value: object) -> object:
+    """The Optuna parameter value of one axis value (its index, or its label)."""
+    index = axis.values.index(value)
+    choices = getattr(dims[axis.name], "choices", None)
+    return choices[index] if choices is not None else index
 
 
 def _ordered(values: tuple) -> bool:
-    numbers = [_number(v) for v in values]
+    numbers = [axis_number(v) for v in values]
     if any(n is None for n in numbers):
         return False
     pairs = list(zip(numbers, numbers[1:]))
@@ -160,7 +111,6 @@ class _Config:
 class OptunaSearch:
     def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions"):
         import optuna
-        from optuna.distributions import CategoricalDistribution, IntDistribution
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # the progress line says it
         self._optuna = optuna
@@ -170,24 +120,13 @@ class OptunaSearch:
         self._objective = spec.search.objective
         self._slo = settings.slo_p99_ms
         self._min_success = settings.min_success_rate
-        self._axes = _searchable(space, self._objective)
+        self._axes = searchable(space, self._objective)
         self._grid = math.prod(len(a.values) for a in self._axes)
         configs = self._grid if options.budget is None else max(1, options.budget // self._repeats)
         self._budget = min(configs, self._grid)
         seed = options.seed if options.seed is not None else settings.seed
         self._rng = random.Random(seed)
-        self._dims: dict[str, Any] = {}
-        self._ordered: dict[str, bool] = {}
-        for axis in self._axes:
-            if len(axis.values) < 2:
-                continue
-            ordered = _ordered(axis.values)
-            self._ordered[axis.name] = ordered
-            labels = [_label(v) for v in axis.values]
-            if ordered or len(set(labels)) < len(labels):
-                self._dims[axis.name] = IntDistribution(0, len(axis.values) - 1) if ordered else CategoricalDistribution(list(range(len(labels))))
-            else:
-                self._dims[axis.name] = CategoricalDistribution(labels)
+        self._dims, self._ordered = dimensions(self._axes)
         self.startup = max(MIN_STARTUP, min(MAX_STARTUP, self._budget // 4))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, constant_liar=True)
         storage: Any = None
@@ -200,7 +139,7 @@ class OptunaSearch:
             study_name=spec.name, storage=storage, sampler=sampler, load_if_exists=True,
             direction="maximize" if MAXIMIZE[self._objective] else "minimize",
         )
-        self.default, self.default_notes = default_point(self._axes)
+        self.default, self.default_notes = default_point(self._axes, machine_cores())
         self._pending: dict[tuple[int, ...], _Config] = {}  # asked, not yet told
         self._done: dict[tuple[int, ...], Any] = {}  # key -> FrozenTrial, measured and told
         self._by_trial_id: dict[str, _Config] = {}
@@ -235,14 +174,17 @@ class OptunaSearch:
     def status(self) -> str:
         """The best feasible result so far, relative to TorchServe's default, for the
         progress line."""
+        measured = f"{len(self._done)}/{self._budget} configurations told"
         best = self.best()
         if best is None:
-            return f"best feasible: none yet ({len(self._done)} of {self._grid} configurations measured)"
+            return f"best feasible: none yet ({measured})"
         unit = "ms p99" if self._objective == "latency" else "req/s"
-        text = f"best feasible: {best.value:.1f} {unit} (optuna trial {best.number})"
+        point = self._point(self._key(best.params))
+        where = " ".join(f"{a.name.partition('.')[2] or a.name}={value_label(point[a.name])}" for a in self._axes if a.name in self._dims)
+        text = f"best feasible: {best.value:.1f} {unit} ({where})"
         reference = self.default_trial()
         if reference is not None and reference.value and reference.number != best.number and _feasible(reference):
-            text += f", {100.0 * (best.value / reference.value - 1):+.0f}% vs TorchServe's default"
+            text += f" {100.0 * (best.value / reference.value - 1):+.0f}% vs TorchServe's default"
         return text
 
     # --- what the report reads ---------------------------------------------------------
@@ -350,8 +292,7 @@ class OptunaSearch:
             trial.set_user_attr("error", str(failed[0].get("error") or failed[0].get("status")))
             frozen = self.study.tell(trial, state=state.FAIL)
         else:
-            row = _mean_row(rows, self._objective, config.runs[0].load.mode)
-            score = run_score(row, self._slo, self._objective, self._min_success)
+            score = config_score(rows, config.runs[0].load.mode, self._slo, self._objective, self._min_success)
             if score.value is None:
                 trial.set_user_attr("error", f"no {METRIC[self._objective]} measured (objective {self._objective})")
                 frozen = self.study.tell(trial, state=state.FAIL)
@@ -382,9 +323,7 @@ class OptunaSearch:
         for axis in self._axes:
             if axis.name not in self._dims:
                 continue
-            index = axis.values.index(point[axis.name])
-            choices = getattr(self._dims[axis.name], "choices", None)
-            params[axis.name] = choices[index] if choices is not None else index
+            params[axis.name] = param_value(self._dims, axis, point[axis.name])
         return params
 
     def _key(self, params: Mapping[str, object]) -> tuple[int, ...]:
@@ -432,51 +371,11 @@ def _key_at(sizes: list[int], index: int) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _searchable(space: list[Axis], objective: str) -> list[Axis]:
-    """The axes a search varies. Throughput ranks closed loops only (an open loop's
-    throughput is the rate it was offered): with any closed-loop profile, the load axis
-    keeps just those."""
-    if objective != "throughput":
-        return list(space)
-    out = []
-    for axis in space:
-        if axis.name == "load":
-            closed = tuple(v for v in axis.values if getattr(v, "mode", None) == "closed")
-            axis = Axis(axis.name, closed, axis.level) if closed else axis
-        out.append(axis)
-    return out
-
-
 def _constraint_names(slo: float | None, objective: str) -> list[str]:
     names = ["success_rate_short"]
     if objective == "capacity":
         return names + ["no_rate_met_slo"]
     return names + (["p99_over_slo_ms"] if slo is not None else [])
-
-
-def _mean_row(rows: list[Mapping[str, object]], objective: str, load_mode: str) -> dict[str, object]:
-    """The repeats of one configuration as one row: the mean of each figure, the lowest
-    success rate; a capacity of 0 in any repeat is no capacity."""
-
-    def mean(column: str) -> float | None:
-        values = [_number(r.get(column)) for r in rows]
-        if any(v is None or math.isnan(v) for v in values):
-            return None
-        return sum(values) / len(values)  # type: ignore[arg-type]
-
-    success = [_number(r.get("client_success_rate")) for r in rows]
-    out: dict[str, object] = {
-        "status": "ok",
-        "load_mode": load_mode,
-        "client_success_rate": None if any(s is None for s in success) else min(success),  # type: ignore[type-var]
-        THROUGHPUT: mean(THROUGHPUT),
-        P99: mean(P99),
-    }
-    if objective == "capacity":
-        values = [_number(r.get(METRIC["capacity"])) for r in rows]
-        ok = all(v is not None and not math.isnan(v) and v > 0 for v in values)
-        out[METRIC["capacity"]] = sum(values) / len(values) if ok else 0.0  # type: ignore[arg-type]
-    return out
 
 
 def _feasible(frozen: Any) -> bool:

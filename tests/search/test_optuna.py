@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 
 from sweeper.errors import Interrupted
 from sweeper.executors import TrialResult
-from sweeper.plan import costs, make_trial, points, space
+from sweeper.machine import machine_cores
+from sweeper.plan import costs, default_point, make_trial, points, space
 from sweeper.rundir import RunDir
 from sweeper.runner import SweepContext, run_sweep
 from sweeper.search import STRATEGIES, SearchOptions, search_options
-from sweeper.search.optuna import OptunaSearch, default_point
+from sweeper.search.optuna import OptunaSearch
 from sweeper.spec import parse_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -44,7 +45,8 @@ def surface(trial) -> dict:
     rps = 100.0 * math.log2(2 * m.batch_size) * (1 + 0.3 * (m.min_workers or 1)) / (1 + 0.2 * (threads - 1))
     p99 = 4.0 * m.batch_size + 0.6 * m.max_batch_delay_ms
     return {"status": "ok", "error": "", "load_mode": trial.load.mode, "client_success_rate": 1.0,
-            "client_throughput_rps": rps + trial.repeat, "client_latency_p99_ms": p99, "wall_s": 0.1}
+            "client_throughput_rps": rps + trial.repeat, "client_latency_p99_ms": p99, "wall_s": 0.1,
+            "proc_ctx_per_req": 1.0}
 
 
 def drive(strategy, outcome=surface) -> list:
@@ -65,7 +67,7 @@ def test_it_measures_the_budget_of_distinct_configurations_each_repeated_default
     # TorchServe's default: batch 1, delay 100 ms (50 is the nearest), workers = CPUs, threads = cores
     point, notes = default_point(space(spec), cpus=2)
     assert (first.model.batch_size, first.model.max_batch_delay_ms) == (1, 50)
-    assert first == make_trial(spec, default_point(space(spec))[0], 0)
+    assert first == make_trial(spec, default_point(space(spec), machine_cores())[0], 0)
     assert any("max_batch_delay_ms" in n and "100" in n and "50" in n for n in notes)
     study = search.study
     assert len([t for t in study.trials if "reused" not in t.user_attrs]) == 12
@@ -233,3 +235,19 @@ def test_every_proposed_trial_is_a_point_of_the_declared_axes(axes, rnd):
     searchable = [t for t in on_axes if axes["objective"] != "throughput" or t.load.mode == "closed"]
     assert len({t.trial_id for t in runs}) == len(runs) == min(axes["budget"], len(searchable))
     assert search.suggest() is None
+
+
+def test_default_point_takes_torchserves_defaults_or_the_nearest_value_and_says_so():
+    spec = parse_sweep({**SWEEP, "model": {"name": "mlp", "batch_size": [2, 4], "max_batch_delay_ms": [5, 100],
+                                           "min_workers": [1, 3]},
+                        "env": {"OMP_NUM_THREADS+MKL_NUM_THREADS": [1, 4]},
+                        "load": {"mode": "closed", "concurrency": [8, 32], "duration_s": 1}}, "tpe.yaml")
+    point, notes = default_point(space(spec), cpus=4)
+    assert point["model.batch_size"] == 2 and point["model.max_batch_delay_ms"] == 100
+    assert point["model.min_workers"] == 3 and str(point["env.OMP_NUM_THREADS+MKL_NUM_THREADS"]) == "4"
+    assert point["load"].concurrency == 8
+    text = " ".join(notes)
+    assert "model.batch_size: TorchServe's default 1 is not on the axis; 2 is the nearest value" in text
+    assert "model.min_workers: TorchServe's default 4 is not on the axis; 3" in text
+    assert "load has no TorchServe default; its first value, closed c=8, stands in for it" in text
+    assert "max_batch_delay_ms" not in text
