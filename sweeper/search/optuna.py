@@ -139,6 +139,11 @@ class OptunaSearch:
             study_name=spec.name, storage=storage, sampler=sampler, load_if_exists=True,
             direction="maximize" if MAXIMIZE[self._objective] else "minimize",
         )
+        told = len(self.study.get_trials(deepcopy=False))
+        if told:
+            # a resumed study: the seed's random start-up would draw what it drew before
+            # (every one a configuration already measured); continue from a seed of its own
+            self.study.sampler = optuna.samplers.TPESampler(seed=seed + told, n_startup_trials=self.startup, constant_liar=True)
         self.default, self.default_notes = default_point(self._axes, machine_cores())
         self._pending: dict[tuple[int, ...], _Config] = {}  # asked, not yet told
         self._done: dict[tuple[int, ...], Any] = {}  # key -> FrozenTrial, measured and told
