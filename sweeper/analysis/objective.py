@@ -82,9 +82,7 @@ def best(trials: pd.DataFrame, slo_p99_ms: float | None = None, objective: str =
 
 
 # A search's objectives (the sweep's search.objective): the figure of a run it ranks by and
-# whether more is better. capacity_rps_at_slo is written by the capacity measurement (the
-# highest offered rate whose p99 met the SLO); 0 or missing means no rate met it.
-CAPACITY = "capacity_rps_at_slo"
+# whether more is better. capacity_rps_at_slo: 0 or missing means no rate met the SLO.
 OBJECTIVES = ("throughput", "latency", "capacity")
 METRIC = {"throughput": THROUGHPUT, "latency": P99, "capacity": CAPACITY}
 MAXIMIZE = {"throughput": True, "latency": False, "capacity": True}
@@ -116,7 +114,7 @@ def run_score(
     throughput: client_throughput_rps of a closed loop (an open loop's throughput is the
     rate it was offered); latency: client_latency_p99_ms, any load; capacity:
     capacity_rps_at_slo, where 0 or missing is infeasible (no rate met the SLO) and the p99
-    constraint is already part of the figure. Every objective needs status ok and success
+    and success-rate constraints are already part of the figure. Every objective needs status ok and success
     rate >= min_success_rate, and throughput and latency p99 <= slo_p99_ms when set."""
     if objective not in METRIC:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
@@ -125,13 +123,12 @@ def run_score(
     if objective == "throughput" and row.get("load_mode") != "closed":
         return RunScore(None, ())
     value = _number(row.get(METRIC[objective]))
+    if objective == "capacity":
+        # the SLO and the success rate are part of the figure (each passing step met both);
+        # 0 or none: infeasible, not failed (the configuration ran, no offered rate met them)
+        return RunScore(0.0, (1.0,)) if value is None or value <= 0 else RunScore(value, (0.0,))
     success = _number(row.get("client_success_rate"))
     constraints = [min_success_rate - (success if success is not None else 0.0)]
-    if objective == "capacity":
-        if value is None or value <= 0:
-            # infeasible, not failed: the configuration ran, no offered rate met the SLO
-            return RunScore(0.0, (*constraints, 1.0))
-        return RunScore(value, tuple(constraints))
     if value is None:
         return RunScore(None, ())
     if slo_p99_ms is not None:

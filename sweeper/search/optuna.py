@@ -377,10 +377,9 @@ def _key_at(sizes: list[int], index: int) -> tuple[int, ...]:
 
 
 def _constraint_names(slo: float | None, objective: str) -> list[str]:
-    names = ["success_rate_short"]
     if objective == "capacity":
-        return names + ["no_rate_met_slo"]
-    return names + (["p99_over_slo_ms"] if slo is not None else [])
+        return ["no_rate_met_slo"]
+    return ["success_rate_short"] + (["p99_over_slo_ms"] if slo is not None else [])
 
 
 def _feasible(frozen: Any) -> bool:
