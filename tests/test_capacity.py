@@ -54,17 +54,35 @@ def knee_at(knee: float, calls: list[float]):
 def test_exponential_growth_then_binary_search_to_the_precision():
     calls: list[float] = []
     found = find_capacity(knee_at(730.0, calls), rule())
-    # x2 from 50 until 800 fails, then halving between 400 and 800 until (fail-pass)/pass <= 5%
-    assert calls == [50, 100, 200, 400, 800, 600, 700, 750, 725]
+    # x2 from 50 until 800 fails (twice: a failure is confirmed), then halving between 400
+    # and 800 until (fail-pass)/pass <= 5%
+    assert calls == [50, 100, 200, 400, 800, 800, 600, 700, 750, 750, 725]
     assert found.rps == 725 and found.limited_by == "p99"
     assert (730 - found.rps) / found.rps <= 0.05 and found.rps <= 730
     cols = found.columns()
-    assert cols["capacity_rps_at_slo"] == 725 and cols["capacity_steps_n"] == 9
+    assert cols["capacity_rps_at_slo"] == 725 and cols["capacity_steps_n"] == 11
     assert cols["capacity_first_fail_rps"] == 750 and cols["capacity_precision"] == pytest.approx(25 / 725)
     steps = json.loads(cols["capacity_steps"])
-    assert [s["passed"] for s in steps] == [True] * 4 + [False, True, True, False, True]
+    assert [s["passed"] for s in steps] == [True] * 4 + [False, False, True, True, False, False, True]
     assert steps[4]["reason"] == "p99 500.0 ms > 50 ms"
-    assert found.best == 8  # the step at 725 req/s
+    assert found.best == 10  # the step at 725 req/s
+
+
+def test_one_failing_step_is_run_again_and_a_pass_then_counts():
+    calls: list[float] = []
+    knee = knee_at(730.0, calls)
+    noisy = {375.0: 1}  # the first step at 375 req/s fails (noise), the second passes
+
+    def step(rate: float) -> Step:
+        if noisy.get(rate):
+            noisy[rate] -= 1
+            calls.append(rate)
+            return judge(rate, 135.0, 1.0, rate, rate, rule())
+        return knee(rate)
+
+    found = find_capacity(step, rule(start_rps=375.0 / 4))
+    assert calls[:4] == [93.75, 187.5, 375.0, 375.0]  # the failure at 375 was not believed
+    assert 700 <= found.rps <= 730 and found.columns()["capacity_first_fail_rps"] == 750
 
 
 @pytest.mark.parametrize("knee", [55.0, 130.0, 999.0, 3333.0, 15000.0])
@@ -79,7 +97,7 @@ def test_the_capacity_is_below_the_knee_and_within_the_precision(knee, precision
 def test_the_steps_are_bounded_by_max_steps():
     calls: list[float] = []
     found = find_capacity(knee_at(730.0, calls), rule(max_steps=6))
-    assert len(calls) == 6 and found.rps == 600
+    assert calls == [50, 100, 200, 400, 800, 800] and found.rps == 400
     assert found.limited_by == "p99+steps"  # the precision was not reached
     calls.clear()
     found = find_capacity(knee_at(math.inf, calls), rule(max_steps=3))
@@ -95,7 +113,7 @@ def test_max_rps_ends_the_growth():
 def test_a_failing_start_gives_capacity_zero():
     calls: list[float] = []
     found = find_capacity(knee_at(10.0, calls), rule())
-    assert calls == [50] and found.rps == 0.0 and found.best == 0
+    assert calls == [50, 50] and found.rps == 0.0 and found.best == 0
     assert found.columns()["capacity_rps_at_slo"] == 0.0
     assert math.isnan(found.columns()["capacity_precision"])
 
