@@ -42,6 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeper.analysis.aggregate import PARAM_PREFIX, aggregate_trials  # noqa: E402
 from sweeper.analysis.objective import P99, THROUGHPUT, best  # noqa: E402
+from sweeper.analysis.objective import _number  # noqa: E402  (the same parsing as the search's)
 from sweeper.executors import TrialResult  # noqa: E402
 from sweeper.plan import Axis, Trial, make_trial, points, space  # noqa: E402
 from sweeper.search import STRATEGIES, SearchOptions  # noqa: E402
@@ -228,14 +229,6 @@ class Observed:
             if rps > top:
                 winner, top = key, rps
         return winner
-
-
-def _number(value: object) -> float | None:
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
 
 
 def runs_to_target(strategy, replay: Replay, grid: Grid) -> tuple[int | None, int]:

@@ -90,17 +90,7 @@ def recommend_capacity(trials: pd.DataFrame, slo_p99_ms: float | None, slo_sourc
         caveats.append(_LIMIT_WORDS.get(limited.split("+")[0], limited) + (" (max_steps ran out before the precision)" if "+steps" in limited else ""))
     if bool(winner.get("client_bound", False)):
         caveats.append(f"At its capacity the load engine was client-bound ({winner.get('client_bound_reason') or 'see client_bound_reason'}).")
-    pick = Pick(
-        objective="capacity",
-        winner=winner.to_dict(),
-        runner_up=None if runner is None else runner.to_dict(),
-        confidence=confidence,
-        within_noise=within_noise,
-        caveats=tuple(caveats),
-        config_lines=config_lines(winner),
-        env_lines=env_lines(winner),
-        api_lines=api_lines(winner),
-    )
+    pick = _make_pick("capacity", winner, runner, confidence, within_noise, caveats)
     return Recommendation(slo_p99_ms, slo_source, None, None, (), capacity=pick)
 
 
@@ -208,7 +198,12 @@ def _pick(objective: str, pool: pd.DataFrame, slo_p99_ms: float | None = None) -
     others = order[order["config"] != winner["config"]]
     runner = others.iloc[0] if len(others) else None
     confidence, within_noise = _confidence(winner, runner)
-    caveats = _caveats(winner, runner, slo_p99_ms)
+    return _make_pick(objective, winner, runner, confidence, within_noise, _caveats(winner, runner, slo_p99_ms))
+
+
+def _make_pick(
+    objective: str, winner: pd.Series, runner: pd.Series | None, confidence: str, within_noise: bool | None, caveats: list[str]
+) -> Pick:
     return Pick(
         objective=objective,
         winner=winner.to_dict(),

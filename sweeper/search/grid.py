@@ -18,14 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import SearchOptions
 
 
-class GridSearch:
-    def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions | None" = None):
-        # a grid spends no budget (the grid is its budget) and its order is the sweep's
-        # (settings.order, settings.seed), so the options change nothing
-        settings = spec.settings
-        planned = [make_trial(spec, point, r) for point in points(space) for r in range(settings.repeats)]
-        self._trials = order(planned, settings.order or default_order(settings.repeats), settings.seed)
-        self._next = 0
+class PlannedSearch:
+    """A search whose trials are fixed up front (`self._trials`, in run order): it proposes
+    them one by one, and outcomes change nothing."""
+
+    _trials: list[Trial]
+    _next: int = 0
 
     @property
     def total(self) -> int:
@@ -39,3 +37,12 @@ class GridSearch:
 
     def observe(self, trial: Trial, result: "TrialResult") -> None:
         pass
+
+
+class GridSearch(PlannedSearch):
+    def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions | None" = None):
+        # a grid spends no budget (the grid is its budget) and its order is the sweep's
+        # (settings.order, settings.seed), so the options change nothing
+        settings = spec.settings
+        planned = [make_trial(spec, point, r) for point in points(space) for r in range(settings.repeats)]
+        self._trials = order(planned, settings.order or default_order(settings.repeats), settings.seed)

@@ -14,11 +14,11 @@ import math
 import random
 from typing import TYPE_CHECKING
 
-from ..plan import Axis, Trial, default_order, make_trial, order
+from ..plan import Axis, default_order, make_trial, order
 from ..spec import SweepSpec
+from .grid import PlannedSearch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..executors import TrialResult
     from . import SearchOptions
 
 
@@ -31,7 +31,7 @@ def point_at(axes: list[Axis], index: int) -> dict[str, object]:
     return {a.name: point[a.name] for a in axes}
 
 
-class RandomSearch:
+class RandomSearch(PlannedSearch):
     def __init__(self, spec: SweepSpec, space: list[Axis], options: "SearchOptions"):
         settings = spec.settings
         size = math.prod(len(a.values) for a in space)
@@ -40,17 +40,3 @@ class RandomSearch:
         picked = sorted(random.Random(seed).sample(range(size), min(configurations, size)))
         planned = [make_trial(spec, point_at(space, i), r) for i in picked for r in range(settings.repeats)]
         self._trials = order(planned, settings.order or default_order(settings.repeats), settings.seed)
-        self._next = 0
-
-    @property
-    def total(self) -> int:
-        return len(self._trials)
-
-    def suggest(self) -> Trial | None:
-        if self._next >= len(self._trials):
-            return None
-        self._next += 1
-        return self._trials[self._next - 1]
-
-    def observe(self, trial: Trial, result: "TrialResult") -> None:
-        pass
