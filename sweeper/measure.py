@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import psutil
 
-from . import answers, serverlog
+from . import answers, hoststat, serverlog
 from .analysis.agreement import client_server_columns
 from .capacity import CapacityRule, Step, find_capacity, judge
 from .errors import ServerError
@@ -36,17 +36,28 @@ WARMUP_MAX_CONCURRENCY = 16
 LOG_FILES = ("ts_log.log", "model_log.log", "stdout.log")
 
 
-def measure(server: TorchServe, trial: Trial, settings: Settings, requests: RequestSet, files: dict[str, bytes]) -> dict:
+def measure(
+    server: TorchServe,
+    trial: Trial,
+    settings: Settings,
+    requests: RequestSet,
+    files: dict[str, bytes],
+    fresh_server: bool = False,
+) -> dict:
     """Warm up, measure the window, return the row.
+
+    `fresh_server`: this is the first trial on a newly started TorchServe; its warm-up is
+    longer by settings.server_warmup_s (the JVM's JIT; row column server_warmup_s).
 
     `files` receives requests.csv.gz as soon as the window is over, so a trial that fails
     afterwards (a worker died during the window: ServerError with the partial row; too
     few successes: RequestsFailed) still keeps its records.
     """
     if trial.capacity is not None:
-        return measure_capacity(server, trial, trial.capacity, settings, requests, files)
+        return measure_capacity(server, trial, trial.capacity, settings, requests, files, fresh_server)
     rule = stability_rule(settings)
-    expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + settings.warmup_s
+    warmup_s = total_warmup_s(settings, fresh_server)
+    expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + warmup_s
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
     url = f"{server.inference_url}/predictions/{trial.model.name}"
     auth = server.headers("inference")
@@ -55,7 +66,7 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
     replay = lambda: answers.first_answers(requests, url, auth, trial.load.timeout_s)  # noqa: E731
     # a payload the handler refuses fails here, before the warm-up and the window
     answers.check_first_answers(replay(), requests.expect_status, redact_keys)
-    warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
+    warmup = warmup_profile(trial.load, warmup_s) if warmup_s > 0 else None
     window: dict = {}
     stdout_log = server.log_dir / serverlog.STDOUT_LOG
 
@@ -66,11 +77,13 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
         window["workers"] = worker_pids(server)
         window["metrics"] = metrics.scrape(server.metrics_url)
         window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s).start()
+        window["host"] = hoststat.cpu_times()
 
     try:
         run = run_load(target, trial.load, warmup=warmup, on_ready=before_window, stability=rule)
     finally:
         samples = window["probe"].stop() if "probe" in window else []
+    host_after = hoststat.cpu_times()
     before, workers_before = window["metrics"], window["workers"]
     after = metrics.scrape(server.metrics_url) if server.alive() else {}
     files["requests.csv.gz"] = encode_records(run)
@@ -93,6 +106,8 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
     row.update(serverlog.batches_between(server.log_dir, trial.model.name, window["stdout_log"], end).columns())
     row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
     row.update(probe.summarize(samples, served_all))
+    row.update(hoststat.columns(window.get("host"), host_after))
+    row["server_warmup_s"] = warmup_s - settings.warmup_s
     row["measure_s"] = measured.wall_s
     if not server.alive():
         raise ServerError("TorchServe died during the measured window", server.log_tail())
@@ -108,7 +123,13 @@ def measure(server: TorchServe, trial: Trial, settings: Settings, requests: Requ
 
 
 def measure_capacity(
-    server: TorchServe, trial: Trial, rule: CapacityRule, settings: Settings, requests: RequestSet, files: dict[str, bytes]
+    server: TorchServe,
+    trial: Trial,
+    rule: CapacityRule,
+    settings: Settings,
+    requests: RequestSet,
+    files: dict[str, bytes],
+    fresh_server: bool = False,
 ) -> dict:
     """The rate search (sweeper.capacity) on this server: the warm-up before the first
     step, then one open-loop run of rule.step_s per step, the first rule.warmup_s of each
@@ -116,7 +137,8 @@ def measure_capacity(
     the capacity (the highest passing rate; the first step when none passed), whose
     requests are requests.csv.gz. server_* and proc_* are not measured (they would span
     every step). A step that fails is data; a worker or server that dies fails the trial."""
-    server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + settings.warmup_s + 300.0)
+    warmup_s = total_warmup_s(settings, fresh_server)
+    server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
     url = f"{server.inference_url}/predictions/{trial.model.name}"
     auth = server.headers("inference")
     target = requests.target(url, tuple(auth.items()))
@@ -124,7 +146,8 @@ def measure_capacity(
     answers.check_first_answers(
         answers.first_answers(requests, url, auth, trial.load.timeout_s), requests.expect_status, redact_keys
     )
-    warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
+    warmup = warmup_profile(trial.load, warmup_s) if warmup_s > 0 else None
+    host_before = hoststat.cpu_times()
     server.note_pids()
     workers_before = worker_pids(server)
     runs: list = []  # the judged part of each step's run
@@ -155,6 +178,8 @@ def measure_capacity(
     row.update(load_windows.columns(best, load_windows.posthoc(best), None))
     row.update(found.columns())
     row["capacity_abandoned_requests"] = abandoned
+    row.update(hoststat.columns(host_before, hoststat.cpu_times()))  # every step, warm-up included
+    row["server_warmup_s"] = warmup_s - settings.warmup_s
     row["measure_s"] = float(sum(r.wall_s for r in runs))
     return row
 
@@ -189,6 +214,12 @@ def abandoned_requests(row: dict) -> int:
     out = int(row.get("client_timeouts") or 0) + int(row.get("client_connection_errors") or 0)
     extra = row.get("capacity_abandoned_requests")  # every step of a capacity search
     return out + (int(extra) if isinstance(extra, (int, float)) and not math.isnan(extra) else 0)
+
+
+def total_warmup_s(settings: Settings, fresh_server: bool) -> float:
+    """The warm-up before a trial: settings.warmup_s, plus settings.server_warmup_s on a
+    server that has served nothing yet."""
+    return settings.warmup_s + (settings.server_warmup_s if fresh_server else 0.0)
 
 
 def warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:

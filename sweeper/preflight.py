@@ -108,4 +108,4 @@ def estimate_s(spec, trials) -> float:
         return t.load.duration_s or 10.0
 
     load = sum(measure(t) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
-    return load + starts * SECONDS_PER_SERVER_START + regs * SECONDS_PER_REGISTRATION
+    return load + starts * (SECONDS_PER_SERVER_START + spec.settings.server_warmup_s) + regs * SECONDS_PER_REGISTRATION

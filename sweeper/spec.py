@@ -330,6 +330,11 @@ class Settings(_Strict):
 
     repeats: PosInt = 1
     warmup_s: NonNegFloat = 2.0
+    # Extra warm-up before the first trial on a freshly started TorchServe: its JVM
+    # compiles the request path while serving (JIT), so a cold frontend serves less.
+    # Measured on the 2-core machine (MLP, batch 8, closed loop c=32): 1,000-1,300 req/s
+    # for the first ~13 s of load, then ~2,000 (README, "Stable numbers").
+    server_warmup_s: NonNegFloat = 15.0
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None

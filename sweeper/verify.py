@@ -267,9 +267,10 @@ def verify(
         server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
         auth = server.headers("inference").get("Authorization", "")
         req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
-        # warm both clients and the server up once, unrecorded
+        # warm both clients and the server up once, unrecorded; the server's JIT for
+        # settings.server_warmup_s (the first trial of a sweep's server gets as much)
         warm = min(2.0, duration_s)
-        run_engine(req, connections, warm)
+        run_engine(req, connections, max(warm, settings.server_warmup_s))
         with tempfile.TemporaryDirectory(prefix="sweeper-verify-") as tmp:
             run_client(client[0], client[1], req, connections, warm, Path(tmp))
         result = pairs(req, client, connections, duration_s, count, progress)

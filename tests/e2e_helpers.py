@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_sweep(tmp_path: Path, name: str, **groups) -> Path:
+    """A sweep file from its groups. settings.server_warmup_s defaults to 0 here (the
+    tests check behaviour, not speed; a test of the server warm-up sets it)."""
+    groups["settings"] = {"server_warmup_s": 0, **(groups.get("settings") or {})}
     doc = {"name": name, **groups}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

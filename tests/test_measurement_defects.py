@@ -409,7 +409,7 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     monkeypatch.setattr(executor, "_ensure_server", lambda trial: executor.server)
     monkeypatch.setattr(executor, "_ensure_model", lambda server, model: None)
     monkeypatch.setattr(executor, "close", lambda: closed.append(True))
-    monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files: {"measure_s": 1.0, **abandoned})
+    monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files, fresh_server=False: {"measure_s": 1.0, **abandoned})
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
     monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
     result = executor.run(expand(spec)[0])
@@ -540,3 +540,54 @@ def test_the_engines_wait_for_a_cpu_is_scaled_to_the_used_windows_like_its_cpu()
     got = summarize(win.measured(run, Outcome(1.0, 2, 3, False)))  # the last 2 of 4 windows
     assert got["client_sched_wait_pct"] == pytest.approx(10.0)  # was 20: the whole run's wait over half the time
     assert got["client_sched_wait_ms_mean"] == pytest.approx(1.0)
+
+
+def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_path, monkeypatch):
+    """settings.server_warmup_s (the JVM's JIT) goes to the first trial on each newly
+    started server: not to the next trials on it, and again after a failure restarted it."""
+    from sweeper.errors import ServerError
+    from sweeper.executors import local
+    from sweeper.plan import expand
+    from sweeper.runner import SweepContext
+    from sweeper.spec import parse_sweep
+
+    class FakeServer:
+        started = 0
+
+        def __init__(self, **kw):
+            self.log_dir = tmp_path
+
+        def start(self):
+            FakeServer.started += 1
+
+        def stop(self):
+            pass
+
+        def alive(self):
+            return True
+
+        def log_tail(self):
+            return ""
+
+    spec = parse_sweep(
+        {"name": "a", "model": {"name": "mlp", "batch_size": [1, 2, 4, 8]},
+         "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}}, "a.yaml")
+    executor = local.LocalExecutor(SweepContext(spec, tmp_path, "a", tmp_path, b"[]"))
+    fresh_seen = []
+
+    def fake_measure(server, trial, settings, request, files, fresh_server=False):
+        fresh_seen.append(fresh_server)
+        if trial.model.batch_size == 2:
+            raise ServerError("TorchServe died during the measured window", "")
+        return {"measure_s": 1.0}
+
+    monkeypatch.setattr(local, "TorchServe", FakeServer)
+    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: None)
+    monkeypatch.setattr(local, "measure", fake_measure)
+    monkeypatch.setattr(local, "log_offsets", lambda server: {})
+    monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
+    statuses = [executor.run(t).status for t in expand(spec)]
+    assert statuses == ["ok", "failed", "ok", "ok"]
+    # batch 1 on a new server; batch 2 on the same one (fails: the server is stopped);
+    # batch 4 on a new server again; batch 8 on that one
+    assert fresh_seen == [True, False, True, False] and FakeServer.started == 2

@@ -35,6 +35,7 @@ class LocalExecutor:
         self._group: str | None = None
         self._model: ModelParams | None = None
         self._servers_started = 0
+        self._fresh = False  # the server has not measured a trial yet (settings.server_warmup_s)
         self._queued: Trial | None = None
 
     @property
@@ -70,7 +71,8 @@ class LocalExecutor:
             server = self._ensure_server(trial)
             offsets = log_offsets(server)
             self._ensure_model(server, trial.model)
-            row.update(measure(server, trial, settings, self.ctx.request_set(trial), files))
+            fresh, self._fresh = self._fresh, False  # warmed up once, whatever the outcome
+            row.update(measure(server, trial, settings, self.ctx.request_set(trial), files, fresh_server=fresh))
             row["status"] = "ok"
             row["error"] = ""
         except (ServerError, ManagementError, LoadError, RequestsFailed) as exc:
@@ -118,6 +120,7 @@ class LocalExecutor:
         )
         self.server = server  # set before start so close() reaps a half-started server
         server.start()
+        self._fresh = True
         self._group = trial.group_id
         return server
 

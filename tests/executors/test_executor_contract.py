@@ -76,7 +76,7 @@ def a_context(tmp_path):
             "name": "contract",
             "model": {"name": "mlp", "max_batch_delay_ms": 5, "min_workers": 1},
             "load": {"mode": "closed", "concurrency": 2, "duration_s": 1},
-            "settings": {"warmup_s": 0.2, "ready_timeout_s": 60},
+            "settings": {"warmup_s": 0.2, "server_warmup_s": 0, "ready_timeout_s": 60},
         },
         "contract.yaml",
     )

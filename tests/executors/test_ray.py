@@ -93,7 +93,7 @@ def a_context(tmp_path: Path, **settings) -> SweepContext:
             "name": "raytest",
             "model": {"name": "mlp", "batch_size": [1, 4], "max_batch_delay_ms": 5, "min_workers": 1},
             "load": {"mode": "closed", "concurrency": 2, "duration_s": settings.pop("duration_s", 1)},
-            "settings": {"warmup_s": 0.2, "ready_timeout_s": 90, **settings},
+            "settings": {"warmup_s": 0.2, "server_warmup_s": 0, "ready_timeout_s": 90, **settings},
         },
         "raytest.yaml",
     )
@@ -131,7 +131,7 @@ def test_the_cli_runs_a_sweep_on_both_nodes_and_results_name_the_node(cluster, t
     path = tmp_path / "two.yaml"
     path.write_text(
         "name: two\nmodel: {name: mlp, batch_size: [1, 4], max_batch_delay_ms: 5, min_workers: 1}\n"
-        "load: {mode: closed, concurrency: 2, duration_s: 1.5}\nsettings: {warmup_s: 0.3, ready_timeout_s: 90}\n"
+        "load: {mode: closed, concurrency: 2, duration_s: 1.5}\nsettings: {warmup_s: 0.3, server_warmup_s: 0, ready_timeout_s: 90}\n"
     )
     code = main(["run", str(path), "--ray", cluster.address, "--out", str(tmp_path / "runs"), "--no-report"])
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -1,0 +1,50 @@
+"""The whole machine's CPU time over a window, from /proc/stat: how busy it was, and how
+much time the hypervisor gave to other guests (steal).
+
+On a virtual machine `steal` is time this guest was ready to run and its virtual CPU was
+not: another tenant of the host had it. It is outside the sweeper's control and it moves
+throughput. Measured on the 2-core VM this was built on (MLP, batch 8, closed loop,
+100 s of 1 s windows): steal came in bursts of up to 8.5% of the machine, and
+throughput followed it (Pearson -0.54 between the two per-second series). A trial's
+host_steal_pct says whether it ran in such a burst. Linux only; elsewhere the columns
+are absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROC_STAT = Path("/proc/stat")
+# the first eight fields of the "cpu" line: user nice system idle iowait irq softirq steal
+# (guest and guest_nice are already inside user and nice)
+FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def cpu_times(path: Path = PROC_STAT) -> tuple[int, ...] | None:
+    """The machine's cumulative CPU time per FIELDS (clock ticks), None where unreadable."""
+    try:
+        with open(path, encoding="ascii") as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    values = [int(v) for v in first[1 : 1 + len(FIELDS)]]
+    values += [0] * (len(FIELDS) - len(values))  # an old kernel without steal
+    return tuple(values)
+
+
+def columns(before: tuple[int, ...] | None, after: tuple[int, ...] | None) -> dict[str, float]:
+    """host_busy_pct (time running anything: not idle, iowait or steal) and host_steal_pct,
+    each as a percentage of all the machine's CPU time between the two readings."""
+    if before is None or after is None:
+        return {}
+    delta = dict(zip(FIELDS, (a - b for a, b in zip(after, before))))
+    total = sum(delta.values())
+    if total <= 0:
+        return {}
+    idle = delta["idle"] + delta["iowait"]
+    return {
+        "host_busy_pct": 100.0 * (total - idle - delta["steal"]) / total,
+        "host_steal_pct": 100.0 * delta["steal"] / total,
+    }
