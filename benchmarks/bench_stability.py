@@ -24,6 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeper.analysis.aggregate import aggregate_trials  # noqa: E402
+from sweeper.hoststat import STEAL_NOTE_PCT  # noqa: E402
 from sweeper.report.recommend import recommend  # noqa: E402
 from sweeper.spec import load_sweep  # noqa: E402
 
@@ -48,7 +49,7 @@ def describe(run_dir: Path, baseline_s: float) -> dict:
     unstable = rows["client_unstable"].fillna(False).astype(bool) if "client_unstable" in rows else pd.Series([False] * len(rows))
     wall = float(rows["wall_s"].sum())
     spec = load_sweep(run_dir / "sweep.yaml")
-    rec = recommend(aggregate_trials(rows), spec.settings.slo_p99_ms)
+    rec = recommend(aggregate_trials(rows, spec.settings.min_success_rate), spec.settings.slo_p99_ms)
     return {
         "run": run_dir.name,
         "runs": len(rows),
@@ -61,7 +62,26 @@ def describe(run_dir: Path, baseline_s: float) -> dict:
         "open_median": float(cv_open.median()) if len(cv_open) else float("nan"),
         "open_worst": float(cv_open.max()) if len(cv_open) else float("nan"),
         "recommendation": rec,
+        # the hypervisor's steal over each run's window (sweeper.hoststat; absent in older runs)
+        "steal_mean": float(rows["host_steal_pct"].mean()) if "host_steal_pct" in rows else float("nan"),
+        "steal_max": float(rows["host_steal_pct"].max()) if "host_steal_pct" in rows else float("nan"),
+        "steal_runs": int((rows["host_steal_pct"] > STEAL_NOTE_PCT).sum()) if "host_steal_pct" in rows else 0,
+        # the same CVs over the trials none of whose repeats ran under steal above STEAL_NOTE_PCT
+        "clean": clean_cvs(closed, opened) if "host_steal_pct" in rows else None,
     }
+
+
+def clean_cvs(closed: pd.DataFrame, opened: pd.DataFrame) -> dict:
+    def clean(rows: pd.DataFrame) -> pd.DataFrame:
+        stolen = pd.to_numeric(rows["host_steal_pct"], errors="coerce") > STEAL_NOTE_PCT
+        dirty = set(rows.loc[stolen, "trial_id"])
+        return rows[~rows["trial_id"].isin(dirty)]
+
+    c = repeat_cv(clean(closed), "client_throughput_rps") * 100
+    o = repeat_cv(clean(opened), "client_latency_p99_ms") * 100
+    return {"closed_n": len(c), "closed_median": float(c.median()) if len(c) else float("nan"),
+            "closed_worst": float(c.max()) if len(c) else float("nan"), "open_n": len(o),
+            "open_median": float(o.median()) if len(o) else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['run']:<34} {r['runs']:>4} {r['failed']:>4} {r['unstable']:>12} {r['trial_min']:>6.2f} m "
               f"{r['time_ratio']:>5.2f}x {r['closed_median']:>11.1f}% / {r['closed_worst']:>5.1f}% "
               f"{r['open_median']:>10.1f}% / {r['open_worst']:>5.1f}%")
+    for r in runs:
+        if r["steal_mean"] == r["steal_mean"]:
+            print(f"{r['run']} host steal: mean {r['steal_mean']:.1f}%, worst run {r['steal_max']:.1f}%, "
+                  f"{r['steal_runs']} of {r['runs']} runs above {STEAL_NOTE_PCT:g}%")
+        if r.get("clean"):
+            c = r["clean"]
+            print(f"{r['run']} without steal (trials none of whose repeats had more than {STEAL_NOTE_PCT:g}%): "
+                  f"closed tput CV median {c['closed_median']:.1f}% / worst {c['closed_worst']:.1f}% over "
+                  f"{c['closed_n']} trials; open p99 CV median {c['open_median']:.1f}% over {c['open_n']}")
     print(f"goals: closed CV median <= {GOALS['closed_median']:g}%, worst <= {GOALS['closed_worst']:g}%; "
           f"open p99 CV median <= {GOALS['open_median']:g}%; trials <= {GOALS['time_ratio']:g}x")
     for r in runs:

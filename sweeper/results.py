@@ -126,12 +126,15 @@ def write_tables(run_dir: Path) -> list[dict]:
     from .analysis.efficiency import add_efficiency
     from .analysis.search import run_search
     from .report.markdown import markdown
+    from .report.rundata import min_success_from_sweep, read_yaml
 
     run = RunDir(run_dir)
     cores = run.cores()
     df = add_efficiency(table(run_dir), run_dir, cores)
     write_atomic(run.results_csv, df.to_csv(index=False))
     title = str(df["sweep"].iloc[0]) if not df.empty and "sweep" in df else run.name
-    write_atomic(run.results_md, markdown(df, f"{title}: {run.name}", cores=cores, search=run_search(run.path, df)))
+    floor = min_success_from_sweep(read_yaml(run.sweep_yaml))
+    md = markdown(df, f"{title}: {run.name}", cores=cores, search=run_search(run.path, df), min_success_rate=floor)
+    write_atomic(run.results_md, md)
     return df.to_dict("records")
 

@@ -198,13 +198,15 @@ def winner(run_dir: Path):
     from .report.rundata import read_run
     from .spec import load_sweep
 
+    from .report.rundata import min_success_from_sweep
+
     data = read_run(run_dir)
     if "capacity_rps_at_slo" in data.results.columns:
         raise SweeperError(
             f"{run_dir}: a capacity run (search.objective capacity) cannot be verified yet: "
             "verify reruns a closed-loop winner against wrk or ab"
         )
-    rec = recommend(aggregate_trials(data.results), None)
+    rec = recommend(aggregate_trials(data.results, min_success_from_sweep(data.sweep)), None)
     if rec.throughput is None:
         raise SweeperError(f"{run_dir}: no recommended configuration to verify ({' '.join(rec.notes)})")
     w = rec.throughput.winner

@@ -46,3 +46,46 @@ def test_an_old_kernel_without_steal_reads_as_zero_steal(tmp_path):
 def test_this_machine_reads():
     times = hoststat.cpu_times()
     assert times is not None and len(times) == len(hoststat.FIELDS) and sum(times) > 0
+
+
+def test_results_md_and_the_recommendation_name_trials_measured_under_steal(tmp_path):
+    """A repeat with host steal above STEAL_NOTE_PCT marks its trial in results.md and, for
+    the winner or runner-up, adds a caveat to the recommendation."""
+    from test_results import put, row
+
+    from sweeper import results
+    from sweeper.analysis.aggregate import aggregate_trials
+    from sweeper.report.markdown import markdown
+    from sweeper.report.recommend import recommend
+
+    over = hoststat.STEAL_NOTE_PCT + 7
+    put(tmp_path, row("a", 0, client_throughput_rps=200.0, host_steal_pct=1.0))
+    put(tmp_path, row("a", 1, client_throughput_rps=210.0, host_steal_pct=over))
+    put(tmp_path, row("b", 0, param_model_batch_size=2, client_throughput_rps=100.0, host_steal_pct=0.5))
+    put(tmp_path, row("b", 1, param_model_batch_size=2, client_throughput_rps=105.0, host_steal_pct=0.5))
+    table = results.table(tmp_path)
+    md = markdown(table)
+    # a's stolen repeat is left out of its figures: a has a repeat without
+    assert "⧗ STEAL: in 1 trial(s)" in md and "a (1 left out)" in md
+    assert sum(line.startswith("| ⧗") for line in md.splitlines()) == 1
+    agg = aggregate_trials(table).set_index("trial_id")
+    assert agg.loc["a", "client_throughput_rps_mean"] == 200.0 and agg.loc["a", "n_stolen"] == 1
+    assert agg.loc["b", "client_throughput_rps_mean"] == 102.5 and agg.loc["b", "n_stolen"] == 0
+    pick = recommend(aggregate_trials(table), None).throughput
+    assert pick.winner["trial_id"] == "a" and not any("steal" in c for c in pick.caveats)
+
+    # every repeat of a under steal: both kept, marked, and the winner carries a caveat
+    put(tmp_path, row("a", 0, client_throughput_rps=200.0, host_steal_pct=over))
+    table = results.table(tmp_path)
+    assert aggregate_trials(table).set_index("trial_id").loc["a", "client_throughput_rps_mean"] == 205.0
+    assert f"a (every repeat; up to {over:.0f}%)" in markdown(table)
+    pick = recommend(aggregate_trials(table), None).throughput
+    assert any("steal above" in c and f"the winner's ({over:.0f}%)" in c for c in pick.caveats)
+
+    # below the threshold: no mark, no caveat, nothing left out
+    for r in (0, 1):
+        put(tmp_path, row("a", r, client_throughput_rps=200.0 + 10 * r, host_steal_pct=hoststat.STEAL_NOTE_PCT - 1))
+    table = results.table(tmp_path)
+    assert "STEAL" not in markdown(table)
+    assert aggregate_trials(table).set_index("trial_id").loc["a", "n_stolen"] == 0
+    assert not any("steal" in c for c in recommend(aggregate_trials(table), None).throughput.caveats)

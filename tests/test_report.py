@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from sweeper.errors import SweeperError
-from sweeper.report import render_report
+from sweeper.report import build_context, render_report
+from sweeper.report.markdown import markdown
 from sweeper.analysis.aggregate import aggregate_trials
 from sweeper.report.plots import heatmap_axes, knee_rate, pareto_front
 from sweeper.report.recommend import api_lines, recommend
-from sweeper.report.rundata import read_results
+from sweeper.report.rundata import read_results, read_run
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -437,3 +438,32 @@ def test_pareto_and_throughput_plots_compare_closed_loop_trials_only(tmp_path):
     assert "Closed-loop trials only" in pareto.caption
     tput = next(p for p in plots if p.name == "throughput_vs_batch")
     assert "5,000" not in tput.svg and "5000" not in tput.svg
+
+
+def test_the_recommendation_uses_the_runs_min_success_rate_like_its_search(tmp_path):
+    """A trial that lost a request now and then but stayed within settings.min_success_rate
+    is feasible for the search objective (sweeper.analysis.objective), so it may win the
+    recommendation too; one below it may not. Without a run (the default), every request
+    must have been served."""
+    rows = frame(
+        trial_rows("a", [300, 310], success=0.995),  # within 0.99, the best throughput
+        trial_rows("b", [200, 205], param_model_batch_size=16),  # every request served
+        trial_rows("c", [400, 410], param_model_batch_size=32, success=0.97),  # below 0.99
+    )
+    assert recommend(aggregate_trials(rows), None).throughput.winner["trial_id"] == "b"
+    assert recommend(aggregate_trials(rows, 0.99), None).throughput.winner["trial_id"] == "a"
+    assert recommend(aggregate_trials(rows, 0.95), None).throughput.winner["trial_id"] == "c"
+
+    # the report and results.md read the floor from the run's sweep.yaml (default 0.99)
+    run = write_run(tmp_path, rows)
+    assert build_context(read_run(run))["rec"].throughput.winner["trial_id"] == "a"
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    run2 = write_run(strict, rows, sweep="name: t\nsettings: {min_success_rate: 1.0}\n")
+    assert build_context(read_run(run2))["rec"].throughput.winner["trial_id"] == "b"
+    md = markdown(rows, min_success_rate=0.99)
+    assert "recommended only when every repeat served at least settings.min_success_rate (99.00%)" in md
+    assert "cannot be recommended" in markdown(rows)
+
+    none = recommend(aggregate_trials(frame(trial_rows("c", [400], success=0.97)), 0.99), None)
+    assert "success rate of at least settings.min_success_rate (99.00%)" in none.notes[0]

@@ -3,9 +3,12 @@ results.csv (used by results.md, the report and sweeper compare), plus the helpe
 is (the param_* values, without the load). Throughput and p99 also get their 95% bootstrap
 interval (sweeper.analysis.confidence).
 
-Only repeats with status "ok" are measurements. A trial is *eligible* for a recommendation
-when none of its repeats failed, at least one is ok, and every ok repeat served every
-request (client_success_rate == 1.0).
+Only repeats with status "ok" are measurements, and of those a repeat measured under host
+CPU steal above sweeper.hoststat.STEAL_NOTE_PCT is left out of its trial's figures when the
+trial has a repeat without (`n_stolen` counts them; see used_repeats). A trial is *eligible* for a recommendation
+when none of its repeats failed, at least one is ok, and every ok repeat's success rate is
+at least `min_success_rate`: the run's settings.min_success_rate, the same floor its search
+objective and capacity steps use (1.0, every request served, where no run is known).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..hoststat import STEAL_NOTE_PCT
 from .confidence import add_intervals
 
 PARAM_PREFIX = "param_"
@@ -39,6 +43,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "efficiency": ("mean", "min", "max"),
     "client_minus_server_mean_ms": ("mean", "min", "max"),
     "client_window_cv": ("mean", "max"),
+    "host_steal_pct": ("mean", "max"),  # the hypervisor gave the CPU to another guest (sweeper.hoststat)
     # search.objective capacity (sweeper.capacity): the rate search's result per repeat
     "capacity_rps_at_slo": ("mean", "min", "max"),
     "capacity_steps_n": ("mean",),
@@ -72,11 +77,13 @@ def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in df.columns and df[c].nunique(dropna=False) > 1]
 
 
-def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial_id, in first-seen order.
+def aggregate_trials(results: pd.DataFrame, min_success_rate: float = 1.0) -> pd.DataFrame:
+    """One row per trial_id, in first-seen order. `min_success_rate`: see the module
+    docstring (kept in the table's attrs["min_success_rate"]).
 
     Columns: every param_* and load_* column (first value: they are the same for all
-    repeats of a trial), ``repeats`` (rows), ``n_ok``, ``n_failed``, ``eligible``,
+    repeats of a trial), ``repeats`` (rows), ``n_ok``, ``n_failed``, ``n_stolen`` (ok
+    repeats left out for host steal), ``eligible``,
     ``status`` (ok | failed | "failed 1/3" | interrupted), ``error`` (distinct errors),
     ``client_bound`` (any repeat), ``client_bound_reason``, ``config`` (a hashable key of
     the param_* values) and ``<metric>_<stat>`` for each metric in METRICS over ok repeats.
@@ -98,7 +105,10 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
     out["n_ok"] = groups["_ok"].sum().astype(int)
     out["n_failed"] = groups["_failed"].sum().astype(int)
 
-    ok = df[df["_ok"]]
+    ok = used_repeats(df[df["_ok"]])
+    out["n_stolen"] = (
+        (df["_ok"] & ~df.index.isin(ok.index)).groupby(keys, sort=False).sum().astype(int)
+    )
     for name, stats in METRICS.items():
         values = pd.to_numeric(column(ok, name), errors="coerce")
         agg = values.groupby(ok["trial_id"].astype(str), sort=False).agg(list(stats))
@@ -124,11 +134,27 @@ def aggregate_trials(results: pd.DataFrame) -> pd.DataFrame:
     out["error"] = errors.where(df["_failed"], "").groupby(keys, sort=False).agg(_distinct)
 
     out["status"] = [_status(r, k, f) for r, k, f in zip(out["repeats"], out["n_ok"], out["n_failed"])]
-    success_ok = out["client_success_rate_min"].fillna(0.0) >= 1.0
+    success_ok = out["client_success_rate_min"].fillna(0.0) >= min_success_rate
     out["eligible"] = (out["n_failed"] == 0) & (out["n_ok"] > 0) & success_ok
     params = param_columns(out)
     out["config"] = list(zip(*(out[c].astype(str) for c in params))) if params else [()] * len(out)
-    return out.reset_index(names="trial_id")
+    out = out.reset_index(names="trial_id")
+    out.attrs["min_success_rate"] = float(min_success_rate)
+    return out
+
+
+def used_repeats(ok: pd.DataFrame) -> pd.DataFrame:
+    """The ok repeats a trial's figures come from: those measured while the hypervisor
+    took at most STEAL_NOTE_PCT of the machine (host_steal_pct), when the trial has one;
+    every ok repeat when it has none, or when the run did not measure steal. A repeat
+    measured while another guest had the CPU (on this project's 2-core VM: 17-42% steal,
+    throughput down by 25-55% against its twin) is left out, not averaged in."""
+    if ok.empty or "host_steal_pct" not in ok.columns:
+        return ok
+    steal = pd.to_numeric(ok["host_steal_pct"], errors="coerce")
+    stolen = steal > STEAL_NOTE_PCT
+    clean_in_trial = (~stolen).groupby(ok["trial_id"].astype(str)).transform("sum")
+    return ok[~stolen | (clean_in_trial == 0)]
 
 
 def _distinct(values: pd.Series) -> str:

@@ -25,7 +25,14 @@ from sweeper.report import fmt
 from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, varying
 from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
-from sweeper.report.rundata import MAX_FAILURE_TAILS, RunData, read_failures, read_run, slo_from_sweep
+from sweeper.report.rundata import (
+    MAX_FAILURE_TAILS,
+    RunData,
+    min_success_from_sweep,
+    read_failures,
+    read_run,
+    slo_from_sweep,
+)
 from sweeper.analysis.search import run_search
 from sweeper.report.markdown import search_markdown
 from sweeper.report.tables import fixed_params, machine_rows, summary_table
@@ -71,7 +78,7 @@ def build_context(
     else:
         slo = slo_from_sweep(data.sweep)
         source = "settings.slo_p99_ms in sweep.yaml" if slo is not None else ""
-    trials = aggregate_trials(data.results)
+    trials = aggregate_trials(data.results, min_success_from_sweep(data.sweep))
     objective = run_objective(data)
     rec = recommend(trials, slo, source, objective)
     plots, skipped = make_plots(trials, slo, heatmap_axes)

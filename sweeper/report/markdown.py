@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..analysis.aggregate import aggregate_trials, served_batch_column
 from ..analysis.findings import thread_findings
+from ..hoststat import STEAL_NOTE_PCT
 from . import fmt
 
 
@@ -65,9 +66,10 @@ def _with_ci(row: pd.Series, col: str, digits: int = 1) -> str:
     return f"{_mean(row, col, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
 
 
-def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search=None) -> str:
+def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search=None, min_success_rate: float = 1.0) -> str:
     """results.md: the aggregated table (repeats as mean (min-max)), the search (when
-    `search`, a sweeper.analysis.search.SearchSummary) and failed trials."""
+    `search`, a sweeper.analysis.search.SearchSummary) and failed trials.
+    `min_success_rate`: the run's settings.min_success_rate (sweeper.analysis.aggregate)."""
     lines = [f"# {title}" if title else "# Results", ""]
     if df.empty:
         return "\n".join(lines + ["No trials finished.", ""])
@@ -82,7 +84,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
         "averaged per request (a batch of 8 counts 8 times)."
     )
     lines.append("")
-    agg = aggregate_trials(df)
+    agg = aggregate_trials(df, min_success_rate)
     agg = agg[agg["n_ok"] > 0]
     has_efficiency = "efficiency" in df
     has_agreement = "client_minus_server_mean_ms" in df
@@ -111,7 +113,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         bound_notes, error_notes, disagree_notes = [], [], []
-        unstable_notes = []
+        unstable_notes, steal_notes = [], []
         for _, r in agg.iterrows():
             cells = [f"{r[c]:g}" if isinstance(r[c], float) and not math.isnan(r[c]) else _fmt(r[c]) for c in params]
             if has_capacity:
@@ -139,6 +141,13 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
             if bool(r.get("client_unstable", False)):
                 cells[0] = "≈ " + cells[0]
                 unstable_notes.append(r["trial_id"])
+            steal, stolen = r.get("host_steal_pct_max"), int(r.get("n_stolen", 0) or 0)
+            if stolen:
+                cells[0] = "⧗ " + cells[0]
+                steal_notes.append(f"{r['trial_id']} ({stolen} left out)")
+            elif steal is not None and not pd.isna(steal) and steal > STEAL_NOTE_PCT:
+                cells[0] = "⧗ " + cells[0]
+                steal_notes.append(f"{r['trial_id']} (every repeat; up to {steal:.0f}%)")
             lines.append("| " + " | ".join(cells) + " |")
         if disagree_notes:
             from ..analysis.agreement import CLIENT_SERVER_BOUND_FRACTION, CLIENT_SERVER_BOUND_MS
@@ -156,7 +165,13 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
             lines.append(
                 f"✖ {len(error_notes)} trial(s) had failed requests (HTTP errors, timeouts, refused or "
                 f"connection errors; see client_status_counts): {', '.join(error_notes)}. "
-                "Throughput counts served requests only; such a trial cannot be recommended."
+                "Throughput counts served requests only; "
+                + (
+                    "such a trial cannot be recommended."
+                    if min_success_rate >= 1.0
+                    else f"such a trial is recommended only when every repeat served at least "
+                    f"settings.min_success_rate ({min_success_rate:.2%}) of its requests."
+                )
             )
         if bound_notes:
             lines.append("")
@@ -170,6 +185,14 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
                 f"≈ UNSTABLE: {len(unstable_notes)} trial(s) never measured stable windows "
                 f"(settings.stability) before max_duration_s: {', '.join(unstable_notes)}. Their figures "
                 "come from their last windows, which did not agree; rerun or measure longer."
+            )
+        if steal_notes:
+            lines.append("")
+            lines.append(
+                f"⧗ STEAL: in {len(steal_notes)} trial(s) the hypervisor gave more than {STEAL_NOTE_PCT:g}% of "
+                f"this machine's CPU to another guest during a repeat (host_steal_pct): {', '.join(steal_notes)}. "
+                "Such a repeat is left out of its trial's figures when the trial has one without; a trial "
+                "with every repeat under steal keeps them, and its figures carry noise from outside the server."
             )
     if cores:
         found = thread_findings(df, cores)

@@ -36,6 +36,7 @@ from sweeper.analysis.objective import (
     ranked_by_capacity,
     within_slo,
 )
+from sweeper.hoststat import STEAL_NOTE_PCT
 from sweeper.report import fmt
 
 MANAGEMENT_URL = "http://127.0.0.1:8081"
@@ -130,10 +131,11 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
     notes: list[str] = []
     eligible = candidates(trials)
     if eligible.empty:
-        notes.append(
-            "No trial finished with every request served (status ok, success rate 1.0); "
-            "there is nothing to recommend."
+        floor = float(trials.attrs.get("min_success_rate", 1.0))
+        served = "every request served (status ok, success rate 1.0)" if floor >= 1.0 else (
+            f"status ok and a success rate of at least settings.min_success_rate ({floor:.2%}) in every repeat"
         )
+        notes.append(f"No trial finished with {served}; there is nothing to recommend.")
         return Recommendation(slo_p99_ms, slo_source, None, None, tuple(notes))
 
     closed = closed_loop(eligible)
@@ -274,6 +276,17 @@ def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | No
         out.append(
             "The winner was unstable: its windows never agreed within settings.stability.max_cv, "
             "so its figures may move on a rerun."
+        )
+    stolen = [
+        (who, row.get("host_steal_pct_max"))
+        for who, row in (("winner", winner), ("runner-up", runner))
+        if row is not None and not fmt.is_missing(row.get("host_steal_pct_max")) and row.get("host_steal_pct_max") > STEAL_NOTE_PCT
+    ]
+    if stolen:
+        said = " and ".join(f"the {who}'s ({pct:.0f}%)" for who, pct in stolen)
+        out.append(
+            f"Another guest of this machine's host took CPU (steal above {STEAL_NOTE_PCT:g}%) during a repeat of "
+            f"{said}: part of the difference may be the host's, not the configuration's."
         )
     if runner is not None and bool(runner.get("client_bound", False)):
         out.append("The runner-up was client-bound: its throughput is a lower bound.")

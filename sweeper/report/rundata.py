@@ -91,7 +91,7 @@ def read_run(run_dir: Path) -> RunData:
         run_dir=run_dir,
         results=read_results(csv),
         machine=redact(_read_json(run.machine_json)),
-        sweep=redact(_read_yaml(run.sweep_yaml)),
+        sweep=redact(read_yaml(run.sweep_yaml)),
     )
 
 
@@ -132,7 +132,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"value": data}
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -149,6 +149,18 @@ def slo_from_sweep(sweep: dict[str, Any]) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return None
+
+
+def min_success_from_sweep(sweep: dict[str, Any] | None) -> float:
+    """The run's settings.min_success_rate (its default where the file does not set it):
+    the success floor of a recommendation, as of the search and the trials themselves."""
+    settings = sweep.get("settings") if isinstance(sweep, dict) else None
+    value = settings.get("min_success_rate") if isinstance(settings, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return float(value)
+    from ..spec import Settings
+
+    return float(Settings.model_fields["min_success_rate"].default)
 
 
 def read_failures(data: RunData) -> list[Failure]:
