@@ -94,7 +94,8 @@ class StealSampler:
         if len(self.samples) < 2:
             return np.full(count, np.nan)
         stamps = np.array([s for s, _ in self.samples])
-        steal = np.array([t[7] for _, t in self.samples], dtype=float)
+        at = hoststat.FIELDS.index("steal")
+        steal = np.array([t[at] for _, t in self.samples], dtype=float)
         total = np.array([sum(t) for _, t in self.samples], dtype=float)
         edges = t0 + np.arange(count + 1)
         inside = (edges >= stamps[0]) & (edges <= stamps[-1])

@@ -107,7 +107,7 @@ def measure(
     row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
     row.update(probe.summarize(samples, served_all))
     row.update(hoststat.columns(window.get("host"), host_after))
-    row["server_warmup_s"] = warmup_s - settings.warmup_s
+    row["server_warmup_s"] = settings.server_warmup_s if fresh_server else 0.0
     row["measure_s"] = measured.wall_s
     if not server.alive():
         raise ServerError("TorchServe died during the measured window", server.log_tail())
@@ -179,7 +179,7 @@ def measure_capacity(
     row.update(found.columns())
     row["capacity_abandoned_requests"] = abandoned
     row.update(hoststat.columns(host_before, hoststat.cpu_times()))  # every step, warm-up included
-    row["server_warmup_s"] = warmup_s - settings.warmup_s
+    row["server_warmup_s"] = settings.server_warmup_s if fresh_server else 0.0
     row["measure_s"] = float(sum(r.wall_s for r in runs))
     return row
 

@@ -133,6 +133,19 @@ class Axis:
     values: tuple
     level: str  # one of LEVELS
 
+    @property
+    def column(self) -> str | None:
+        """The results column that holds this axis's value (as Trial.params names it); None
+        for the load axis, which spans the load_* columns."""
+        level, _, key = self.name.partition(".")
+        if level in ("model", "server"):
+            return f"param_{level}_{key}"
+        if level == "env":
+            return f"param_env_{key.split('+')[0]}"  # "A+B" sets both to one value
+        if self.name == "request":
+            return "param_request_name"
+        return None
+
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"axis {self.name}: level must be one of {', '.join(LEVELS)}, got {self.level!r}")

@@ -138,19 +138,6 @@ def summarize(results: pd.DataFrame, spec: SweepSpec, cores: int | None) -> Sear
     )
 
 
-def _column(axis_name: str) -> str | None:
-    level, _, key = axis_name.partition(".")
-    if level == "model":
-        return f"param_model_{key}"
-    if level == "server":
-        return f"param_server_{key}"
-    if level == "env":
-        return f"param_env_{key.split('+')[0]}"
-    if axis_name == "request":
-        return "param_request_name"
-    return None
-
-
 def _label(row: pd.Series, axes: list) -> str:
     parts = []
     for axis in axes:
@@ -159,7 +146,7 @@ def _label(row: pd.Series, axes: list) -> str:
             mode = row.get("load_mode")
             value = f"closed c={row.get('load_concurrency')}" if mode == "closed" else f"open {row.get('load_rate_rps')}/s"
         else:
-            value = row.get(_column(axis.name) or "", "")
+            value = row.get(axis.column or "", "")
             value = f"{value:g}" if isinstance(value, float) and not math.isnan(value) else value
         parts.append(f"{name}={value}")
     return " ".join(parts)
@@ -177,7 +164,7 @@ def _index_of(axis: Any, row: pd.Series) -> int | None:
             if v.mode == row.get("load_mode") and v.rate_rps is not None and float(v.rate_rps) == float(rate):
                 return i
         return None
-    value = row.get(_column(axis.name) or "")
+    value = row.get(axis.column or "")
     for i, v in enumerate(axis.values):
         if str(value_label(v)) == str(value):
             return i
