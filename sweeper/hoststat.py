@@ -3,9 +3,10 @@ much time the hypervisor gave to other guests (steal).
 
 On a virtual machine `steal` is time this guest was ready to run and its virtual CPU was
 not: another tenant of the host had it. It is outside the sweeper's control and it moves
-throughput. Measured on the 2-core VM this was built on (MLP, batch 8, closed loop,
-100 s of 1 s windows): steal came in bursts of up to 8.5% of the machine, and
-throughput followed it (Pearson -0.54 between the two per-second series). A trial's
+throughput. Measured on the 2-core VM this was built on with benchmarks/bench_noise.py
+(MLP, batch 8, closed loop, 100 s of 1 s windows): steal came in bursts of up to 18.8% of
+the machine, and throughput followed it (Pearson -0.65 between the two per-second
+series). A trial's
 host_steal_pct says whether it ran in such a burst. Linux only; elsewhere the columns
 are absent.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Above this share of the machine stolen during any repeat, results.md and the
-# recommendation say so: on the 2-core VM this was built on, the repeats with 8-19% steal
-# were the ones 10-25% below their twins.
+# Above this share of the machine stolen during a repeat, the repeat is left out of its
+# trial's figures where it can be (sweeper.analysis.aggregate.used_repeats) and results.md
+# says so: in the batching runs of 2026-12-01 on the 2-core VM, closed-loop repeats with
+# 17-42% steal served 17-54% less than their twins.
 STEAL_NOTE_PCT = 5.0
 
 PROC_STAT = Path("/proc/stat")

@@ -148,7 +148,7 @@ def used_repeats(ok: pd.DataFrame) -> pd.DataFrame:
     took at most STEAL_NOTE_PCT of the machine (host_steal_pct), when the trial has one;
     every ok repeat when it has none, or when the run did not measure steal. A repeat
     measured while another guest had the CPU (on this project's 2-core VM: 17-42% steal,
-    throughput down by 25-55% against its twin) is left out, not averaged in."""
+    throughput down by 17-54% against its twin) is left out, not averaged in."""
     if ok.empty or "host_steal_pct" not in ok.columns:
         return ok
     steal = pd.to_numeric(ok["host_steal_pct"], errors="coerce")
