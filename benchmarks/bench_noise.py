@@ -5,8 +5,10 @@
                                      [--threads 1]
 
 One TorchServe (OMP_NUM_THREADS and MKL_NUM_THREADS = --threads, as the batching sweep
-sets them: 2 workers of 2 threads each would oversubscribe 2 cores), the MLP registered once, warmed up for --server-warmup-s (the JVM's JIT:
-the sweeper's settings.server_warmup_s), then one closed loop of --seconds, cut afterwards
+sets them: 2 workers of 2 threads each would oversubscribe 2 cores), the MLP registered
+once, warmed up as a sweep warms a fresh server (sweeper.measure.warm_server: at least
+--server-warmup-s, then until the JVM's JIT compiler threads are quiet), then one closed
+loop of --seconds, cut afterwards
 into 1 s windows (a window holds the requests whose slot became free in it). A sampler
 reads /proc/stat every second meanwhile: the machine's busy and steal time (steal: time a
 virtual CPU was ready and the hypervisor ran another guest).
@@ -42,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_load_common import torchserve  # noqa: E402
 
 from sweeper import hoststat  # noqa: E402
+from sweeper.measure import warm_server  # noqa: E402
+from sweeper.spec import Settings  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load  # noqa: E402
 from sweeper.load import windows as load_windows  # noqa: E402
 from sweeper.load.launch import START_DELAY_S  # noqa: E402
@@ -129,11 +133,14 @@ def main() -> int:
         target = Target(f"{server.inference_url}/predictions/mlp", MODELS["mlp"].example_request(),
                         (("Content-Type", "application/json"),))
         load = LoadProfile(mode="closed", concurrency=args.concurrency, duration_s=float(args.seconds), timeout_s=30.0)
-        warm = LoadProfile(mode="closed", concurrency=args.concurrency, duration_s=args.server_warmup_s, timeout_s=30.0)
+        # the server warm-up a sweep gives a fresh server: at least --server-warmup-s, then
+        # until the JIT compiler threads are quiet (at most 3x)
+        warmed = warm_server(server, target, load, Settings(server_warmup_s=args.server_warmup_s))
+        print(f"server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
+              f"{warmed['server_warmup_jit_pct']:.1f}% of a core", flush=True)
         started: dict[str, float] = {}
         with StealSampler() as sampler:
-            run = run_load(target, load, warmup=warm if args.server_warmup_s > 0 else None,
-                           on_ready=lambda: started.setdefault("t0", time.time() + START_DELAY_S))
+            run = run_load(target, load, on_ready=lambda: started.setdefault("t0", time.time() + START_DELAY_S))
     windows = load_windows.cut(run.records, 1.0, float(args.seconds))
     rps = np.array([w.rps for w in windows])
     print(f"\n1 s windows: {len(rps)}, mean {rps.mean():,.0f} req/s, CV {cv_pct(rps):.1f}%, "

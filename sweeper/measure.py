@@ -29,7 +29,7 @@ from .load.types import LoadRun, Stability
 from .payload import RequestSet
 from .plan import Trial
 from .spec import Settings
-from .torchserve import metrics, probe
+from .torchserve import jit, metrics, probe
 from .torchserve.process import TorchServe, redact
 
 WARMUP_MAX_CONCURRENCY = 16
@@ -46,8 +46,8 @@ def measure(
 ) -> dict:
     """Warm up, measure the window, return the row.
 
-    `fresh_server`: this is the first trial on a newly started TorchServe; its warm-up is
-    longer by settings.server_warmup_s (the JVM's JIT; row column server_warmup_s).
+    `fresh_server`: this is the first trial on a newly started TorchServe; the server
+    warm-up (`warm_server`: the JVM's JIT) comes before its own warm-up.
 
     `files` receives requests.csv.gz as soon as the window is over, so a trial that fails
     afterwards (a worker died during the window: ServerError with the partial row; too
@@ -56,8 +56,9 @@ def measure(
     if trial.capacity is not None:
         return measure_capacity(server, trial, trial.capacity, settings, requests, files, fresh_server)
     rule = stability_rule(settings)
-    warmup_s = total_warmup_s(settings, fresh_server)
+    warmup_s = settings.warmup_s
     expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + warmup_s
+    expected_s += settings.server_warmup_cap_s if fresh_server else 0.0
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
     url = f"{server.inference_url}/predictions/{trial.model.name}"
     auth = server.headers("inference")
@@ -66,6 +67,7 @@ def measure(
     replay = lambda: answers.first_answers(requests, url, auth, trial.load.timeout_s)  # noqa: E731
     # a payload the handler refuses fails here, before the warm-up and the window
     answers.check_first_answers(replay(), requests.expect_status, redact_keys)
+    server_warmup = warm_server(server, target, trial.load, settings) if fresh_server else warm_server_columns()
     warmup = warmup_profile(trial.load, warmup_s) if warmup_s > 0 else None
     window: dict = {}
     stdout_log = server.log_dir / serverlog.STDOUT_LOG
@@ -107,7 +109,7 @@ def measure(
     row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
     row.update(probe.summarize(samples, served_all))
     row.update(hoststat.columns(window.get("host"), host_after))
-    row["server_warmup_s"] = settings.server_warmup_s if fresh_server else 0.0
+    row.update(server_warmup)
     row["measure_s"] = measured.wall_s
     if not server.alive():
         raise ServerError("TorchServe died during the measured window", server.log_tail())
@@ -137,7 +139,7 @@ def measure_capacity(
     the capacity (the highest passing rate; the first step when none passed), whose
     requests are requests.csv.gz. server_* and proc_* are not measured (they would span
     every step). A step that fails is data; a worker or server that dies fails the trial."""
-    warmup_s = total_warmup_s(settings, fresh_server)
+    warmup_s = settings.warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
     server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
     url = f"{server.inference_url}/predictions/{trial.model.name}"
     auth = server.headers("inference")
@@ -146,8 +148,9 @@ def measure_capacity(
     answers.check_first_answers(
         answers.first_answers(requests, url, auth, trial.load.timeout_s), requests.expect_status, redact_keys
     )
-    warmup = warmup_profile(trial.load, warmup_s) if warmup_s > 0 else None
     host_before = hoststat.cpu_times()
+    server_warmup = warm_server(server, target, trial.load, settings) if fresh_server else warm_server_columns()
+    warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
     server.note_pids()
     workers_before = worker_pids(server)
     runs: list = []  # the judged part of each step's run
@@ -179,7 +182,7 @@ def measure_capacity(
     row.update(found.columns())
     row["capacity_abandoned_requests"] = abandoned
     row.update(hoststat.columns(host_before, hoststat.cpu_times()))  # every step, warm-up included
-    row["server_warmup_s"] = settings.server_warmup_s if fresh_server else 0.0
+    row.update(server_warmup)
     row["measure_s"] = float(sum(r.wall_s for r in runs))
     return row
 
@@ -216,10 +219,37 @@ def abandoned_requests(row: dict) -> int:
     return out + (int(extra) if isinstance(extra, (int, float)) and not math.isnan(extra) else 0)
 
 
-def total_warmup_s(settings: Settings, fresh_server: bool) -> float:
-    """The warm-up before a trial: settings.warmup_s, plus settings.server_warmup_s on a
-    server that has served nothing yet."""
-    return settings.warmup_s + (settings.server_warmup_s if fresh_server else 0.0)
+def warm_server(server: TorchServe, target, load: LoadProfile, settings: Settings) -> dict:
+    """The server warm-up before the first trial on a newly started TorchServe: a closed
+    loop (as wide as the trial's warm-up) for at least settings.server_warmup_s, then until
+    the JVM's JIT compiler threads are quiet (sweeper.torchserve.jit), at most
+    settings.server_warmup_cap_s. Its requests are not measured. Returns the row's
+    server_warmup_s (how long it ran) and server_warmup_jit_pct (the compiler threads' CPU,
+    % of one core, over the last jit.QUIET_S seconds of it, or all of it when shorter: at
+    or above jit.QUIET_PCT, the cap stopped it while the JVM was still compiling; NaN
+    where it cannot be read)."""
+    minimum, cap = settings.server_warmup_s, settings.server_warmup_cap_s
+    if cap <= 0:
+        return warm_server_columns()
+    watch = jit.Watch(jit.jvm_pid(server.root_pid))
+    window_s = 1.0
+
+    def warm_enough(windows: list) -> bool:
+        quiet = watch.quiet()  # sampled at every window, so the span is there at the minimum
+        return len(windows) * window_s >= minimum and quiet
+
+    run = run_load(
+        target,
+        warmup_profile(load, cap),
+        stability=Stability(window_s=window_s, windows=1, max_cv=1.0, max_duration_s=cap),
+        stop_when=warm_enough,
+    )
+    watch.sample()  # the end of the warm-up
+    return warm_server_columns(run.wall_s, watch.recent_pct(full_span=False))
+
+
+def warm_server_columns(seconds: float = 0.0, jit_pct: float = math.nan) -> dict:
+    return {"server_warmup_s": round(seconds, 3), "server_warmup_jit_pct": jit_pct}
 
 
 def warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:

@@ -333,8 +333,12 @@ class Settings(_Strict):
     # Extra warm-up before the first trial on a freshly started TorchServe: its JVM
     # compiles the request path while serving (JIT), so a cold frontend serves less.
     # Measured on the 2-core machine (MLP, batch 8, closed loop c=32): 1,000-1,300 req/s
-    # for the first ~13 s of load, then ~2,000 (README, "Stable numbers").
+    # for the first ~13 s of load, then ~2,000 (README, "Stable numbers"). At least
+    # server_warmup_s, then until the JIT compiler threads are quiet
+    # (sweeper.torchserve.jit), at most server_warmup_max_s (default: 3x server_warmup_s,
+    # 45 s). 0: no server warm-up.
     server_warmup_s: NonNegFloat = 15.0
+    server_warmup_max_s: Union[NonNegFloat, None] = None
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None
@@ -385,6 +389,22 @@ class Settings(_Strict):
             raise ValueError(
                 f"host: listening on {self.host}, beyond loopback, needs token_auth: true "
                 f"(token_auth: false is allowed on 127.0.0.1 or localhost only)"
+            )
+        return self
+
+    @property
+    def server_warmup_cap_s(self) -> float:
+        """The longest server warm-up: server_warmup_max_s, or 3x server_warmup_s."""
+        if self.server_warmup_max_s is not None:
+            return self.server_warmup_max_s
+        return 3.0 * self.server_warmup_s
+
+    @model_validator(mode="after")
+    def _warmup_cap(self) -> "Settings":
+        if self.server_warmup_max_s is not None and self.server_warmup_max_s < self.server_warmup_s:
+            raise ValueError(
+                f"server_warmup_max_s: must be >= server_warmup_s ({self.server_warmup_s:g}), "
+                f"got {self.server_warmup_max_s:g}"
             )
         return self
 

@@ -215,7 +215,7 @@ def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
     from sweeper.torchserve import management
     from sweeper.plan import expand
     from sweeper.inputs import trial_config, trial_env
-    from sweeper.torchserve.process import TorchServe
+    from sweeper.torchserve.process import LOG4J_CONFIG, TorchServe
     from sweeper.spec import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "smoke.yaml")
@@ -233,6 +233,9 @@ def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
         r = httpx.get(server.inference_url + "/ping", headers={"Authorization": f"Bearer {old.inference}"})
         assert r.status_code in (400, 401)  # the old key no longer does
         pids = set(server.seen_pids)
+        # the JVM logs through templates/log4j2.xml (no gzip at rollover), not the jar's own
+        (java,) = [p for p in psutil.Process(server.root_pid).children(recursive=True) if p.name() == "java"]
+        assert f"-Dlog4j.configurationFile=file://{LOG4J_CONFIG}" in java.cmdline()
     assert pids and not [p for p in pids if psutil.pid_exists(p)]
 
 

@@ -270,3 +270,38 @@ def test_render_env_refuses_what_the_schema_would(env):
     t = dataclasses.replace(a_trial(), env=env)
     with pytest.raises(ValueError):
         render_env(t.env)
+
+
+def test_the_log4j_config_is_torchserves_own_without_gzip_at_rollover():
+    """templates/log4j2.xml = the installed TorchServe's log4j2.xml (inside
+    model-server.jar) with only the rolled files' .gz dropped: the server logs what a
+    default one logs. Fails when a TorchServe upgrade changes its logging config."""
+    import zipfile
+
+    import ts
+
+    from sweeper.torchserve.process import LOG4J_CONFIG
+
+    jar = Path(ts.__file__).parent / "frontend" / "model-server.jar"
+    with zipfile.ZipFile(jar) as z:
+        theirs = z.read("log4j2.xml").decode()
+    ours = LOG4J_CONFIG.read_text()
+    body = re.sub(r"<!--.*?-->\n", "", ours, count=1, flags=re.S)  # our header comment
+    assert theirs.count('.log.gz"') == 5 and '.log.gz"' not in body
+    assert body == theirs.replace('.log.gz"', '.log"')
+
+
+@pytest.mark.parametrize(
+    "config, own",
+    [
+        ("vmargs=-Xmx2g -Dlog4j.configurationFile=file:///etc/mine.xml\n", True),
+        ("vmargs = -Dlog4j.configurationFile=/x.xml\n", True),
+        ("vmargs=-Xmx2g\n", False),
+        ("# vmargs=-Dlog4j.configurationFile=/x.xml\ninference_address=http://127.0.0.1:1\n", False),
+        ("", False),
+    ],
+)
+def test_a_users_own_log4j_config_in_vmargs_is_kept(config, own):
+    from sweeper.torchserve.process import names_log_config
+
+    assert names_log_config(config) is own

@@ -374,3 +374,13 @@ def test_random_text_loads_or_raises_spec_error(text):
             load_sweep(path)
         except SpecError as exc:
             assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+
+
+def test_server_warmup_max_below_the_minimum_is_refused(tmp_path):
+    from sweeper.spec import Settings
+
+    assert Settings().server_warmup_cap_s == 45.0
+    assert Settings(server_warmup_s=10, server_warmup_max_s=12).server_warmup_cap_s == 12.0
+    assert Settings(server_warmup_s=0).server_warmup_cap_s == 0.0
+    with pytest.raises(ValueError, match=r"server_warmup_max_s: must be >= server_warmup_s \(15\), got 5"):
+        Settings(server_warmup_max_s=5)

@@ -166,6 +166,7 @@ def run_load(
     warmup: LoadProfile | None = None,
     on_ready: Callable[[], None] | None = None,
     stability: Stability | None = None,
+    stop_when: Callable[[list[win.Window]], bool] | None = None,
 ) -> LoadRun:
     """Run the load described by `profile` against `target`; block until it is done.
 
@@ -176,7 +177,10 @@ def run_load(
     `stability` (sweeper.load.windows): the engines report each complete window and this
     process stops them once the last `windows` windows agree, or they stop by themselves
     at max_duration_s; the profile's duration_s is then not used. The returned run holds
-    every record and, in `windows`, which windows the figures come from.
+    every record and, in `windows`, which windows the figures come from. `stop_when`
+    (with `stability`) replaces the agreement test: it gets the complete windows so far,
+    each time one completes, and True stops the engines (the server warm-up stops so
+    when the JVM has stopped compiling: sweeper.measure.warm_server).
 
     Failed requests are data (4xx, 5xx, or a negative or zero status: types.STATUS_*). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child
@@ -227,7 +231,7 @@ def run_load(
         if stability is None:
             done = _collect(pipes, procs, set(everyone), "done", deadline)
         else:
-            done, stopped_at = _supervise(pipes, procs, stability, deadline)
+            done, stopped_at = _supervise(pipes, procs, stability, deadline, stop_when)
         finished = True
     finally:
         # Also on KeyboardInterrupt and LoadError: no engine outlives run_load.
@@ -264,10 +268,12 @@ def outcome(records: np.ndarray, rule: Stability, stopped_at: int | None) -> Out
     return Outcome(rule.window_s, max(0, last - rule.windows + 1), last, win.is_stable(every, rule))
 
 
-def _supervise(pipes, procs, rule: Stability, deadline: float | None) -> tuple[dict, int | None]:
+def _supervise(pipes, procs, rule: Stability, deadline: float | None, stop_when=None) -> tuple[dict, int | None]:
     """Collect the engines' windows while they run; when the last rule.windows complete
-    windows (all processes' requests merged) agree, send "stop". Returns the "done"
-    messages and the index of the last window before the stop (None: never stable)."""
+    windows (all processes' requests merged) agree, or `stop_when` says so, send "stop".
+    Returns the "done" messages and the index of the last window before the stop (None:
+    never stable)."""
+    done_yet = stop_when or (lambda complete: win.is_stable(complete, rule))
     n = len(pipes)
     parts: dict[int, list] = {}  # window index -> [(requests, latencies), ...] per process
     complete: list[win.Window] = []
@@ -306,7 +312,7 @@ def _supervise(pipes, procs, rule: Stability, deadline: float | None) -> tuple[d
             chunk = parts.pop(len(complete))
             latencies = np.concatenate([lat for _, lat in chunk]).astype(float)
             complete.append(win.window_stats(len(complete), sum(c for c, _ in chunk), latencies, rule.window_s))
-            if win.is_stable(complete, rule):
+            if done_yet(complete):
                 stopped_at = len(complete) - 1
                 for k in pending:
                     try:

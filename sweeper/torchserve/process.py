@@ -31,6 +31,10 @@ from ..errors import EnvironmentProblem, ServerError, ServerNotReady
 from .config import Ports
 
 LOG_FILES = ("stdout.log", "ts_log.log", "model_log.log")
+# TorchServe's default logging, except that rolled-over logs are not gzip-compressed
+# (the compression is a CPU burst inside the JVM in the middle of some trial): see the
+# file's header. Not used when the rendered config's vmargs name a log4j configuration.
+LOG4J_CONFIG = Path(__file__).resolve().parents[2] / "templates" / "log4j2.xml"
 STOP_GRACE_S = 8.0
 PORT_FREE_TIMEOUT_S = 10.0
 
@@ -54,6 +58,13 @@ def check_java() -> str:
     if major < 11:
         raise EnvironmentProblem(f"Java {version} is too old: TorchServe needs Java 11 or newer; {install}")
     return line
+
+
+def names_log_config(config_text: str) -> bool:
+    """Whether config.properties' vmargs choose a log4j configuration of their own."""
+    return any(
+        line.strip().startswith("vmargs") and "-Dlog4j.configurationFile" in line for line in config_text.splitlines()
+    )
 
 
 def torchserve_executable() -> str:
@@ -239,7 +250,8 @@ class TorchServe:
         if busy:
             raise ServerError(f"port {busy[0]} on {self.host} is already in use")
         config = self.workdir / "config.properties"
-        config.write_text(self._render(self.ports))
+        text = self._render(self.ports)
+        config.write_text(text)
         env = server_environment(os.environ, self.env)
         # A private temp dir: TorchServe's pid file goes to TMPDIR, and the wrapper passes
         # TEMP to the JVM as java.io.tmpdir, where the workers' unix sockets live
@@ -261,6 +273,8 @@ class TorchServe:
             "--model-store",
             str(self.model_store),
         ]
+        if not names_log_config(text):
+            cmd += ["--log-config", str(LOG4J_CONFIG)]
         affinity = self.cpu_affinity
         stdout = open(self.log_dir / "stdout.log", "ab")
         try:
