@@ -59,7 +59,7 @@ def cmd_run(args) -> int:
     from .executors import EXECUTORS
     from .plan import space
     from .runner import SweepContext, run_sweep
-    from .search import STRATEGIES, search_options
+    from .search import make_strategy, search_options
     from .spec import dump_resolved
 
     if args.ray:
@@ -92,7 +92,7 @@ def cmd_run(args) -> int:
         spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body,
         request_sets=user.request_sets, archive_file=user.archive_file,
     )
-    strategy = STRATEGIES[spec.search.strategy](spec, space(spec), search_options(spec, run_dir))
+    strategy = make_strategy(spec, space(spec), search_options(spec, run_dir))
     share = strategy.total / max(len(trials), 1)  # a search runs a sample of the grid
     searched = "" if spec.search.strategy == "grid" else f" ({spec.search.strategy} search over a grid of {len(trials)})"
     print(f"run {run_dir}: {strategy.total} trial runs{searched}, about {_estimate_text(spec, trials, share)}", file=sys.stderr)

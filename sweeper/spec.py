@@ -496,6 +496,9 @@ class CapacitySettings(_Strict):
         return self
 
 
+DEFAULT_CONFIRM = 3  # search.confirm of random and optuna
+
+
 class SearchSettings(_Strict):
     """How the trials are chosen (sweeper.search): the whole grid, a sample of it, or a
     search (optuna) for the best configuration; and what ranks them (`objective`,
@@ -510,6 +513,16 @@ class SearchSettings(_Strict):
     objective: Literal["throughput", "latency", "capacity"] = "throughput"
     # the rate search of objective capacity (defaults when absent)
     capacity: Union[CapacitySettings, None] = None
+    # after the search, the best `confirm` feasible configurations get settings.repeats more
+    # repeats each before the recommendation ranks them (sweeper.search.confirm); default 3
+    # for random and optuna, 0 for grid (every configuration is measured alike)
+    confirm: Union[NonNegInt, None] = None
+
+    @property
+    def confirm_top(self) -> int:
+        if self.confirm is not None:
+            return self.confirm
+        return 0 if self.strategy == "grid" else DEFAULT_CONFIRM
 
     @model_validator(mode="after")
     def _capacity_only_for_capacity(self) -> "SearchSettings":

@@ -57,6 +57,9 @@ class SearchSummary:
     importance_note: str  # why there is no importance table, when there is none
     server_starts: int
     registrations: int
+    # search.confirm: configurations measured again after the search, and those extra runs
+    confirmed: int = 0
+    confirm_runs: int = 0
 
     @property
     def measured(self) -> int:
@@ -79,6 +82,9 @@ class SearchSummary:
             text += f"; the best feasible, {best.value:.1f} {self.unit}, came at configuration {best.n}"
             if best.vs_default is not None and not best.default:
                 text += f", {100 * best.vs_default:+.0f}% against TorchServe's default configuration"
+        if self.confirmed:
+            text += (f"; the best {self.confirmed} were then measured again ({self.confirm_runs} more runs), "
+                     "and each configuration's figures are over all its runs")
         return text
 
 
@@ -130,11 +136,14 @@ def summarize(results: pd.DataFrame, spec: SweepSpec, cores: int | None) -> Sear
         steps.append(Step(n, tid, _label(rows.iloc[0], shown), score.value, score.feasible, best, vs, tid == default_id))
     importances, why = _importances(by_trial, scores, shown, objective)
     starts, registrations = _costs(df)
+    repeat = pd.to_numeric(df.get("repeat"), errors="coerce")
+    again = df[repeat >= settings.repeats] if "repeat" in df else df.iloc[0:0]
     return SearchSummary(
         strategy=spec.search.strategy, objective=objective, unit="ms" if objective == "latency" else "req/s",
         grid=count_trials(spec), steps=tuple(steps), default_trial_id=default_id, default_value=default_value,
         default_notes=tuple(notes), importances=importances, importance_note=why,
         server_starts=starts, registrations=registrations,
+        confirmed=int(again["trial_id"].nunique()) if len(again) else 0, confirm_runs=len(again),
     )
 
 

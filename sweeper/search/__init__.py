@@ -72,3 +72,13 @@ STRATEGIES: dict[str, StrategyFactory] = {
     "random": RandomSearch,
     "optuna": OptunaSearch,
 }
+
+from .confirm import Confirm  # noqa: E402
+
+
+def make_strategy(spec: "SweepSpec", space: "list[Axis]", options: SearchOptions) -> Strategy:
+    """The sweep's strategy (search.strategy), followed by the confirmation of its best
+    configurations when search.confirm asks for one (sweeper.search.confirm)."""
+    strategy = STRATEGIES[spec.search.strategy](spec, space, options)
+    top = spec.search.confirm_top
+    return Confirm(strategy, spec, top, options.storage_dir) if top > 0 else strategy

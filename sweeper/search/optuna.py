@@ -201,6 +201,11 @@ class OptunaSearch:
             return None
         return (max if MAXIMIZE[self._objective] else min)(feasible, key=lambda t: t.value)
 
+    def measured(self) -> list[Trial]:
+        """Repeat 0 of every configuration measured and told, this run or before a resume
+        (a resumed study does not propose those again; sweeper.search.confirm needs them)."""
+        return [make_trial(self._spec, self._point(key), 0) for key in self._done]
+
     def default_trial(self) -> Any | None:
         return next((t for t in self._done.values() if t.user_attrs.get("default")), None)
 

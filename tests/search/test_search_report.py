@@ -64,3 +64,16 @@ def test_a_grid_has_no_search_section(tmp_path):
     _, run = a_run(tmp_path, strategy="grid")
     assert run_search(tmp_path, pd.read_csv(run.results_csv)) is None
     assert "## Search" not in run.results_md.read_text()
+
+
+def test_the_headline_says_which_configurations_were_measured_again(tmp_path):
+    from sweeper.search import make_strategy
+
+    spec = a_spec(budget_trials=8)
+    run = RunDir(tmp_path)
+    run.sweep_yaml.write_text(dump_resolved(spec))
+    run.machine_json.write_text(json.dumps({"cores_usable": 2}))
+    run_sweep(a_context(tmp_path, spec), make_strategy(spec, space(spec), search_options(spec, tmp_path)), FakeExecutor())
+    summary = run_search(tmp_path, pd.read_csv(run.results_csv))
+    assert summary.measured == 8 and (summary.confirmed, summary.confirm_runs) == (3, 6)
+    assert "the best 3 were then measured again (6 more runs)" in run.results_md.read_text()
