@@ -208,7 +208,9 @@ def stability_rule(settings: Settings) -> Stability | None:
     s = settings.stability
     if s is None:
         return None
-    return Stability(window_s=s.window_s, windows=s.windows, max_cv=s.max_cv, max_duration_s=s.max_duration_s)
+    return Stability(
+        window_s=s.window_s, windows=s.windows, max_cv=s.max_cv, max_duration_s=s.max_duration_s, latency=s.latency
+    )
 
 
 def abandoned_requests(row: dict) -> int:

@@ -41,8 +41,10 @@ client_*:  measured by the load engine: client_requests, client_ok, client_error
            client_batch_size_per_batch_mean (mean size of the batches),
            client_handler_ms_mean (X-Handler-Ms);
            windows (sweeper.load.windows): client_windows (JSON list, one object per
-           complete window: start_s, n, ok, rps, p99_ms, used), client_window_cv (the
-           larger of client_window_rps_cv and client_window_p99_cv over the used windows),
+           complete window: start_s, n, ok, rps, p99_ms, mean_ms, used), client_window_cv
+           (the larger of client_window_rps_cv and the CV of the latency figure the rule
+           judged, client_window_mean_cv by default or client_window_p99_cv, over the used
+           windows),
            client_unstable (bool: settings.stability's windows never agreed within
            max_cv by max_duration_s), client_unstable_reason. Under settings.stability
            every client_* figure comes from the used windows only (measure_s is their

@@ -314,6 +314,10 @@ class StabilitySettings(_Strict):
     windows: Annotated[int, Field(ge=2, le=1000, strict=True)] = 3
     max_cv: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = 0.10
     max_duration_s: PosFloat = 12.0
+    # which latency figure of the windows must agree: their mean (Perf Analyzer's default;
+    # ours since 2026-12-01) or their p99, which in a 2 s window rests on a few requests
+    # (sweeper.load.windows says what was measured)
+    latency: Literal["mean", "p99"] = "mean"
 
     @model_validator(mode="after")
     def _room_for_the_windows(self) -> "StabilitySettings":

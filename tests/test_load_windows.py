@@ -44,8 +44,19 @@ def test_requests_count_in_the_window_they_were_scheduled_in():
     ],
 )
 def test_stability_rule(rps, p99, n, max_cv, stable):
-    ws = [win.Window(i, 1, 1, r, p) for i, (r, p) in enumerate(zip(rps, p99))]
-    assert win.is_stable(ws, Stability(1.0, n, max_cv, 10.0)) is stable
+    """The same table for either latency figure the rule may judge."""
+    for latency in ("p99", "mean"):
+        ws = [win.Window(i, 1, 1, r, p, p) for i, (r, p) in enumerate(zip(rps, p99))]
+        assert win.is_stable(ws, Stability(1.0, n, max_cv, 10.0, latency)) is stable
+
+
+def test_the_rule_judges_the_mean_by_default_and_the_p99_when_asked():
+    """Windows whose p99s (a few slow requests each) disagree while their means agree:
+    stable on the mean (the default), not on the p99."""
+    ws = [win.Window(i, 300, 300, 150.0, p99, mean) for i, (p99, mean) in enumerate([(21.0, 9.0), (35.0, 9.4), (14.0, 8.8)])]
+    assert win.is_stable(ws, Stability(2.0, 3, 0.10, 12.0)) is True
+    assert win.is_stable(ws, Stability(2.0, 3, 0.10, 12.0, "p99")) is False
+    assert win.window_stats(0, 4, np.array([0.010, 0.020, 0.030, 0.100]), 2.0).mean_ms == pytest.approx(40.0)
 
 
 def test_columns_mark_used_windows_and_the_unstable_reason():
@@ -57,6 +68,8 @@ def test_columns_mark_used_windows_and_the_unstable_reason():
     assert [c["used"] for c in cells] == [False, False, True, True]
     assert [c["rps"] for c in cells] == [10.0] * 4
     assert cols["client_unstable"] is True and "did not agree within 1%" in cols["client_unstable_reason"]
+    assert "mean latency CV" in cols["client_unstable_reason"]  # the figure the rule judged
+    assert cells[0]["mean_ms"] == pytest.approx(19.0) and cols["client_window_mean_cv"] >= 0
     cut = win.measured(run, Outcome(1.0, 2, 3, False))
     assert len(cut.records) == 20 and cut.wall_s == 2.0 and cut.profile.duration_s == 2.0
     assert win.columns(run, None)["client_windows"] == ""
@@ -73,13 +86,14 @@ def test_a_server_that_speeds_up_is_measured_until_stable(mode):
     # warms up: 300 ms per request at first, 20 ms from 1.12 s on (linear in between); no
     # three 0.4 s windows agree before 1.2 s (their p99s differ by 2x and more)
     with FakeServer(delay_fn=lambda t: max(0.02, 0.3 - 0.25 * t)) as server:
-        run = _run(server, Stability(window_s=0.4, windows=3, max_cv=0.25, max_duration_s=8.0), mode)
+        rule = Stability(window_s=0.4, windows=3, max_cv=0.25, max_duration_s=8.0)
+        run = _run(server, rule, mode)
     out = run.windows
     assert out.stable is True
     assert out.start_s >= 1.0  # every used window is after the speed-up
     assert out.end_s < 6.0  # and it stopped well before max_duration_s
     assert run.records["scheduled_s"].max() < out.end_s + 1.0  # the engines stopped sending
-    cols = win.columns(run, out)
+    cols = win.columns(run, out, rule)
     assert cols["client_window_cv"] <= 0.25 and not cols["client_unstable"]
     p99s = [c["p99_ms"] for c in json.loads(cols["client_windows"]) if c["used"]]
     assert all(15 < p < 80 for p in p99s)
