@@ -236,6 +236,9 @@ def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
         # the JVM logs through templates/log4j2.xml (no gzip at rollover), not the jar's own
         (java,) = [p for p in psutil.Process(server.root_pid).children(recursive=True) if p.name() == "java"]
         assert f"-Dlog4j.configurationFile=file://{LOG4J_CONFIG}" in java.cmdline()
+        # and log4j read it: its appenders write ts_log.log, and it reported no error
+        assert (server.log_dir / "ts_log.log").stat().st_size > 0
+        assert "StatusLogger" not in (server.log_dir / "stdout.log").read_text()
     assert pids and not [p for p in pids if psutil.pid_exists(p)]
 
 

@@ -277,6 +277,7 @@ def test_the_log4j_config_is_torchserves_own_without_gzip_at_rollover():
     model-server.jar) with only the rolled files' .gz dropped: the server logs what a
     default one logs. Fails when a TorchServe upgrade changes its logging config."""
     import zipfile
+    from xml.etree import ElementTree
 
     import ts
 
@@ -286,6 +287,7 @@ def test_the_log4j_config_is_torchserves_own_without_gzip_at_rollover():
     with zipfile.ZipFile(jar) as z:
         theirs = z.read("log4j2.xml").decode()
     ours = LOG4J_CONFIG.read_text()
+    ElementTree.parse(LOG4J_CONFIG)  # well-formed: log4j logs nothing at all when it is not
     body = re.sub(r"<!--.*?-->\n", "", ours, count=1, flags=re.S)  # our header comment
     assert theirs.count('.log.gz"') == 5 and '.log.gz"' not in body
     assert body == theirs.replace('.log.gz"', '.log"')

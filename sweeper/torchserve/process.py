@@ -273,7 +273,7 @@ class TorchServe:
             "--model-store",
             str(self.model_store),
         ]
-        if not names_log_config(text):
+        if not names_log_config(text) and LOG4J_CONFIG.is_file():
             cmd += ["--log-config", str(LOG4J_CONFIG)]
         affinity = self.cpu_affinity
         stdout = open(self.log_dir / "stdout.log", "ab")

@@ -1,0 +1,99 @@
+"""sweeper.measure.warm_server: real load on the fake server while a stand-in "JVM" (a child
+process named java, with a thread named like HotSpot's C2 compiler) compiles for a while.
+The warm-up runs at least server_warmup_s, then until the compiler thread is quiet, and
+never past server_warmup_max_s."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from sweeper.load import LoadProfile, Target
+from sweeper.measure import warm_server
+from sweeper.spec import Settings
+from sweeper.torchserve import jit
+
+from fakeserver import FakeServer
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only")
+
+# The process calls itself "java"; its "C2 CompilerThread0" spins for argv[1] seconds
+# (forever when negative), then sleeps.
+JVM = r"""
+import ctypes, sys, threading, time
+libc = ctypes.CDLL(None)
+libc.prctl(15, b"java", 0, 0, 0)
+busy_s = float(sys.argv[1])
+def compiler():
+    libc.prctl(15, b"C2 CompilerThre", 0, 0, 0)
+    end = time.monotonic() + busy_s
+    while busy_s < 0 or time.monotonic() < end:
+        for _ in range(100000):
+            pass
+    time.sleep(120)
+threading.Thread(target=compiler, daemon=True).start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _jvm(busy_s: float):
+    proc = subprocess.Popen([sys.executable, "-c", JVM, str(busy_s)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+@pytest.fixture
+def server():
+    with FakeServer(delay_s=0.002) as fake:
+        yield fake
+
+
+def _warm(fake, settings: Settings) -> dict:
+    me = SimpleNamespace(root_pid=os.getpid())  # the stand-in JVM is this process's child
+    load = LoadProfile(mode="closed", concurrency=2, duration_s=1.0)
+    return warm_server(me, Target(fake.url("/p"), b"x"), load, settings)
+
+
+def test_the_warmup_waits_for_the_compiler_to_go_quiet(server):
+    proc = _jvm(busy_s=2.5)
+    try:
+        assert jit.jvm_pid(os.getpid()) == proc.pid
+        started = time.monotonic()
+        out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=12))
+        took = time.monotonic() - started
+    finally:
+        proc.kill()
+        proc.wait()
+    # past the minimum and the compiling (2.5 s) plus the quiet span (3 s); well before the cap
+    assert 2.5 + jit.QUIET_S - 0.5 <= out["server_warmup_s"] <= 10.0 and took < 12.0
+    assert out["server_warmup_jit_pct"] < jit.QUIET_PCT
+
+
+def test_the_cap_stops_a_warmup_whose_compiler_never_rests(server):
+    proc = _jvm(busy_s=-1)
+    try:
+        out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=3))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert 2.5 <= out["server_warmup_s"] <= 3.5
+    assert out["server_warmup_jit_pct"] >= jit.QUIET_PCT  # says the JVM was still compiling
+
+
+def test_without_a_jvm_the_warmup_is_the_minimum(server):
+    out = _warm(server, Settings(server_warmup_s=1.5, server_warmup_max_s=10))
+    assert 1.4 <= out["server_warmup_s"] <= 3.0 and math.isnan(out["server_warmup_jit_pct"])
+
+
+def test_no_server_warmup_at_all():
+    """server_warmup_s 0: nothing runs (no target is even looked at)."""
+    out = warm_server(SimpleNamespace(root_pid=os.getpid()), None, LoadProfile(mode="closed", concurrency=1), Settings(server_warmup_s=0))
+    assert out["server_warmup_s"] == 0.0 and math.isnan(out["server_warmup_jit_pct"])
