@@ -2,7 +2,7 @@
 
     python benchmarks/bench_noise.py [--seconds 100] [--batch-size 8] [--delay-ms 5]
                                      [--workers 2] [--concurrency 32] [--server-warmup-s 15]
-                                     [--threads 1]
+                                     [--threads 1] [--per-second]
 
 One TorchServe (OMP_NUM_THREADS and MKL_NUM_THREADS = --threads, as the batching sweep
 sets them: 2 workers of 2 threads each would oversubscribe 2 cores), the MLP registered
@@ -19,7 +19,9 @@ Prints:
   measurements of k seconds of the same configuration, on this machine now, differ by
   about that much: no stopping rule and no confidence interval makes a k-second trial
   better than this;
-- the host steal per second (mean, max) and its Pearson correlation with throughput.
+- the host steal per second (mean, max) and its Pearson correlation with throughput;
+- the JVM's JIT compiler threads' CPU per second (mean, max, seconds above jit.QUIET_PCT);
+- with --per-second, every second: req/s, steal, the JVM's CPU, its compiler threads' CPU.
 
 With independent windows the block CV would fall as 1/sqrt(k); slow drift (another
 tenant of the host, the JVM's later compilation, the scheduler) keeps it higher, and the
@@ -43,7 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_load_common import torchserve  # noqa: E402
 
+import psutil  # noqa: E402
+
 from sweeper import hoststat  # noqa: E402
+from sweeper.torchserve import jit  # noqa: E402
 from sweeper.measure import warm_server  # noqa: E402
 from sweeper.spec import Settings  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load  # noqa: E402
@@ -70,10 +75,14 @@ def block_cvs(rps: np.ndarray) -> list[tuple[int, int, float]]:
 
 
 class StealSampler:
-    """/proc/stat once a second, with wall-clock stamps, on a background thread."""
+    """Once a second, with wall-clock stamps, on a background thread: /proc/stat, and the
+    CPU seconds of the JVM (`jvm_pid`) and of its JIT compiler threads (a jit.Watch total)."""
 
-    def __init__(self):
+    def __init__(self, jvm_pid: int | None = None):
         self.samples: list[tuple[float, tuple[int, ...]]] = []
+        self.jvm: list[tuple[float, float, float]] = []  # (stamp, JVM CPU s, compiler CPU s)
+        self._pid = jvm_pid
+        self._watch = jit.Watch(jvm_pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -82,7 +91,28 @@ class StealSampler:
             times = hoststat.cpu_times()
             if times is not None:
                 self.samples.append((time.time(), times))
+            if self._pid is not None and self._watch.sample():
+                try:
+                    cpu = psutil.Process(self._pid).cpu_times()
+                    self.jvm.append((time.time(), cpu.user + cpu.system, self._watch.total_s))
+                except psutil.Error:
+                    pass
             self._stop.wait(1.0)
+
+    def jvm_at(self, t0: float, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The JVM's and its compiler threads' CPU, % of one core, in each 1 s window."""
+        if len(self.jvm) < 2:
+            return np.full(count, np.nan), np.full(count, np.nan)
+        stamps = np.array([j[0] for j in self.jvm])
+        edges = t0 + np.arange(count + 1)
+        inside = (edges >= stamps[0]) & (edges <= stamps[-1])
+        out = []
+        for col in (1, 2):
+            v = np.interp(edges, stamps, np.array([j[col] for j in self.jvm]))
+            pct = 100.0 * np.diff(v)  # windows of 1 s
+            pct[~(inside[:-1] & inside[1:])] = np.nan
+            out.append(pct)
+        return out[0], out[1]
 
     def __enter__(self):
         self._thread.start()
@@ -118,6 +148,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--server-warmup-s", type=float, default=15.0)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS and MKL_NUM_THREADS of the workers")
+    parser.add_argument("--per-second", action="store_true",
+                        help="also print each second: req/s, steal, the JVM's CPU and its JIT compiler threads' CPU")
     args = parser.parse_args()
     from handlers.models import MODELS  # here: every engine process re-imports this module (spawn)
 
@@ -139,7 +171,7 @@ def main() -> int:
         print(f"server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
               f"{warmed['server_warmup_jit_pct']:.1f}% of a core", flush=True)
         started: dict[str, float] = {}
-        with StealSampler() as sampler:
+        with StealSampler(jit.jvm_pid(server.root_pid)) as sampler:
             run = run_load(target, load, on_ready=lambda: started.setdefault("t0", time.time() + START_DELAY_S))
     windows = load_windows.cut(run.records, 1.0, float(args.seconds))
     rps = np.array([w.rps for w in windows])
@@ -156,6 +188,15 @@ def main() -> int:
               f"Pearson r(throughput, steal) = {r:.2f} over {int(both.sum())} s")
     else:
         print("\nhost steal: not readable here (/proc/stat)")
+    jvm, compiling = sampler.jvm_at(started["t0"], len(rps))
+    if np.isfinite(compiling).sum() >= 3:
+        busy = int((compiling >= jit.QUIET_PCT).sum())
+        print(f"JVM JIT compiler threads per second: mean {np.nanmean(compiling):.1f}%, max {np.nanmax(compiling):.1f}% "
+              f"of a core; {busy} s at or above {jit.QUIET_PCT:g}%")
+    if args.per_second:
+        print("\n| s | req/s | steal % | JVM % of a core | JIT % of a core |\n|---:|---:|---:|---:|---:|")
+        for i in range(len(rps)):
+            print(f"| {i} | {rps[i]:,.0f} | {steal[i]:.1f} | {jvm[i]:.0f} | {compiling[i]:.0f} |")
     floor = dict((k, cv) for k, _, cv in block_cvs(rps))
     if 6 in floor:
         print(f"\nnoise floor: two 6 s measurements of one configuration differ by a CV of about {floor[6]:.1f}% "

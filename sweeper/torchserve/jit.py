@@ -97,6 +97,12 @@ class Watch:
         self._samples.append((time.monotonic(), self._total))
         return True
 
+    @property
+    def total_s(self) -> float:
+        """Compiler CPU seconds counted so far (since the first sample, which holds all the
+        JVM's compiling before it)."""
+        return self._total
+
     def recent_pct(self, full_span: bool = True) -> float:
         """The compiler threads' CPU, % of one core, from the newest sample back to the
         one at least span_s before it; NaN until the samples span that long (with
