@@ -26,6 +26,9 @@ SECONDS_PER_REGISTRATION = 3.0
 # a capacity search (search.objective capacity): growth to the first failure and about 4
 # halvings to 5%; a step costs its engine's start and its backlog beyond step_s
 CAPACITY_TYPICAL_STEPS = 10
+# the server warm-up goes on past settings.server_warmup_s while the JIT compiles: with the
+# default 15 s it ran 19.2-30.2 s on the 2-core machine (five runs of 2026-12-01), ~10 s more
+SERVER_WARMUP_TYPICAL_EXTRA_S = 10.0
 SECONDS_PER_CAPACITY_STEP = 1.5
 
 
@@ -108,4 +111,6 @@ def estimate_s(spec, trials) -> float:
         return t.load.duration_s or 10.0
 
     load = sum(measure(t) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
-    return load + starts * (SECONDS_PER_SERVER_START + spec.settings.server_warmup_s) + regs * SECONDS_PER_REGISTRATION
+    settings = spec.settings
+    warmup = min(settings.server_warmup_cap_s, settings.server_warmup_s + SERVER_WARMUP_TYPICAL_EXTRA_S) if settings.server_warmup_s > 0 else 0.0
+    return load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION
