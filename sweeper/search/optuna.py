@@ -24,6 +24,11 @@ request sets, text) a categorical one; an axis of one value is no dimension.
   flight), that Optuna trial is told the stored result (user attr `reused`: the trial it
   repeats), costs no budget, and the nearest unmeasured configuration is enqueued next.
   The budget (search.budget_trials) counts configurations measured.
+- Polish: the last quarter of the budget (at most one neighbourhood: 2 per ordered axis,
+  the other values of a categorical one) goes to the unmeasured neighbours of the best
+  feasible configuration told so far, enqueued as Optuna trials (user attr `polish`: the
+  trial they surround), then to the neighbours of a better one, until the budget is spent
+  (a hill-climb from TPE's best; TPE asks again when the best has no unmeasured neighbour).
 - Restarts: configurations are asked in batches (the random start-up trials in one batch,
   then a few at a time with Optuna's constant liar) and each batch runs grouped by server
   level (config.properties + environment: one TorchServe start) and then per-model
@@ -59,6 +64,14 @@ MIN_STARTUP, MAX_STARTUP = 4, 10
 # them apart): more saves restarts (one batch is ordered by server group), fewer keeps TPE
 # closer to sequential. See README "Search" for the measured trade-off.
 BATCH = 3
+# The last part of the budget polishes the best configuration found: its unmeasured
+# neighbours (one step along each ordered axis, every other value of a categorical one) are
+# measured in one batch, and when one of them is better, its own neighbours next
+# (hill-climbing), until the budget is spent. TPE finds the right region but, at ~25 of a
+# grid's configurations, often stops one step short of its best point: on 2026-12-01 its
+# pick in search_example was batch 16 / 10 ms at 92% of the grid's best, batch 16 / 5 ms,
+# a neighbour it never measured. The share is capped at one full neighbourhood.
+POLISH_SHARE = 0.25
 
 def dimensions(axes: list[Axis]) -> tuple[dict[str, Any], dict[str, bool]]:
     """Optuna's distribution for each axis of more than one value (by axis name) and
@@ -128,6 +141,7 @@ class OptunaSearch:
         self._rng = random.Random(seed)
         self._dims, self._ordered = dimensions(self._axes)
         self.startup = max(MIN_STARTUP, min(MAX_STARTUP, self._budget // 4))
+        self.polish = min(_neighbourhood_size(self._dims, self._ordered), int(self._budget * POLISH_SHARE))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, constant_liar=True)
         storage: Any = None
         if options.storage_dir is not None:
@@ -249,6 +263,12 @@ class OptunaSearch:
         if left <= 0:
             return
         size = self.startup if self._measured == 0 else BATCH
+        if left <= self.polish:
+            if self._pending:
+                return  # the polish starts from the best result told: wait for the runs in flight
+            size = self._enqueue_polish(left) or BATCH
+        else:
+            size = min(size, left - self.polish)  # TPE's part ends where the polish starts
         configs = []
         for _ in range(min(left, size)):
             config = self._ask()
@@ -280,6 +300,45 @@ class OptunaSearch:
             if nearest is not None:
                 self.study.enqueue_trial(self._params(self._point(nearest)))
         return None
+
+    def _enqueue_polish(self, left: int) -> int:
+        """Enqueue up to `left` unmeasured neighbours of the best configuration told so far
+        (the best feasible one; when none is feasible, the nearest miss); how many. Zero
+        when it has none left: TPE asks again. Neighbours enqueued before a resume are still
+        waiting in the study and are not enqueued twice."""
+        state = self._optuna.trial.TrialState
+        waiting = len(self.study.get_trials(deepcopy=False, states=(state.WAITING,)))
+        if waiting:
+            return min(waiting, left)
+        centre = self.best() or self._nearest_miss()
+        if centre is None:
+            return 0
+        keys = self._neighbours(self._key(centre.params))
+        self._rng.shuffle(keys)
+        for key in keys[:left]:
+            self.study.enqueue_trial(self._params(self._point(key)), user_attrs={"polish": centre.number})
+        return len(keys[:left])
+
+    def _nearest_miss(self) -> Any | None:
+        """The told configuration that missed its constraints by the least (None: none told)."""
+        told = [t for t in self._done.values() if t.value is not None]
+        return min(told, key=lambda t: sum(max(0.0, v) for v in t.constraints.values()), default=None)
+
+    def _neighbours(self, key: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """The configurations one step from `key` that are neither measured nor in flight."""
+        out = []
+        for i, axis in enumerate(self._axes):
+            if axis.name not in self._dims:
+                continue
+            if self._ordered[axis.name]:
+                others = [key[i] + d for d in (-1, 1) if 0 <= key[i] + d < len(axis.values)]
+            else:
+                others = [j for j in range(len(axis.values)) if j != key[i]]
+            for j in others:
+                other = key[:i] + (j,) + key[i + 1 :]
+                if other not in self._done and other not in self._pending:
+                    out.append(other)
+        return out
 
     def _track(self, trial: Any, key: tuple[int, ...]) -> _Config:
         point = self._point(key)
@@ -371,6 +430,15 @@ class OptunaSearch:
             elif d == best_d:
                 best.append(other)
         return self._rng.choice(best) if best else None
+
+
+def _neighbourhood_size(dims: Mapping[str, Any], ordered: Mapping[str, bool]) -> int:
+    """How many neighbours an inner point of the space has (sweeper's `_neighbours`)."""
+    size = 0
+    for name, dim in dims.items():
+        count = len(getattr(dim, "choices", ())) or dim.high - dim.low + 1
+        size += min(2, count - 1) if ordered[name] else count - 1
+    return size
 
 
 def _key_at(sizes: list[int], index: int) -> tuple[int, ...]:

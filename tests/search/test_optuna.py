@@ -147,7 +147,35 @@ def a_context(tmp_path, spec):
     return SweepContext(spec=spec, run_dir=tmp_path, run_id="tpe-run", model_store=tmp_path, request_body=b"[]")
 
 
-@pytest.mark.parametrize("interrupt_at", [1, 2, 7, 12])
+def test_the_last_part_of_the_budget_measures_the_neighbours_of_the_best():
+    spec = a_spec(budget_trials=20)
+    search = STRATEGIES["optuna"](spec, space(spec), search_options(spec))
+    runs = drive(search)
+    assert len({t.trial_id for t in runs}) == 20
+    # batch 2 steps + delay 2 + workers 1 + threads 1 = 6 neighbours; a quarter of 20 = 5
+    assert search.polish == 5
+    trials = search.study.trials
+    polished = [t for t in trials if "polish" in t.user_attrs and "reused" not in t.user_attrs]
+    assert polished and all(t.number >= 15 for t in polished)  # after TPE's 15
+    first = polished[0]
+    centre = trials[first.user_attrs["polish"]]
+    before = [u for u in trials[: first.number] if u.value is not None]
+    feasible = [u for u in before if u.constraints["p99_over_slo_ms"] <= 0]
+    assert centre.value == max(u.value for u in feasible)  # the best feasible one then
+    sizes = {name: dim.high + 1 for name, dim in search._dims.items()}
+    around = set()
+    for name in centre.params:
+        for step in (-1, 1):
+            value = centre.params[name] + step
+            if 0 <= value < sizes[name]:
+                around.add(tuple(sorted({**centre.params, name: value}.items())))
+    unmeasured = around - {tuple(sorted(u.params.items())) for u in before}
+    from_centre = [t for t in polished if t.user_attrs["polish"] == centre.number]
+    assert len(from_centre) == min(5, len(unmeasured)) > 0
+    assert {tuple(sorted(t.params.items())) for t in from_centre} <= unmeasured  # one step, one axis
+
+
+@pytest.mark.parametrize("interrupt_at", [1, 2, 7, 12, 17])
 def test_resume_after_ctrl_c_continues_the_study_told_equals_measured_no_duplicates(tmp_path, interrupt_at):
     spec = a_spec(budget_trials=10)
     first = FakeExecutor(interrupt_at)
