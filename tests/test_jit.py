@@ -93,3 +93,20 @@ def test_no_jvm_means_no_reading_and_a_fixed_warmup():
 def test_jvm_pid_is_none_for_a_process_without_a_java_child(child):
     proc, _ = child
     assert jit.jvm_pid(proc.pid) is None
+
+
+def test_benchmarks_jvm_threads_groups_cpu_by_thread_name(child):
+    """benchmarks/jvm_threads.py, which the README's C2-burst figures come from: the spinning
+    threads' groups get ticks, the sleeping one none, the numbers of a name are dropped."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import jvm_threads
+
+    proc, _ = child
+    first = jvm_threads.thread_ticks(proc.pid)
+    time.sleep(0.5)
+    second = jvm_threads.thread_ticks(proc.pid)
+    grew = {name for name in second if second[name] > first.get(name, 0)}
+    assert {"C2 CompilerThre", "epollEventLoopG"} <= grew
+    assert "C1 CompilerThre" not in grew and "C1 CompilerThre" in second
+    with pytest.raises(OSError):
+        jvm_threads.thread_ticks(2**22 + 1)  # no such process

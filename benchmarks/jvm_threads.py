@@ -1,0 +1,94 @@
+"""Where a running TorchServe JVM spends its CPU, by thread name, every few seconds.
+
+    python benchmarks/jvm_threads.py [--pid PID] [--every 10] [--top 7]
+
+Run it beside a sweep or a benchmark (for example `python benchmarks/bench_noise.py
+--batch-size 1 --seconds 180 --per-second`). It waits for a process named `java` (or takes
+--pid), then prints, every --every seconds, the JVM's CPU as % of one core and its busiest
+thread groups: thread names with their trailing numbers dropped, so "C2 CompilerThre"
+(HotSpot's JIT compiler), "epollEventLoopG" (netty), "W-9000-mlp_1." (a backend worker's
+frontend thread), "GC Thread". It reads /proc/PID/task/*/stat (Linux; user + system
+ticks), so a thread that is born and gone between two samples is missed. It stops when the
+JVM exits.
+
+The fourth session's README figures (C2 bursts 40-100 s after the server warm-up) come from
+this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import time
+
+PROC = "/proc"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def find_java() -> int | None:
+    for entry in os.listdir(PROC):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{PROC}/{entry}/comm") as f:
+                if f.read().strip() == "java":
+                    return int(entry)
+        except OSError:
+            continue
+    return None
+
+
+def thread_ticks(pid: int) -> collections.Counter:
+    """CPU ticks per thread group of `pid` (raises OSError when it is gone)."""
+    out: collections.Counter = collections.Counter()
+    for tid in os.listdir(f"{PROC}/{pid}/task"):
+        try:
+            with open(f"{PROC}/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[re.sub(r"[#\d-]+$", "", name).strip()] += int(fields[11]) + int(fields[12])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pid", type=int, default=None, help="the JVM's pid (default: the first process named java)")
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--top", type=int, default=7, help="thread groups shown per sample")
+    parser.add_argument("--wait-s", type=float, default=300.0, help="how long to wait for a JVM to appear")
+    args = parser.parse_args(argv)
+    pid, deadline = args.pid, time.monotonic() + args.wait_s
+    while pid is None:
+        if time.monotonic() > deadline:
+            print(f"error: no process named java appeared within {args.wait_s:g} s", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+        pid = find_java()
+    try:
+        before = thread_ticks(pid)
+    except OSError:
+        print(f"error: cannot read {PROC}/{pid}/task", file=sys.stderr)
+        return 1
+    start = time.monotonic()
+    while True:
+        time.sleep(args.every)
+        try:
+            now = thread_ticks(pid)
+        except OSError:
+            return 0  # the JVM exited
+        delta = {k: now[k] - before.get(k, 0) for k in now}  # a group whose threads all ended is left out
+        scale = 100.0 / (TICKS * args.every)  # ticks -> % of one core
+        top = sorted(delta.items(), key=lambda kv: -kv[1])[: args.top]
+        groups = "  ".join(f"{name}:{ticks * scale:.0f}" for name, ticks in top)
+        print(f"{time.monotonic() - start:5.0f}s jvm {sum(max(0, v) for v in delta.values()) * scale:5.1f}%  {groups}", flush=True)
+        before = now
+
+
+if __name__ == "__main__":
+    sys.exit(main())
