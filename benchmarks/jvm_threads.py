@@ -3,8 +3,8 @@
     python benchmarks/jvm_threads.py [--pid PID] [--every 10] [--top 7]
 
 Run it beside a sweep or a benchmark (for example `python benchmarks/bench_noise.py
---batch-size 1 --seconds 180 --per-second`). It waits for a process named `java` (or takes
---pid), then prints, every --every seconds, the JVM's CPU as % of one core and its busiest
+--batch-size 1 --seconds 180 --per-second`). It waits for TorchServe's JVM (a `java` running
+org.pytorch.serve.ModelServer; or takes --pid), then prints, every --every seconds, the JVM's CPU as % of one core and its busiest
 thread groups: thread names with their trailing numbers dropped, so "C2 CompilerThre"
 (HotSpot's JIT compiler), "epollEventLoopG" (netty), "W-9000-mlp_1." (a backend worker's
 frontend thread), "GC Thread". It reads /proc/PID/task/*/stat (Linux; user + system
@@ -29,12 +29,17 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def find_java() -> int | None:
+    """TorchServe's JVM (a `java` whose command line runs org.pytorch.serve.ModelServer; a
+    short `java -version`, as the sweeper's Java check runs, is not it)."""
     for entry in os.listdir(PROC):
         if not entry.isdigit():
             continue
         try:
             with open(f"{PROC}/{entry}/comm") as f:
-                if f.read().strip() == "java":
+                if f.read().strip() != "java":
+                    continue
+            with open(f"{PROC}/{entry}/cmdline", "rb") as f:
+                if b"org.pytorch.serve.ModelServer" in f.read():
                     return int(entry)
         except OSError:
             continue
@@ -58,7 +63,7 @@ def thread_ticks(pid: int) -> collections.Counter:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pid", type=int, default=None, help="the JVM's pid (default: the first process named java)")
+    parser.add_argument("--pid", type=int, default=None, help="the JVM's pid (default: the first JVM running TorchServe)")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--top", type=int, default=7, help="thread groups shown per sample")
     parser.add_argument("--wait-s", type=float, default=300.0, help="how long to wait for a JVM to appear")
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     pid, deadline = args.pid, time.monotonic() + args.wait_s
     while pid is None:
         if time.monotonic() > deadline:
-            print(f"error: no process named java appeared within {args.wait_s:g} s", file=sys.stderr)
+            print(f"error: no TorchServe JVM appeared within {args.wait_s:g} s", file=sys.stderr)
             return 1
         time.sleep(0.5)
         pid = find_java()
@@ -81,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             now = thread_ticks(pid)
         except OSError:
-            return 0  # the JVM exited
+            print(f"{time.monotonic() - start:5.0f}s the JVM (pid {pid}) exited", flush=True)
+            return 0
         delta = {k: now[k] - before.get(k, 0) for k in now}  # a group whose threads all ended is left out
         scale = 100.0 / (TICKS * args.every)  # ticks -> % of one core
         top = sorted(delta.items(), key=lambda kv: -kv[1])[: args.top]

@@ -57,7 +57,8 @@ def server():
 
 
 def _warm(fake, settings: Settings) -> dict:
-    me = SimpleNamespace(root_pid=os.getpid())  # the stand-in JVM is this process's child
+    # the stand-in JVM is this process's child; /metrics on the fake answers JSON (a scrape the warm-up ignores)
+    me = SimpleNamespace(root_pid=os.getpid(), metrics_url=fake.url("").rstrip("/"))
     load = LoadProfile(mode="closed", concurrency=2, duration_s=1.0)
     return warm_server(me, Target(fake.url("/p"), b"x"), load, settings)
 
@@ -67,13 +68,15 @@ def test_the_warmup_waits_for_the_compiler_to_go_quiet(server):
     try:
         assert jit.jvm_pid(os.getpid()) == proc.pid
         started = time.monotonic()
-        out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=12))
+        cap = 2.5 + 2 * jit.QUIET_S + 10
+        out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=cap))
         took = time.monotonic() - started
     finally:
         proc.kill()
         proc.wait()
-    # past the minimum and the compiling (2.5 s) plus the quiet span (3 s); well before the cap
-    assert 2.5 + jit.QUIET_S - 0.5 <= out["server_warmup_s"] <= 10.0 and took < 12.0
+    # past the minimum and the compiling (2.5 s) plus the quiet span, then a second run on
+    # new connections for another quiet span; well before the cap
+    assert 2.5 + 2 * jit.QUIET_S - 0.5 <= out["server_warmup_s"] <= 2.5 + 2 * jit.QUIET_S + 6 and took < cap
     assert out["server_warmup_jit_pct"] < jit.QUIET_PCT
 
 
@@ -84,7 +87,7 @@ def test_the_cap_stops_a_warmup_whose_compiler_never_rests(server):
     finally:
         proc.kill()
         proc.wait()
-    assert 2.5 <= out["server_warmup_s"] <= 3.5
+    assert 2.5 <= out["server_warmup_s"] <= 3.0 + 1.5  # the cap, plus starting the engine (counted since the fourth session)
     assert out["server_warmup_jit_pct"] >= jit.QUIET_PCT  # says the JVM was still compiling
 
 

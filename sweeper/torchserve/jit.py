@@ -31,8 +31,10 @@ import psutil
 COMPILER_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
 # quiet: the compiler threads used less than this share of one core over the last QUIET_S
 # seconds. Settled servers read 0-3% in the samples above; compiling ones 10-50%.
+# 3 s until 2026-12-01, when C2 was seen to compile in bursts with lulls of 2-4 s. (A
+# longer span alone did not cure the cold first trial: see sweeper.measure.warm_server.)
 QUIET_PCT = 5.0
-QUIET_S = 3.0
+QUIET_S = 5.0
 
 PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
