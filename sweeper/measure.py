@@ -228,9 +228,10 @@ def warm_server(server: TorchServe, target, load: LoadProfile, settings: Setting
 
     1. at least settings.server_warmup_s, then until the JVM's JIT compiler threads are
        quiet (sweeper.torchserve.jit);
-    2. on new connections (a second engine run, as every trial is) after a scrape of
-       /metrics (as every trial's window starts with), until the compiler is quiet again,
-       at least jit.QUIET_S.
+    2. on new connections (a second engine run, as every trial is), until the compiler is
+       quiet again, at least jit.QUIET_S.
+
+    Each run starts with a scrape of /metrics, as every trial's window does.
 
     Both together last at most settings.server_warmup_cap_s. Why two: HotSpot compiles
     what the warm-up did; what a trial adds (new connections, a metrics scrape) made it
