@@ -8,8 +8,8 @@ org.pytorch.serve.ModelServer; or takes --pid), then prints, every --every secon
 thread groups: thread names with their trailing numbers dropped, so "C2 CompilerThre"
 (HotSpot's JIT compiler), "epollEventLoopG" (netty), "W-9000-mlp_1." (a backend worker's
 frontend thread), "GC Thread". It reads /proc/PID/task/*/stat (Linux; user + system
-ticks), so a thread that is born and gone between two samples is missed. It stops when the
-JVM exits.
+seconds, via sweeper.torchserve.jit.thread_cpu), so a thread that is born and gone
+between two samples is missed. It stops when the JVM exits.
 
 The fourth session's README figures (C2 bursts 40-100 s after the server warm-up) come from
 this script.
@@ -23,9 +23,12 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sweeper.torchserve import jit  # noqa: E402
 
 PROC = "/proc"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def find_java() -> int | None:
@@ -46,18 +49,15 @@ def find_java() -> int | None:
     return None
 
 
-def thread_ticks(pid: int) -> collections.Counter:
-    """CPU ticks per thread group of `pid` (raises OSError when it is gone)."""
+def group_cpu(pid: int) -> collections.Counter:
+    """CPU seconds per thread group of `pid`: thread names without their trailing numbers
+    (sweeper.torchserve.jit.thread_cpu reads them). Raises OSError when it is gone."""
+    threads = jit.thread_cpu(pid)
+    if threads is None:
+        raise OSError(f"cannot read {PROC}/{pid}/task")
     out: collections.Counter = collections.Counter()
-    for tid in os.listdir(f"{PROC}/{pid}/task"):
-        try:
-            with open(f"{PROC}/{pid}/task/{tid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue  # the thread ended
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[re.sub(r"[#\d-]+$", "", name).strip()] += int(fields[11]) + int(fields[12])
+    for name, cpu in threads.values():
+        out[re.sub(r"[#\d-]+$", "", name).strip()] += cpu
     return out
 
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
         pid = find_java()
     try:
-        before = thread_ticks(pid)
+        before = group_cpu(pid)
     except OSError:
         print(f"error: cannot read {PROC}/{pid}/task", file=sys.stderr)
         return 1
@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     while True:
         time.sleep(args.every)
         try:
-            now = thread_ticks(pid)
+            now = group_cpu(pid)
         except OSError:
             print(f"{time.monotonic() - start:5.0f}s the JVM (pid {pid}) exited", flush=True)
             return 0
         delta = {k: now[k] - before.get(k, 0) for k in now}  # a group whose threads all ended is left out
-        scale = 100.0 / (TICKS * args.every)  # ticks -> % of one core
+        scale = 100.0 / args.every  # CPU seconds -> % of one core
         top = sorted(delta.items(), key=lambda kv: -kv[1])[: args.top]
-        groups = "  ".join(f"{name}:{ticks * scale:.0f}" for name, ticks in top)
+        groups = "  ".join(f"{name}:{cpu * scale:.0f}" for name, cpu in top)
         print(f"{time.monotonic() - start:5.0f}s jvm {sum(max(0, v) for v in delta.values()) * scale:5.1f}%  {groups}", flush=True)
         before = now
 

@@ -102,11 +102,11 @@ def test_benchmarks_jvm_threads_groups_cpu_by_thread_name(child):
     import jvm_threads
 
     proc, _ = child
-    first = jvm_threads.thread_ticks(proc.pid)
+    first = jvm_threads.group_cpu(proc.pid)
     time.sleep(0.5)
-    second = jvm_threads.thread_ticks(proc.pid)
+    second = jvm_threads.group_cpu(proc.pid)
     grew = {name for name in second if second[name] > first.get(name, 0)}
     assert {"C2 CompilerThre", "epollEventLoopG"} <= grew
     assert "C1 CompilerThre" not in grew and "C1 CompilerThre" in second
     with pytest.raises(OSError):
-        jvm_threads.thread_ticks(2**22 + 1)  # no such process
+        jvm_threads.group_cpu(2**22 + 1)  # no such process

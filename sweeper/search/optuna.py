@@ -141,7 +141,10 @@ class OptunaSearch:
         self._rng = random.Random(seed)
         self._dims, self._ordered = dimensions(self._axes)
         self.startup = max(MIN_STARTUP, min(MAX_STARTUP, self._budget // 4))
-        self.polish = min(_neighbourhood_size(self._dims, self._ordered), int(self._budget * POLISH_SHARE))
+        # an inner point's neighbours: 2 on an ordered axis (1 when it has two values), the
+        # other values of a categorical one
+        inner = sum(min(2, len(a.values) - 1) if self._ordered[a.name] else len(a.values) - 1 for a in self._axes if a.name in self._dims)
+        self.polish = min(inner, int(self._budget * POLISH_SHARE))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup, constant_liar=True)
         storage: Any = None
         if options.storage_dir is not None:
@@ -430,15 +433,6 @@ class OptunaSearch:
             elif d == best_d:
                 best.append(other)
         return self._rng.choice(best) if best else None
-
-
-def _neighbourhood_size(dims: Mapping[str, Any], ordered: Mapping[str, bool]) -> int:
-    """How many neighbours an inner point of the space has (sweeper's `_neighbours`)."""
-    size = 0
-    for name, dim in dims.items():
-        count = len(getattr(dim, "choices", ())) or dim.high - dim.low + 1
-        size += min(2, count - 1) if ordered[name] else count - 1
-    return size
 
 
 def _key_at(sizes: list[int], index: int) -> tuple[int, ...]:

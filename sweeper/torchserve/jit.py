@@ -54,9 +54,10 @@ def jvm_pid(root_pid: int) -> int | None:
     return None
 
 
-def compiler_cpu(pid: int, proc: Path = PROC) -> dict[int, float] | None:
-    """CPU seconds (user + system) of each JIT compiler thread of `pid`, by thread id;
-    None where /proc/PID/task cannot be read."""
+def thread_cpu(pid: int, proc: Path = PROC) -> dict[int, tuple[str, float]] | None:
+    """Each thread of `pid` by thread id: its name (Linux keeps 15 characters) and its CPU
+    seconds (user + system); None where /proc/PID/task cannot be read. A thread that ends
+    while it is read is left out."""
     try:
         tids = os.listdir(proc / str(pid) / "task")
     except OSError:
@@ -64,15 +65,23 @@ def compiler_cpu(pid: int, proc: Path = PROC) -> dict[int, float] | None:
     out = {}
     for tid in tids:
         try:
-            name = (proc / str(pid) / "task" / tid / "comm").read_text().strip()
-            if not name.startswith(COMPILER_THREAD_PREFIXES):
-                continue
+            stat = (proc / str(pid) / "task" / tid / "stat").read_text()
+            name, _, rest = stat.partition("(")[2].rpartition(")")
             # fields after "(comm)": state is field 3; utime and stime are fields 14, 15
-            fields = (proc / str(pid) / "task" / tid / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
+            fields = rest.split()
+            out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / _TICKS)
         except (OSError, IndexError, ValueError):
             continue  # the thread ended while we read it
     return out
+
+
+def compiler_cpu(pid: int, proc: Path = PROC) -> dict[int, float] | None:
+    """CPU seconds (user + system) of each JIT compiler thread of `pid`, by thread id;
+    None where /proc/PID/task cannot be read."""
+    threads = thread_cpu(pid, proc)
+    if threads is None:
+        return None
+    return {tid: cpu for tid, (name, cpu) in threads.items() if name.startswith(COMPILER_THREAD_PREFIXES)}
 
 
 class Watch:
