@@ -47,7 +47,7 @@ from bench_load_common import torchserve  # noqa: E402
 
 import psutil  # noqa: E402
 
-from sweeper import hoststat  # noqa: E402
+from sweeper import hoststat, hostspeed  # noqa: E402
 from sweeper.torchserve import jit  # noqa: E402
 from sweeper.measure import warm_server  # noqa: E402
 from sweeper.spec import Settings  # noqa: E402
@@ -139,6 +139,16 @@ class StealSampler:
         return out
 
 
+def speed_at(samples: list[tuple[float, float]], t0_mono: float, count: int) -> np.ndarray:
+    """The median CPU speed sample in each 1 s window [t0 + i, t0 + i + 1) (NaN where none)."""
+    out = np.full(count, np.nan)
+    for i in range(count):
+        inside = [v for t, v in samples if t0_mono + i <= t < t0_mono + i + 1]
+        if inside:
+            out[i] = float(np.median(inside))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=100)
@@ -171,8 +181,14 @@ def main() -> int:
         print(f"server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
               f"{warmed['server_warmup_jit_pct']:.1f}% of a core", flush=True)
         started: dict[str, float] = {}
+        speed = hostspeed.SpeedProbe()
+        wall_minus_mono = time.time() - time.monotonic()
         with StealSampler(jit.jvm_pid(server.root_pid)) as sampler:
-            run = run_load(target, load, on_ready=lambda: started.setdefault("t0", time.time() + START_DELAY_S))
+            speed.start()
+            try:
+                run = run_load(target, load, on_ready=lambda: started.setdefault("t0", time.time() + START_DELAY_S))
+            finally:
+                speed.stop()
     windows = load_windows.cut(run.records, 1.0, float(args.seconds))
     rps = np.array([w.rps for w in windows])
     print(f"\n1 s windows: {len(rps)}, mean {rps.mean():,.0f} req/s, CV {cv_pct(rps):.1f}%, "
@@ -193,10 +209,24 @@ def main() -> int:
         busy = int((compiling >= jit.QUIET_PCT).sum())
         print(f"JVM JIT compiler threads per second: mean {np.nanmean(compiling):.1f}%, max {np.nanmax(compiling):.1f}% "
               f"of a core; {busy} s at or above {jit.QUIET_PCT:g}%")
+    cpu_speed = speed_at(speed.samples, started["t0"] - wall_minus_mono, len(rps))
+    has = np.isfinite(cpu_speed)
+    if has.sum() >= 3:
+        r = float(np.corrcoef(rps[has], cpu_speed[has])[0, 1])
+        print(f"host CPU speed (sweeper.hostspeed, median of each second's samples): CV {cv_pct(cpu_speed[has]):.1f}% "
+              f"over {int(has.sum())} s; Pearson r(throughput, speed) = {r:.2f}")
+        rel = cpu_speed / np.nanmedian(cpu_speed)
+        print("\n| block | CV of the CPU speed | CV of throughput | CV of throughput / speed |\n|---:|---:|---:|---:|")
+        for k in BLOCKS:
+            n = len(rps) // k
+            if n >= 3:
+                blocks = lambda a: np.nanmean(a[: n * k].reshape(n, k), axis=1)  # noqa: E731
+                t, v = blocks(rps), blocks(rel)
+                print(f"| {k} s | {cv_pct(v):.1f}% | {cv_pct(t):.1f}% | {cv_pct(t / v):.1f}% |")
     if args.per_second:
-        print("\n| s | req/s | steal % | JVM % of a core | JIT % of a core |\n|---:|---:|---:|---:|---:|")
+        print("\n| s | req/s | steal % | JVM % of a core | JIT % of a core | CPU speed |\n|---:|---:|---:|---:|---:|---:|")
         for i in range(len(rps)):
-            print(f"| {i} | {rps[i]:,.0f} | {steal[i]:.1f} | {jvm[i]:.0f} | {compiling[i]:.0f} |")
+            print(f"| {i} | {rps[i]:,.0f} | {steal[i]:.1f} | {jvm[i]:.0f} | {compiling[i]:.0f} | {cpu_speed[i]:.1f} |")
     floor = dict((k, cv) for k, _, cv in block_cvs(rps))
     if 6 in floor:
         print(f"\nnoise floor: two 6 s measurements of one configuration differ by a CV of about {floor[6]:.1f}% "

@@ -2,6 +2,7 @@
 the first answers checked (a refused payload fails before the warm-up), the warm-up and
 the measured load window (sweeper.load), /metrics scraped at the window's edges, the
 served batches read from the server's log, the process tree sampled during the window, the
+machine's CPU speed sampled (sweeper.hostspeed), the
 backend workers checked to have survived it and the success rate held to
 settings.min_success_rate. The result is the trial's row (client_*, server_*, proc_* columns) and its
 files as bytes. Where the server runs, and when it is started or reused, is the
@@ -20,7 +21,7 @@ from dataclasses import replace
 
 import psutil
 
-from . import answers, hoststat, serverlog
+from . import answers, hostspeed, hoststat, serverlog
 from .analysis.agreement import client_server_columns
 from .capacity import CapacityRule, Step, find_capacity, judge
 from .errors import ServerError
@@ -81,11 +82,13 @@ def measure(
         window["metrics"] = metrics.scrape(server.metrics_url)
         window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s).start()
         window["host"] = hoststat.cpu_times()
+        window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
 
     try:
         run = run_load(target, trial.load, warmup=warmup, on_ready=before_window, stability=rule)
     finally:
         samples = window["probe"].stop() if "probe" in window else []
+        speeds = window["speed"].stop() if "speed" in window else []
     host_after = hoststat.cpu_times()
     before, workers_before = window["metrics"], window["workers"]
     after = metrics.scrape(server.metrics_url) if server.alive() else {}
@@ -110,6 +113,7 @@ def measure(
     row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
     row.update(probe.summarize(samples, served_all))
     row.update(hoststat.columns(window.get("host"), host_after))
+    row.update(hostspeed.columns(speeds))
     row.update(server_warmup)
     row["measure_s"] = measured.wall_s
     if not server.alive():

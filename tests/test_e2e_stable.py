@@ -46,6 +46,8 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
     assert df["server_warmup_jit_pct"].iloc[1:].isna().all()
     # the machine's CPU time over each window (Linux /proc/stat)
     assert df["host_busy_pct"].between(0.1, 100).all() and df["host_steal_pct"].between(0, 100).all()
+    # the CPU speed probe sampled through every window (sweeper.hostspeed: every probe_interval_s)
+    assert (df["host_speed"] > 0).all() and (df["host_speed_n"] >= 2).all()
     for _, r in df.iterrows():
         windows = json.loads(r["client_windows"])
         used = [w for w in windows if w["used"]]

@@ -44,6 +44,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "client_minus_server_mean_ms": ("mean", "min", "max"),
     "client_window_cv": ("mean", "max"),
     "host_steal_pct": ("mean", "max"),  # the hypervisor gave the CPU to another guest (sweeper.hoststat)
+    "host_speed": ("mean", "min", "max"),  # how fast the CPUs ran (sweeper.hostspeed)
     # search.objective capacity (sweeper.capacity): the rate search's result per repeat
     "capacity_rps_at_slo": ("mean", "min", "max"),
     "capacity_steps_n": ("mean",),
