@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sweeper.analysis import speed  # noqa: E402
 from sweeper.analysis.aggregate import aggregate_trials  # noqa: E402
 from sweeper.hoststat import STEAL_NOTE_PCT  # noqa: E402
 from sweeper.report.recommend import recommend  # noqa: E402
@@ -68,28 +69,9 @@ def describe(run_dir: Path, baseline_s: float) -> dict:
         "steal_runs": int((rows["host_steal_pct"] > STEAL_NOTE_PCT).sum()) if "host_steal_pct" in rows else 0,
         # the same CVs over the trials none of whose repeats ran under steal above STEAL_NOTE_PCT
         "clean": clean_cvs(closed, opened) if "host_steal_pct" in rows else None,
-        "speed": speed_cvs(closed) if "host_speed" in rows and rows["host_speed"].notna().any() else None,
+        # the host's CPU speed (sweeper.hostspeed; absent in older runs)
+        "speed": speed.summarize(rows),
     }
-
-
-def speed_cvs(closed: pd.DataFrame) -> dict:
-    """The host's CPU speed over the run (sweeper.hostspeed), and the closed-loop CVs again
-    with each repeat's throughput divided by its host speed (relative to the run's median):
-    what is left of the repeat-to-repeat noise once the CPUs' own speed is taken out. A
-    diagnostic only; the sweeper's figures are what the server served."""
-    ok = closed[closed["status"] == "ok"].copy()
-    speed = pd.to_numeric(ok["host_speed"], errors="coerce")
-    rel = speed / speed.median()
-    ok["adjusted_rps"] = ok["client_throughput_rps"] / rel
-    cv_raw = repeat_cv(ok, "client_throughput_rps") * 100
-    cv_adj = repeat_cv(ok, "adjusted_rps") * 100
-    speed_cv = repeat_cv(ok.assign(host_speed=speed), "host_speed") * 100
-    # does a repeat that served more also run on faster CPUs? (deviations from the trial's mean)
-    dev = ok.groupby("trial_id")[["client_throughput_rps", "host_speed"]].transform(lambda c: c / c.mean() - 1)
-    r = float(dev["client_throughput_rps"].corr(dev["host_speed"])) if len(dev) >= 3 else float("nan")
-    return {"min_rel": float(rel.min()), "max_rel": float(rel.max()), "speed_cv_median": float(speed_cv.median()),
-            "raw_median": float(cv_raw.median()), "raw_worst": float(cv_raw.max()),
-            "adj_median": float(cv_adj.median()), "adj_worst": float(cv_adj.max()), "r": r, "n": len(cv_raw)}
 
 
 def clean_cvs(closed: pd.DataFrame, opened: pd.DataFrame) -> dict:
@@ -133,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         if r.get("speed"):
             v = r["speed"]
-            print(f"{r['run']} host CPU speed: {v['min_rel']:.2f}-{v['max_rel']:.2f}x the run's median over the closed-loop "
-                  f"runs, repeat-to-repeat CV median {v['speed_cv_median']:.1f}%; Pearson r(throughput, speed) between "
-                  f"repeats of a trial {v['r']:.2f}. Closed tput CV with each repeat divided by its CPU speed: median "
-                  f"{v['adj_median']:.1f}% / worst {v['adj_worst']:.1f}% (raw {v['raw_median']:.1f}% / {v['raw_worst']:.1f}%)")
+            print(f"{r['run']} host CPU speed: {v.min_rel:.2f}-{v.max_rel:.2f}x the run's median; Pearson r(throughput, "
+                  f"speed) between repeats of a closed-loop trial {v.r:.2f} over {v.paired_repeats} repeats. Closed tput CV "
+                  f"with each repeat divided by its CPU speed: median {v.cv_adjusted_pct:.1f}% / worst "
+                  f"{v.worst_adjusted_pct:.1f}% (as served {v.cv_raw_pct:.1f}% / {v.worst_raw_pct:.1f}%)")
     print(f"goals: closed CV median <= {GOALS['closed_median']:g}%, worst <= {GOALS['closed_worst']:g}%; "
           f"open p99 CV median <= {GOALS['open_median']:g}%; trials <= {GOALS['time_ratio']:g}x")
     for r in runs:

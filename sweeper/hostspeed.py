@@ -13,7 +13,7 @@ throughput on a saturated machine moves with it.
 `SpeedProbe` runs `UNIT` every interval_s on a background thread and divides the work by
 the thread's own CPU time (time.thread_time), so time the thread waited - for a CPU, for
 the GIL, for the hypervisor - does not count: what is left is how fast the CPU it ran on
-executed a fixed instruction stream. At the default interval it costs about 0.4% of one
+executed a fixed instruction stream. At the default interval it costs about 0.8% of one
 core. It samples whichever CPU the scheduler gives it, so over a window it averages the
 machine's CPUs.
 
@@ -30,6 +30,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+# A unit timed right after the thread woke from its sleep reads the CPU's wake-up (cold
+# caches and branch predictors, an idle core's lower clock), not its speed, and that
+# depends on how busy the machine is: measured on the 2-core VM (40 samples 0.25 s apart,
+# medians), units per CPU ms read 0.75-0.84 on an idle machine and 0.93 with both CPUs
+# busy. In a sweep that made the figure follow the trial's own load (Pearson r = 0.80
+# between host_speed and host_busy_pct over batching run J's 54 runs). With one unit run
+# first and not timed, the same samples read 0.885-0.901 idle, with one CPU busy and with
+# both. So each sample runs one unit untimed, then times the next.
 UNIT_LOOPS = 10000  # about 1 ms of CPU on the 2-core VM: 0.4% of a core every 0.25 s
 
 
@@ -73,6 +81,7 @@ class SpeedProbe:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            unit()  # the CPU's wake-up, untimed (see UNIT_LOOPS)
             speed = units_per_cpu_ms()
             if math.isfinite(speed):
                 self.samples.append((time.monotonic(), speed))

@@ -59,3 +59,35 @@ def test_time_spent_waiting_for_the_gil_is_not_counted_as_slowness():
         sys.setswitchinterval(old)
     assert statistics.median(walls) < 0.75 * statistics.median(idle)  # the contention was real
     assert statistics.median(cpus) > 0.8 * statistics.median(idle)
+
+
+def _rows(speeds_and_rps):
+    import pandas as pd
+
+    rows = []
+    for trial, repeat, speed, rps in speeds_and_rps:
+        rows.append({"trial_id": trial, "repeat": repeat, "status": "ok", "load_mode": "closed",
+                     "client_throughput_rps": rps, "host_speed": speed})
+    return pd.DataFrame(rows)
+
+
+def test_a_run_whose_throughput_follows_the_cpu_speed_says_so():
+    from sweeper.analysis import speed
+
+    # throughput exactly proportional to CPU speed: dividing by it leaves no repeat noise
+    df = _rows([("a", 0, 1.0, 1000.0), ("a", 1, 1.2, 1200.0), ("b", 0, 0.9, 450.0), ("b", 1, 1.1, 550.0),
+                ("c", 0, 1.05, 2100.0), ("c", 1, 0.95, 1900.0)])
+    s = speed.summarize(df)
+    assert s.r == pytest.approx(1.0)
+    assert s.cv_raw_pct > 5 and s.cv_adjusted_pct == pytest.approx(0.0, abs=1e-9)
+    assert s.min_rel < 1 < s.max_rel and s.paired_repeats == 6
+    assert "Pearson r = 1.00" in speed.sentence(s)
+
+
+def test_a_run_whose_throughput_ignores_the_cpu_speed_is_not_adjusted_into_agreement():
+    from sweeper.analysis import speed
+
+    df = _rows([("a", 0, 1.0, 1000.0), ("a", 1, 1.2, 1000.0), ("b", 0, 0.9, 500.0), ("b", 1, 1.1, 500.0)])
+    s = speed.summarize(df)
+    assert s.cv_raw_pct == 0 and s.cv_adjusted_pct > 5
+    assert speed.summarize(df.drop(columns=["host_speed"])) is None

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..analysis.aggregate import aggregate_trials, served_batch_column
 from ..analysis.findings import thread_findings
+from ..analysis import speed
 from ..hoststat import STEAL_NOTE_PCT
 from . import fmt
 
@@ -194,6 +195,9 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
                 "Such a repeat is left out of its trial's figures when the trial has one without; a trial "
                 "with every repeat under steal keeps them, and its figures carry noise from outside the server."
             )
+        host_speed = speed.summarize(df)
+        if host_speed is not None:
+            lines += ["", speed.sentence(host_speed)]
     if cores:
         found = thread_findings(df, cores)
         if found:
