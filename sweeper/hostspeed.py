@@ -4,20 +4,24 @@ On a virtual machine a virtual CPU does not run at one speed. Another guest on t
 hyperthread sibling of the same physical core, the host's frequency and its shared caches
 all change how much work one CPU second does, and none of that shows as steal in
 /proc/stat: the guest ran, just slower. Measured on the 2-core VM this was built on
-(2026-12-02, two processes each looping over this module's work unit, nothing else
-running; benchmarks/bench_host_speed.py): the work done per CPU second moved with a CV
-of 13% between 1 s windows, 8.1% between 6 s blocks, 4.1% between 30 s blocks and 3.0%
-between 60 s blocks, and the two CPUs moved independently (Pearson -0.08). A sweep's
-throughput on a saturated machine moves with it.
+(2026-12-02 02:16, benchmarks/bench_host_speed.py: two processes each looping over this
+module's work unit for 240 s, nothing else running): the work done per CPU second of the
+two CPUs together moved with a CV of 11.3% between 1 s windows, 8.0% between 6 s blocks
+and 6.7% between 60 s blocks, and the two CPUs moved nearly independently (r = 0.18). Throughput on a
+saturated machine moves with it: per second, Pearson r = 0.68 between a TorchServe's
+throughput and this probe at constant load (benchmarks/bench_noise.py, 120 s). Between the
+6 s repeats of a sweep the probe explained less (r = 0.41 in batching run K; its ~26
+samples a window are few against the CPUs' second-to-second movement): a record of the
+machine, not a correction.
 
-`SpeedProbe` runs `UNIT` every interval_s on a background thread and divides the work by
+`SpeedProbe` runs `unit` every interval_s on a background thread and divides the work by
 the thread's own CPU time (time.thread_time), so time the thread waited - for a CPU, for
 the GIL, for the hypervisor - does not count: what is left is how fast the CPU it ran on
 executed a fixed instruction stream. At the default interval it costs about 0.8% of one
 core. It samples whichever CPU the scheduler gives it, so over a window it averages the
 machine's CPUs.
 
-The figure is relative, in units of `UNIT` per CPU millisecond: compare it between
+The figure is relative, in units of `unit` per CPU millisecond: compare it between
 trials of one run on one machine (sweeper.analysis reads the spread over a run), not
 across machines or Python versions.
 """

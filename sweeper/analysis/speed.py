@@ -87,10 +87,9 @@ def sentence(s: SpeedSummary) -> str:
     )
     if s.r == s.r:
         text += (
-            f" Between repeats of the same closed-loop trial, throughput moved with it (Pearson r = {s.r:.2f} "
-            f"over {s.paired_repeats} repeats); divided by each repeat's CPU speed, the repeat-to-repeat CV of "
-            f"throughput would be {s.cv_adjusted_pct:.1f}% median / {s.worst_adjusted_pct:.1f}% worst instead of "
-            f"{s.cv_raw_pct:.1f}% / {s.worst_raw_pct:.1f}%. The figures above are as served; differences "
-            "between configurations smaller than the CPUs' own movement are the machine's, not the settings'."
+            f" Between repeats of the same closed-loop trial, throughput moved with it by Pearson r = {s.r:.2f} "
+            f"(over {s.paired_repeats} repeats; near 0, the CPUs' speed at this probe's resolution does not explain "
+            "how far the repeats differ). The figures above are as served; differences between configurations "
+            "smaller than the CPUs' own movement may be the machine's, not the settings'."
         )
     return text
