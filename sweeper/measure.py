@@ -142,8 +142,10 @@ def measure_capacity(
     step, then one open-loop run of rule.step_s per step, the first rule.warmup_s of each
     not judged. The row: the capacity_* columns, and the client_* columns of the step at
     the capacity (the highest passing rate; the first step when none passed), whose
-    requests are requests.csv.gz. server_* and proc_* are not measured (they would span
-    every step). A step that fails is data; a worker or server that dies fails the trial."""
+    requests are requests.csv.gz, and the server_*, proc_* and host_speed columns of that
+    same step (each step's run scrapes /metrics and samples the process tree, as a
+    trial's window does; the figures of the other steps are dropped). A step that fails is
+    data; a worker or server that dies fails the trial."""
     warmup_s = settings.warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
     server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
     url = f"{server.inference_url}/predictions/{trial.model.name}"
@@ -161,12 +163,33 @@ def measure_capacity(
     runs: list = []  # the judged part of each step's run
     abandoned = 0
 
+    observed: list[dict] = []  # the server_*, proc_* and host_speed columns of each step
+
     def step(rate: float) -> Step:
         nonlocal warmup, abandoned
-        verdict, judged, lost_requests = capacity_step(target, trial.load, rate, rule, requests.expect_status, warmup)
+        window: dict = {}
+
+        def before_step() -> None:
+            window["metrics"] = metrics.scrape(server.metrics_url)
+            window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s).start()
+            window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
+
+        try:
+            verdict, judged, lost_requests, served = capacity_step(
+                target, trial.load, rate, rule, requests.expect_status, warmup, on_ready=before_step
+            )
+        finally:
+            samples = window["probe"].stop() if "probe" in window else []
+            speeds = window["speed"].stop() if "speed" in window else []
         warmup = None  # the server is warm from here on
         runs.append(judged)
         abandoned += lost_requests
+        seen: dict = {}
+        if "metrics" in window and server.alive():
+            seen.update(metrics.server_columns(window["metrics"], metrics.scrape(server.metrics_url), trial.model.name, served))
+        seen.update(probe.summarize(samples, served))
+        seen.update(hostspeed.columns(speeds))
+        observed.append(seen)
         if not server.alive():
             raise ServerError(f"TorchServe died during the capacity search (step at {rate:g} req/s)", server.log_tail())
         lost = workers_before - worker_pids(server)
@@ -185,6 +208,7 @@ def measure_capacity(
         row["request_body_bytes_mean"] = requests.body_bytes_mean
     row.update(load_windows.columns(best, load_windows.posthoc(best), None))
     row.update(found.columns())
+    row.update(observed[found.best])  # the server and its processes during that step's run
     row["capacity_abandoned_requests"] = abandoned
     row.update(hoststat.columns(host_before, hoststat.cpu_times()))  # every step, warm-up included
     row.update(server_warmup)
@@ -193,19 +217,31 @@ def measure_capacity(
 
 
 def capacity_step(
-    target, load: LoadProfile, rate: float, rule: CapacityRule, expect_status: int, warmup: LoadProfile | None = None
-) -> tuple[Step, LoadRun, int]:
+    target,
+    load: LoadProfile,
+    rate: float,
+    rule: CapacityRule,
+    expect_status: int,
+    warmup: LoadProfile | None = None,
+    on_ready=None,
+) -> tuple[Step, LoadRun, int, int]:
     """One step of the rate search: `load` at `rate` for rule.step_s, judged without its
-    first rule.warmup_s. Returns the verdict, the judged part of the run and the requests
-    it abandoned (timeouts and connection errors over the whole step)."""
-    run = run_load(target, replace(load, rate_rps=rate, duration_s=rule.step_s, requests=None), warmup=warmup)
+    first rule.warmup_s. `on_ready` runs after the warm-up, just before the step's run (as
+    run_load's). Returns the verdict, the judged part of the run, the requests it abandoned
+    (timeouts and connection errors over the whole step) and the requests served over the
+    whole step (the denominator of the server's and the processes' per-request figures,
+    which span the whole run)."""
+    run = run_load(
+        target, replace(load, rate_rps=rate, duration_s=rule.step_s, requests=None), warmup=warmup, on_ready=on_ready
+    )
     judged = load_windows.between(run, rule.warmup_s, rule.step_s) if rule.warmup_s > 0 else run
     figures = summarize(judged)
     success = answers.success_rate(judged.records["status"], expect_status)
     verdict = judge(
         rate, figures["client_latency_p99_ms"], success, figures["client_achieved_rate_rps"], figures["client_throughput_rps"], rule
     )
-    return verdict, judged, abandoned_requests(summarize(run))
+    whole = summarize(run)
+    return verdict, judged, abandoned_requests(whole), int(whole["client_ok"])
 
 
 def stability_rule(settings: Settings) -> Stability | None:

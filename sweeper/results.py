@@ -82,7 +82,8 @@ capacity:  search.objective capacity (sweeper.capacity; load_mode is then "capac
            p99_ms, success_rate, achieved_rps, throughput_rps, passed, reason, limit),
            capacity_abandoned_requests (timeouts and connection errors over every step).
            The client_* columns and requests.csv.gz are the step at the capacity (the
-           first step when none passed); server_* and proc_* are not measured
+           first step when none passed), and so are server_*, proc_* and host_speed
+           (over that step's whole run)
 ceiling:   with settings.baseline or `sweeper baseline RUN_DIR` (sweeper.analysis.efficiency):
            baseline_samples_per_s (in-process samples/s of the same model and handler at
            the trial's batch size and torch threads), efficiency (client_throughput_rps /

@@ -138,14 +138,20 @@ def run_client(name: str, path: str, req: Request, connections: int, duration_s:
     return parse_ab(out.stdout)
 
 
-def run_engine(req: Request, connections: int, duration_s: float) -> Measurement:
-    from .load import LoadProfile, Target, run_load, summarize
+def engine_target(req: Request):
+    """The load engine's Target for `req`."""
+    from .load import Target
 
     headers = [("Content-Type", req.content_type)] if req.body else []
     if req.authorization:
         headers.append(("Authorization", req.authorization))
-    target = Target(req.url, body=req.body, headers=tuple(headers), method=req.method)
-    s = summarize(run_load(target, LoadProfile("closed", concurrency=connections, duration_s=duration_s)))
+    return Target(req.url, body=req.body, headers=tuple(headers), method=req.method)
+
+
+def run_engine(req: Request, connections: int, duration_s: float) -> Measurement:
+    from .load import LoadProfile, run_load, summarize
+
+    s = summarize(run_load(engine_target(req), LoadProfile("closed", concurrency=connections, duration_s=duration_s)))
     return Measurement(float(s["client_throughput_rps"]), int(s["client_errors"]))
 
 
@@ -228,6 +234,8 @@ def verify(
 ) -> dict:
     """Rerun the winner, measure `count` alternating pairs, write verify.json; return it."""
     from .inputs import trial_config, trial_env
+    from .load import LoadProfile
+    from .measure import warm_server
     from .torchserve import management
     from .torchserve.process import TorchServe
 
@@ -269,15 +277,21 @@ def verify(
         server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
         auth = server.headers("inference").get("Authorization", "")
         req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
-        # warm both clients and the server up once, unrecorded; the server's JIT for
-        # settings.server_warmup_s (the first trial of a sweep's server gets as much)
+        # warm the server up as a sweep warms a fresh server's first trial (the JVM's JIT:
+        # sweeper.measure.warm_server), then each client once, unrecorded
         warm = min(2.0, duration_s)
-        run_engine(req, connections, max(warm, settings.server_warmup_s))
+        warmed = warm_server(server, engine_target(req), LoadProfile("closed", concurrency=connections,
+                             duration_s=duration_s), settings)
+        if progress:
+            progress(f"  server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
+                     f"{warmed['server_warmup_jit_pct']:.1f}% of a core")
+        run_engine(req, connections, warm)
         with tempfile.TemporaryDirectory(prefix="sweeper-verify-") as tmp:
             run_client(client[0], client[1], req, connections, warm, Path(tmp))
         result = pairs(req, client, connections, duration_s, count, progress)
     finally:
         server.stop()  # its logs stay in servers/verify-*, as every server's do
+    result.update(server_warmup_s=warmed["server_warmup_s"], server_warmup_jit_pct=warmed["server_warmup_jit_pct"])
     result.update(trial_id=trial.trial_id, params={k: v for k, v in trial.params().items() if k.startswith("param_")})
     write_atomic(run.verify_json, json.dumps(result, indent=1, default=str))
     return result

@@ -46,5 +46,9 @@ def test_capacity_search_writes_capacity_rps_at_slo(tmp_path, capsys):
     # the row's client_* figures are the step at the capacity
     assert row["client_target_rate_rps"] == row["capacity_rps_at_slo"]
     assert row["client_latency_p99_ms"] <= 2000
+    # and so are the server's counters and the process samples: that step's whole run (its
+    # first warmup_s included), never fewer requests than its judged part
+    assert row["server_requests"] >= row["client_ok"] > 0
+    assert row["proc_cpu_pct"] > 0 and row["proc_ctx_all_per_req"] > 0 and row["host_speed"] > 0
     assert "capacity req/s at SLO" in (run_dir / "results.md").read_text()
     assert_nothing_left(out)
