@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import sys
-import threading
 import time
 
 import pytest
@@ -31,34 +28,12 @@ def test_the_probe_samples_until_stopped():
     assert len(probe.samples) == count  # stopped means stopped
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="thread CPU clocks as Linux keeps them")
-def test_time_spent_waiting_for_the_gil_is_not_counted_as_slowness():
-    """A wall-clock timer would read a unit that waited for the GIL as a slow CPU. With
-    another thread busy in Python and a short switch interval, each unit is interrupted
-    many times: its wall time roughly doubles, its CPU time does not."""
-    idle = [hostspeed.units_per_cpu_ms() for _ in range(30)]
-    stop = threading.Event()
-
-    def spin():
-        while not stop.is_set():
-            sum(i for i in range(1000))
-
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(0.0001)
-    busy_thread = threading.Thread(target=spin, daemon=True)
-    busy_thread.start()
-    try:
-        walls, cpus = [], []
-        for _ in range(30):
-            w0 = time.perf_counter()
-            cpus.append(hostspeed.units_per_cpu_ms())
-            walls.append(1e-3 / (time.perf_counter() - w0))  # units per wall ms
-    finally:
-        stop.set()
-        busy_thread.join()
-        sys.setswitchinterval(old)
-    assert statistics.median(walls) < 0.75 * statistics.median(idle)  # the contention was real
-    assert statistics.median(cpus) > 0.8 * statistics.median(idle)
+def test_time_spent_waiting_is_not_counted_as_slowness(monkeypatch):
+    """Waiting (for a CPU, the GIL, the hypervisor) is not the CPU being slow. A unit that
+    sleeps 50 ms and does almost no work costs almost no CPU time: a wall-clock timer
+    would read it as 0.02 units per ms, the thread's CPU clock as far more."""
+    monkeypatch.setattr(hostspeed, "unit", lambda loops=0: time.sleep(0.05))
+    assert hostspeed.units_per_cpu_ms() > 1.0
 
 
 def _rows(speeds_and_rps):

@@ -82,8 +82,8 @@ def sentence(s: SpeedSummary) -> str:
     text = (
         f"Host CPU speed (host_speed: a fixed piece of work timed in CPU time during every window) "
         f"ranged from {s.min_rel:.2f}x to {s.max_rel:.2f}x of this run's median over its {s.runs} runs. "
-        "On a virtual machine the CPUs' speed moves by itself (another guest on the same physical "
-        "core), and none of that shows as steal."
+        "A CPU's speed can move by itself (on a virtual machine, for example, when another guest "
+        "shares its physical core), and none of that shows as steal."
     )
     if s.r == s.r:
         text += (
