@@ -34,11 +34,7 @@ GOALS = {"closed_median": 3.0, "closed_worst": 8.0, "open_median": 8.0, "time_ra
 
 def repeat_cv(rows: pd.DataFrame, column: str) -> pd.Series:
     """Per trial: sample std / mean of `column` over its ok repeats (trials with 2+ of them)."""
-    ok = rows[rows["status"] == "ok"]
-    grouped = ok.groupby("trial_id")[column]
-    stats = pd.DataFrame({"n": grouped.count(), "mean": grouped.mean(), "std": grouped.std(ddof=1)})
-    stats = stats[stats["n"] >= 2]
-    return (stats["std"] / stats["mean"]).dropna()
+    return speed.repeat_cv_pct(rows[rows["status"] == "ok"], column) / 100.0
 
 
 def describe(run_dir: Path, baseline_s: float) -> dict:

@@ -278,14 +278,14 @@ def verify(
         auth = server.headers("inference").get("Authorization", "")
         req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
         # warm the server up as a sweep warms a fresh server's first trial (the JVM's JIT:
-        # sweeper.measure.warm_server), then each client once, unrecorded
+        # sweeper.measure.warm_server, whose last run is our engine on new connections),
+        # then the other client once, unrecorded
         warm = min(2.0, duration_s)
         warmed = warm_server(server, engine_target(req), LoadProfile("closed", concurrency=connections,
                              duration_s=duration_s), settings)
         if progress:
             progress(f"  server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
                      f"{warmed['server_warmup_jit_pct']:.1f}% of a core")
-        run_engine(req, connections, warm)
         with tempfile.TemporaryDirectory(prefix="sweeper-verify-") as tmp:
             run_client(client[0], client[1], req, connections, warm, Path(tmp))
         result = pairs(req, client, connections, duration_s, count, progress)

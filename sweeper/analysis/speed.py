@@ -31,7 +31,8 @@ class SpeedSummary:
     worst_adjusted_pct: float
 
 
-def _repeat_cv_pct(ok: pd.DataFrame, column: str) -> pd.Series:
+def repeat_cv_pct(ok: pd.DataFrame, column: str) -> pd.Series:
+    """Per trial with 2+ rows in `ok`: sample std / mean of `column`, in percent."""
     grouped = ok.groupby("trial_id")[column]
     stats = pd.DataFrame({"n": grouped.count(), "mean": grouped.mean(), "std": grouped.std(ddof=1)})
     stats = stats[stats["n"] >= 2]
@@ -58,8 +59,8 @@ def summarize(df: pd.DataFrame) -> SpeedSummary | None:
         dev = closed.groupby("trial_id")[["client_throughput_rps", "rel_speed"]].transform(lambda c: c / c.mean() - 1)
         if len(dev) >= 3 and dev["rel_speed"].std() > 0 and dev["client_throughput_rps"].std() > 0:
             r = float(dev["client_throughput_rps"].corr(dev["rel_speed"]))
-        raw = _repeat_cv_pct(closed, "client_throughput_rps")
-        adjusted = _repeat_cv_pct(closed, "adjusted_rps")
+        raw = repeat_cv_pct(closed, "client_throughput_rps")
+        adjusted = repeat_cv_pct(closed, "adjusted_rps")
 
     def stat(series: pd.Series, how: str) -> float:
         return float(getattr(series, how)()) if len(series) else math.nan
