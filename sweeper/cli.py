@@ -23,7 +23,7 @@ def cmd_plan(args) -> int:
     from .preflight import estimate_s, prepare
 
     path, spec, trials, store, _ = prepare(args.sweep, args.yes, check_environment=False)
-    starts, regs = costs(trials)
+    starts, regs = costs(trials, spec.settings.keep_registered)
     how = spec.settings.order or default_order(spec.settings.repeats)
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
           f"order {how}: {starts} server start(s), {regs} model registration(s), model store {store}")

@@ -45,24 +45,34 @@ def measure(
     requests: RequestSet,
     files: dict[str, bytes],
     fresh_server: bool = False,
+    model_name: str | None = None,
+    other_workers: frozenset[int] = frozenset(),
 ) -> dict:
     """Warm up, measure the window, return the row.
 
     `fresh_server`: this is the first trial on a newly started TorchServe; the server
     warm-up (`warm_server`: the JVM's JIT) comes before its own warm-up.
 
+    `model_name`: the name the trial's model is registered under (default: its own name;
+    the local executor keeps other settings of the model registered under other names);
+    `other_workers`: the backend workers of those other registrations, idle during the
+    trial and left out of the proc_* columns and of the check that no worker died.
+
     `files` receives requests.csv.gz as soon as the window is over, so a trial that fails
     afterwards (a worker died during the window: ServerError with the partial row; too
     few successes: RequestsFailed) still keeps its records.
     """
     if trial.capacity is not None:
-        return measure_capacity(server, trial, trial.capacity, settings, requests, files, fresh_server)
+        return measure_capacity(
+            server, trial, trial.capacity, settings, requests, files, fresh_server, model_name, other_workers
+        )
+    name = model_name or trial.model.name
     rule = stability_rule(settings)
     warmup_s = settings.warmup_s
     expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + warmup_s
     expected_s += settings.server_warmup_cap_s if fresh_server else 0.0
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
-    url = f"{server.inference_url}/predictions/{trial.model.name}"
+    url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
     target = requests.target(url, tuple(auth.items()))
     redact_keys = lambda text: redact(text, server.keys)  # noqa: E731
@@ -78,9 +88,9 @@ def measure(
         # runs when the engines have warmed up and wait for t0: snapshot, then measure
         window["stdout_log"] = serverlog.settle(stdout_log)  # the warm-up's batches are before it
         server.note_pids()
-        window["workers"] = worker_pids(server)
+        window["workers"] = worker_pids(server) - other_workers
         window["metrics"] = metrics.scrape(server.metrics_url)
-        window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s).start()
+        window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s, exclude=other_workers).start()
         window["host"] = hoststat.cpu_times()
         window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
 
@@ -106,10 +116,10 @@ def measure(
     # and its client mean for the client-vs-server comparison
     whole = summarize(run) if run.windows else row
     served_all = int(whole["client_ok"])
-    row.update(metrics.server_columns(before, after, trial.model.name, served=served_all))
+    row.update(metrics.server_columns(before, after, name, served=served_all))
     # served batches from TorchServe's own log, over the whole run like its counters
     end = serverlog.settle(stdout_log)
-    row.update(serverlog.batches_between(server.log_dir, trial.model.name, window["stdout_log"], end).columns())
+    row.update(serverlog.batches_between(server.log_dir, name, window["stdout_log"], end).columns())
     row.update(client_server_columns({**row, "client_latency_mean_ms": whole["client_latency_mean_ms"]}))
     row.update(probe.summarize(samples, served_all))
     row.update(hoststat.columns(window.get("host"), host_after))
@@ -137,6 +147,8 @@ def measure_capacity(
     requests: RequestSet,
     files: dict[str, bytes],
     fresh_server: bool = False,
+    model_name: str | None = None,
+    other_workers: frozenset[int] = frozenset(),
 ) -> dict:
     """The rate search (sweeper.capacity) on this server: the warm-up before the first
     step, then one open-loop run of rule.step_s per step, the first rule.warmup_s of each
@@ -145,10 +157,12 @@ def measure_capacity(
     requests are requests.csv.gz, and the server_*, proc_* and host_speed columns of that
     same step (each step's run scrapes /metrics and samples the process tree, as a
     trial's window does; the figures of the other steps are dropped). A step that fails is
-    data; a worker or server that dies fails the trial."""
+    data; a worker or server that dies fails the trial. `model_name` and `other_workers`:
+    as measure's."""
+    name = model_name or trial.model.name
     warmup_s = settings.warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
     server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
-    url = f"{server.inference_url}/predictions/{trial.model.name}"
+    url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
     target = requests.target(url, tuple(auth.items()))
     redact_keys = lambda text: redact(text, server.keys)  # noqa: E731
@@ -159,7 +173,7 @@ def measure_capacity(
     server_warmup = warm_server(server, target, trial.load, settings) if fresh_server else warm_server_columns()
     warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
     server.note_pids()
-    workers_before = worker_pids(server)
+    workers_before = worker_pids(server) - other_workers
     runs: list = []  # the judged part of each step's run
     abandoned = 0
 
@@ -171,7 +185,7 @@ def measure_capacity(
 
         def before_step() -> None:
             window["metrics"] = metrics.scrape(server.metrics_url)
-            window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s).start()
+            window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s, exclude=other_workers).start()
             window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
 
         try:
@@ -186,7 +200,7 @@ def measure_capacity(
         abandoned += lost_requests
         seen: dict = {}
         if "metrics" in window and server.alive():
-            seen.update(metrics.server_columns(window["metrics"], metrics.scrape(server.metrics_url), trial.model.name, served))
+            seen.update(metrics.server_columns(window["metrics"], metrics.scrape(server.metrics_url), name, served))
         seen.update(probe.summarize(samples, served))
         seen.update(hostspeed.columns(speeds))
         observed.append(seen)

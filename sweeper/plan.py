@@ -19,7 +19,8 @@ order of the axes in `space`: server, env, model, request, load, the last varyin
 `order(trials, how, seed)` then arranges the runs for fairness (settings.order):
 grouped (the plan order), interleaved (repeat 0 of every trial, then repeat 1, ...) or
 random (each repeat's pass in a seeded random order of blocks). `costs(trials)` counts
-the server starts and model registrations an order costs.
+the server starts and model registrations an order costs (fewer registrations with
+settings.keep_registered: sweeper.executors.local).
 """
 
 from __future__ import annotations
@@ -407,17 +408,21 @@ def _blocks(trials: list[Trial]) -> list[list[list[Trial]]]:
     return [list(models.values()) for models in groups.values()]
 
 
-def costs(trials: list[Trial]) -> tuple[int, int]:
+def costs(trials: list[Trial], keep_registered: bool = False) -> tuple[int, int]:
     """(server starts, model registrations) of running `trials` in this order with one
-    server kept while the group stays the same and the model re-registered when its
-    settings change (what the local executor does)."""
+    server kept while the group stays the same (what the local executor does). The model
+    is registered when its settings change; with `keep_registered`
+    (settings.keep_registered), only the first time each setting runs on a server, as
+    long as the kept ones fit in memory."""
     starts = registrations = 0
     group = model = None
+    seen: set = set()
     for t in trials:
         if t.group_id != group:
             starts += 1
-            group, model = t.group_id, None
-        if t.model != model:
+            group, model, seen = t.group_id, None, set()
+        if t.model != model and not (keep_registered and t.model in seen):
             registrations += 1
-            model = t.model
+        model = t.model
+        seen.add(t.model)
     return starts, registrations

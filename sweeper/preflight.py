@@ -101,7 +101,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
 
 def estimate_s(spec, trials) -> float:
     """Expected wall time of the trials in this order, from the calibration above."""
-    starts, regs = costs(trials)
+    starts, regs = costs(trials, spec.settings.keep_registered)
     stability = spec.settings.stability
 
     def measure(t) -> float:

@@ -371,6 +371,12 @@ class Settings(_Strict):
     # run order (sweeper.plan.order); default: interleaved when repeats > 1, else grouped
     order: Union[Literal["grouped", "interleaved", "random"], None] = None
     seed: NonNegInt = 0  # of the random order
+    # Keep a model's registration (and its idle workers) when the sweep moves on to other
+    # per-model settings, and use it again when a later trial has the same settings, instead
+    # of registering anew (interleaved and random orders return to each setting once per
+    # pass). Kept idle workers use memory only (sweeper.executors.local caps it); false:
+    # one registration at a time, every return registers fresh workers.
+    keep_registered: StrictBool = True
     # with `sweeper run --ray` (sweeper.executors.ray): spread = each trial once, on any free
     # node; every_node = each trial on every node (one machine type per node)
     placement: Literal["spread", "every_node"] = "spread"

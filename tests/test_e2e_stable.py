@@ -1,6 +1,7 @@
 """End to end against a real TorchServe: a sweep under settings.stability (windows
-reported by the engine, the trial's figures from its last windows), interleaved repeats,
-and `sweeper verify` on the run (with wrk where installed)."""
+reported by the engine, the trial's figures from its last windows), interleaved repeats
+on kept registrations (settings.keep_registered), and `sweeper verify` on the run (with
+wrk where installed)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
     # interleaved: both trials' repeat 0, then both repeat 1, on one server
     assert list(df["repeat"]) == [0, 0, 1, 1]
     assert len(list((run_dir / "servers").iterdir())) == 1
+    # settings.keep_registered: batch 1, batch 4 (under a second name: the first holds
+    # "mlp"), then each again on its kept registration: 2 registrations, not 4 (no
+    # repeat runs right after its own, so the second pass starts with batch 1 again)
+    assert list(df["param_model_batch_size"]) == [1, 4, 1, 4]
+    assert list(df["server_model_name"]) == ["mlp", "mlp_1", "mlp", "mlp_1"]
+    assert list(df["server_registered"]) == [1, 1, 0, 0]
+    # the counters and the served batches were read under the name each trial ran on
+    assert (df["server_requests"] >= df["client_ok"]).all() and (df["server_batches"] > 0).all()
+    # the idle registration's worker (~220 MB) is not in the trial's memory: the trials
+    # with another registration beside them hold about what the first trial, alone, held
+    assert (df["proc_rss_mb"].iloc[1:] < df["proc_rss_mb"].iloc[0] + 120).all(), df["proc_rss_mb"]
     # the server's first trial alone gets the server warm-up: at least server_warmup_s,
     # longer while the JVM's compiler threads were busy, at most server_warmup_max_s
     first = df["server_warmup_s"].iloc[0]

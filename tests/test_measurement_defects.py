@@ -407,9 +407,9 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     executor.server = object()
     closed = []
     monkeypatch.setattr(executor, "_ensure_server", lambda trial: executor.server)
-    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: None)
+    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: model.name)
     monkeypatch.setattr(executor, "close", lambda: closed.append(True))
-    monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files, fresh_server=False: {"measure_s": 1.0, **abandoned})
+    monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files, **_: {"measure_s": 1.0, **abandoned})
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
     monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
     result = executor.run(expand(spec)[0])
@@ -575,14 +575,14 @@ def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_pat
     executor = local.LocalExecutor(SweepContext(spec, tmp_path, "a", tmp_path, b"[]"))
     fresh_seen = []
 
-    def fake_measure(server, trial, settings, request, files, fresh_server=False):
+    def fake_measure(server, trial, settings, request, files, fresh_server=False, **_):
         fresh_seen.append(fresh_server)
         if trial.model.batch_size == 2:
             raise ServerError("TorchServe died during the measured window", "")
         return {"measure_s": 1.0}
 
     monkeypatch.setattr(local, "TorchServe", FakeServer)
-    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: None)
+    monkeypatch.setattr(executor, "_ensure_model", lambda server, model: model.name)
     monkeypatch.setattr(local, "measure", fake_measure)
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
     monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})

@@ -81,3 +81,22 @@ def test_interleaved_avoids_back_to_back_repeats_when_it_can(changes):
     ordered = order(trials, "interleaved")
     same = sum(a.trial_id == b.trial_id for a, b in zip(ordered, ordered[1:]))
     assert same == (2 if len({t.trial_id for t in trials}) == 1 else 0)
+
+
+@pytest.mark.parametrize("how, repeats", [("grouped", 2), ("interleaved", 2), ("interleaved", 3), ("random", 2)])
+def test_kept_registrations_register_each_setting_once_per_server(how, repeats):
+    """settings.keep_registered: a setting registers the first time it runs on a server;
+    a later pass on the same server uses the kept registration. Interleaving across
+    server groups restarts servers, so there only the stint a pass continues gains."""
+    trials = order(plan(settings={"repeats": repeats}), how, seed=3)
+    starts, registrations = costs(trials, keep_registered=True)
+    assert starts == costs(trials)[0]
+    stints = []
+    for t in trials:
+        if not stints or stints[-1][0] != t.group_id:
+            stints.append((t.group_id, set()))
+        stints[-1][1].add(t.model)
+    assert registrations == sum(len(models) for _, models in stints)
+    assert registrations <= costs(trials)[1]
+    if how == "interleaved":  # the group a pass continues on registers its settings once
+        assert registrations == (repeats * GROUPS - (repeats - 1)) * MODELS

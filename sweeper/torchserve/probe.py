@@ -98,13 +98,16 @@ def thread_ctx(pid: int) -> ThreadCtx:
     return tuple(out)
 
 
-def sample_tree(root_pid: int, roles: dict[int, str]) -> list[Sample]:
-    """One sample of root_pid and all its descendants."""
+def sample_tree(root_pid: int, roles: dict[int, str], exclude: frozenset[int] = frozenset()) -> list[Sample]:
+    """One sample of root_pid and all its descendants, except the processes in `exclude`
+    and their children."""
     try:
         root = psutil.Process(root_pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return []
+    if exclude:
+        procs = [p for p in procs if p.pid not in exclude and _ppid(p) not in exclude]
     now = time.monotonic()
     out = []
     for p in procs:
@@ -134,13 +137,23 @@ def sample_tree(root_pid: int, roles: dict[int, str]) -> list[Sample]:
     return out
 
 
+def _ppid(proc: psutil.Process) -> int:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return 0
+
+
 @dataclass
 class Probe:
-    """Samples the tree under root_pid every interval_s between start() and stop()."""
+    """Samples the tree under root_pid every interval_s between start() and stop().
+    `exclude`: processes left out with their children (the idle workers of other models
+    the server keeps registered, sweeper.executors.local)."""
 
     root_pid: int
     interval_s: float = 0.25
     samples: list[Sample] = field(default_factory=list)
+    exclude: frozenset[int] = frozenset()
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -148,19 +161,19 @@ class Probe:
         self._roles: dict[int, str] = {}
 
     def start(self) -> "Probe":
-        self.samples.extend(sample_tree(self.root_pid, self._roles))
+        self.samples.extend(sample_tree(self.root_pid, self._roles, self.exclude))
         self._thread.start()
         return self
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.samples.extend(sample_tree(self.root_pid, self._roles))
+            self.samples.extend(sample_tree(self.root_pid, self._roles, self.exclude))
 
     def stop(self) -> list[Sample]:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.samples.extend(sample_tree(self.root_pid, self._roles))
+        self.samples.extend(sample_tree(self.root_pid, self._roles, self.exclude))
         return self.samples
 
 

@@ -1,0 +1,122 @@
+"""settings.keep_registered (sweeper.executors.local): a model setting the sweep returns to
+runs on its kept registration, other registrations' idle workers stay out of the trial's
+process figures, and kept registrations give way, least recently used first, when their
+memory passes the budget. The management API is recorded here; tests/test_e2e_stable.py
+runs the same on a real TorchServe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sweeper.executors import local
+from sweeper.plan import ModelParams
+from sweeper.runner import SweepContext
+from sweeper.spec import parse_sweep
+
+GB = 2**30
+
+
+def _model(batch_size: int) -> ModelParams:
+    return ModelParams("mlp", batch_size, 5, 1, 1, 60)
+
+
+@pytest.fixture
+def api(monkeypatch):
+    """The management calls the executor makes, recorded: ("register", name, batch size)
+    and ("unregister", name). Every idle registration holds 1 GB."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        local.management, "register_model", lambda server, name, **kw: calls.append(("register", name, kw["batch_size"]))
+    )
+    monkeypatch.setattr(local.management, "unregister_model", lambda server, name: calls.append(("unregister", name)))
+    monkeypatch.setattr(local, "_rss", lambda server, name: 1 * GB)
+    return calls
+
+
+def _executor(tmp_path, keep: bool, budget_gb: float, monkeypatch) -> local.LocalExecutor:
+    spec = parse_sweep(
+        {"name": "k", "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}, "settings": {"keep_registered": keep}},
+        "k.yaml",
+    )
+    monkeypatch.setattr(local, "keep_budget", lambda held: int(budget_gb * GB))
+    return local.LocalExecutor(SweepContext(spec, tmp_path, "k", tmp_path, b"[]"))
+
+
+def test_a_setting_seen_before_runs_on_its_kept_registration(tmp_path, monkeypatch, api):
+    executor = _executor(tmp_path, keep=True, budget_gb=8, monkeypatch=monkeypatch)
+    names = [executor._ensure_model(None, _model(b)) for b in (1, 8, 8, 32, 32, 8, 1)]
+    # one registration per setting; the model's name is taken, so the others get suffixes
+    assert names == ["mlp", "mlp_1", "mlp_1", "mlp_2", "mlp_2", "mlp_1", "mlp"]
+    assert api == [("register", "mlp", 1), ("register", "mlp_1", 8), ("register", "mlp_2", 32)]
+    assert executor.registrations == 3
+
+
+def test_kept_registrations_beyond_the_memory_budget_go_least_recently_used_first(tmp_path, monkeypatch, api):
+    executor = _executor(tmp_path, keep=True, budget_gb=2.5, monkeypatch=monkeypatch)
+    for b in (1, 8, 32):
+        executor._ensure_model(None, _model(b))
+    api.clear()
+    # moving to batch 64 leaves 1, 8 and 32 idle, 3 GB: batch 1 (least recently used) goes
+    # first, and batch 64 takes the lowest free name, the one batch 1 held
+    assert executor._ensure_model(None, _model(64)) == "mlp"
+    assert api == [("unregister", "mlp"), ("register", "mlp", 64)]
+    api.clear()
+    # batch 1 again: registered anew; batch 8, now the least recently used, gives way
+    assert executor._ensure_model(None, _model(1)) == "mlp_1"
+    assert api == [("unregister", "mlp_1"), ("register", "mlp_1", 1)]
+    api.clear()
+    assert executor._ensure_model(None, _model(32)) == "mlp_2"  # still kept
+    assert api == []
+
+
+def test_without_keep_registered_every_change_registers_fresh_workers(tmp_path, monkeypatch, api):
+    executor = _executor(tmp_path, keep=False, budget_gb=8, monkeypatch=monkeypatch)
+    names = [executor._ensure_model(None, _model(b)) for b in (1, 8, 8, 1)]
+    assert names == ["mlp"] * 4
+    assert api == [
+        ("register", "mlp", 1),
+        ("unregister", "mlp"), ("register", "mlp", 8),
+        ("unregister", "mlp"), ("register", "mlp", 1),
+    ]
+
+
+def test_the_budget_is_a_share_of_memory_and_at_most_half_of_what_is_free(monkeypatch):
+    from collections import namedtuple
+
+    Memory = namedtuple("Memory", "total available")
+    monkeypatch.setattr(local.psutil, "virtual_memory", lambda: Memory(total=24 * GB, available=20 * GB))
+    assert local.keep_budget(held=0) == 6 * GB  # a quarter of 24 GB
+    monkeypatch.setattr(local.psutil, "virtual_memory", lambda: Memory(total=24 * GB, available=3 * GB))
+    assert local.keep_budget(held=1 * GB) == 2 * GB  # half of the 4 GB free without the kept ones
+
+
+_PARENT = """
+import subprocess, sys, time
+kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(2)]
+print(" ".join(str(k.pid) for k in kids), flush=True)
+sys.stdin.readline()
+for k in kids:
+    k.kill()
+"""
+
+
+def test_the_probe_leaves_out_excluded_processes():
+    """The idle workers of other registrations are not the trial's: not sampled."""
+    from sweeper.torchserve.probe import Probe
+
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        kept, idle = (int(p) for p in parent.stdout.readline().split())
+        time.sleep(0.2)
+        everything = {s.pid for s in Probe(parent.pid, 0.05).start().stop()}
+        assert {parent.pid, kept, idle} <= everything
+        seen = {s.pid for s in Probe(parent.pid, 0.05, exclude=frozenset({idle})).start().stop()}
+        assert idle not in seen and {parent.pid, kept} <= seen
+    finally:
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        parent.wait(timeout=10)
