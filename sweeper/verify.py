@@ -7,6 +7,11 @@ of connections in flight for the same time. Alternating (engine then client, cli
 engine, ...) cancels slow drift. The median ratio engine/client says whether our engine
 measured the server or itself: near 1.0 it measured the server.
 
+The winner runs as it ran in the sweep: a user's archive (model.archive) and the request
+set of the winning trial (`request`). wrk and ab send one body, so both clients send the
+set's first payload; verify.json says which set, how many payloads it has and the body's
+size.
+
 Writes `verify.json` into the run directory (the report shows it when present).
 Only 2xx responses count, for both clients.
 """
@@ -14,6 +19,7 @@ Only 2xx responses count, for both clients.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -29,6 +35,7 @@ from .errors import SweeperError
 from .rundir import RunDir, write_atomic
 
 DEFAULT_CONCURRENCY = 16  # when the winner ran open loop: a closed loop needs a level
+MAX_CONCURRENCY = 256  # a capacity winner's in-flight requests, capped (wrk and ab connections)
 
 # wrk reports through a Lua `done` hook as one JSON line; the body and headers come from
 # the environment so that no key is ever written to disk.
@@ -196,33 +203,52 @@ def pairs(
 
 
 def winner(run_dir: Path):
-    """The throughput winner's trial (sweeper.plan.Trial, rebuilt from the run's sweep.yaml)
-    and the closed-loop concurrency to verify it at."""
+    """The winner's trial (sweeper.plan.Trial, rebuilt from the run's sweep.yaml), the
+    closed-loop concurrency to verify it at, and why that concurrency.
+
+    The winner is the recommendation's: the throughput pick, or a capacity run's pick
+    (search.objective capacity). A closed-loop winner is verified at its own concurrency;
+    a capacity winner at the requests in flight at its capacity (Little's law: the rate
+    times the mean latency of the step at the capacity); an open-loop one at
+    DEFAULT_CONCURRENCY."""
     from .analysis.aggregate import aggregate_trials
     from .plan import expand
     from .report.recommend import recommend
-    from .report.rundata import read_run
+    from .report.rundata import min_success_from_sweep, read_run
     from .spec import load_sweep
 
-    from .report.rundata import min_success_from_sweep
-
     data = read_run(run_dir)
-    if "capacity_rps_at_slo" in data.results.columns:
-        raise SweeperError(
-            f"{run_dir}: a capacity run (search.objective capacity) cannot be verified yet: "
-            "verify reruns a closed-loop winner against wrk or ab"
-        )
-    rec = recommend(aggregate_trials(data.results, min_success_from_sweep(data.sweep)), None)
-    if rec.throughput is None:
+    trials_df = aggregate_trials(data.results, min_success_from_sweep(data.sweep))
+    capacity = "capacity_rps_at_slo" in data.results.columns
+    rec = recommend(trials_df, None, objective="capacity" if capacity else "throughput")
+    pick = rec.capacity if capacity else rec.throughput
+    if pick is None:
         raise SweeperError(f"{run_dir}: no recommended configuration to verify ({' '.join(rec.notes)})")
-    w = rec.throughput.winner
+    w = pick.winner
     spec = load_sweep(RunDir(run_dir).sweep_yaml)
     trials = {t.trial_id: t for t in expand(spec) if t.repeat == 0}
     trial = trials.get(str(w["trial_id"]))
     if trial is None:
         raise SweeperError(f"{run_dir}: trial {w['trial_id']} is not in sweep.yaml's plan (was sweep.yaml edited?)")
-    concurrency = trial.load.concurrency if trial.load.mode == "closed" else DEFAULT_CONCURRENCY
-    return spec, trial, concurrency
+    if capacity:
+        # the means over the repeats (sweeper.analysis.aggregate)
+        rate = float(w.get("capacity_rps_at_slo_mean") or 0)
+        latency_ms = float(w.get("client_latency_mean_ms_mean") or "nan")
+        if rate > 0 and latency_ms == latency_ms:
+            concurrency = in_flight(rate, latency_ms)
+            return spec, trial, concurrency, (
+                f"the requests in flight at its capacity: {rate:,.0f} req/s x {latency_ms:.1f} ms mean latency"
+            )
+        return spec, trial, DEFAULT_CONCURRENCY, "no capacity to derive it from: the default for an open-loop winner"
+    if trial.load.mode == "closed":
+        return spec, trial, trial.load.concurrency, "the winner's own concurrency"
+    return spec, trial, DEFAULT_CONCURRENCY, "the default for an open-loop winner"
+
+
+def in_flight(rate_rps: float, latency_ms: float, most: int = MAX_CONCURRENCY) -> int:
+    """Requests in flight at `rate_rps` with `latency_ms` mean latency (Little's law),
+    rounded up, at least 1 and at most `most`."""
+    return max(1, min(most, math.ceil(rate_rps * latency_ms / 1000.0)))
 
 
 def verify(
@@ -244,12 +270,10 @@ def verify(
         what = "wrk or ab" if preference == "auto" else preference
         raise SweeperError(f"no independent client found: install {what} (Debian: apt-get install wrk apache2-utils)")
     run_dir = Path(run_dir)
-    spec, trial, connections = winner(run_dir)
+    spec, trial, connections, why = winner(run_dir)
     settings = spec.settings
-    store = Path(settings.model_store) if settings.model_store else Path(__file__).resolve().parents[1] / "model_store"
-    from handlers.models import MODELS
-
-    body = MODELS[trial.model.name].example_request() if trial.model.name in MODELS else b"[]"
+    store, archive_file, requests = _inputs(run_dir, spec, trial)
+    payload = requests.payloads[0]  # wrk and ab send one body: the set's first (see verify.json)
     run = RunDir(run_dir)
     workdir = run.server_dir(f"verify-{int(time.time())}")
     server = TorchServe(
@@ -264,7 +288,7 @@ def verify(
     )
     if progress:
         progress(f"verify trial {trial.trial_id} ({trial.model.name} batch={trial.model.batch_size} "
-                 f"delay={trial.model.max_batch_delay_ms}ms) at {connections} in flight, {count} pairs of "
+                 f"delay={trial.model.max_batch_delay_ms}ms) at {connections} in flight ({why}), {count} pairs of "
                  f"{duration_s:g} s, engine vs {client[0]}")
     try:
         server.start()
@@ -272,11 +296,12 @@ def verify(
         management.register_model(
             server, m.name, batch_size=m.batch_size, max_batch_delay_ms=m.max_batch_delay_ms,
             response_timeout_s=m.response_timeout_s, min_workers=m.min_workers, max_workers=m.max_workers,
-            timeout_s=max(120.0, settings.ready_timeout_s),
+            timeout_s=max(120.0, settings.ready_timeout_s), url=archive_file,
         )
         server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
         auth = server.headers("inference").get("Authorization", "")
-        req = Request(f"{server.inference_url}/predictions/{trial.model.name}", body, "application/json", auth)
+        url = f"{server.inference_url}/predictions/{trial.model.name}"
+        req = Request(url, payload.body, payload.content_type, auth, method=requests.method)
         # warm the server up as a sweep warms a fresh server's first trial (the JVM's JIT:
         # sweeper.measure.warm_server, whose last run is our engine on new connections),
         # then the other client once, unrecorded
@@ -293,8 +318,33 @@ def verify(
         server.stop()  # its logs stay in servers/verify-*, as every server's do
     result.update(server_warmup_s=warmed["server_warmup_s"], server_warmup_jit_pct=warmed["server_warmup_jit_pct"])
     result.update(trial_id=trial.trial_id, params={k: v for k, v in trial.params().items() if k.startswith("param_")})
+    result.update(connections_why=why, request=requests.name, request_payloads=len(requests.payloads), body_bytes=len(payload.body),
+                  content_type=payload.content_type, method=requests.method)
     write_atomic(run.verify_json, json.dumps(result, indent=1, default=str))
     return result
+
+
+def _inputs(run_dir: Path, spec, trial):
+    """The model store, the archive's file name (None: <name>.mar) and the request set the
+    winner ran with: a user's archive and payloads (sweeper.usermodel, read again from the
+    run's sweep.yaml, whose paths are absolute), or the sweeper's own model and example."""
+    from handlers.models import MODELS
+
+    from .payload import builtin_request_set
+    from .usermodel import resolve
+
+    user = resolve(spec, str(RunDir(run_dir).sweep_yaml))
+    if user.model_store is not None:
+        store = user.model_store
+    elif spec.settings.model_store:
+        store = Path(spec.settings.model_store)
+    else:
+        store = Path(__file__).resolve().parents[1] / "model_store"
+    if trial.request is not None:
+        requests = user.request_sets[trial.request]
+    else:
+        requests = builtin_request_set(MODELS[trial.model.name].example_request() if trial.model.name in MODELS else b"[]")
+    return store, user.archive_file, requests
 
 
 def read(run_dir: Path) -> dict | None:
@@ -322,5 +372,12 @@ def summary_line(data: dict) -> str:
         f"Second opinion: the winner (trial {data.get('trial_id')}) rerun with our engine and with {client}, "
         f"{n} alternating pairs of {data.get('duration_s')} s at {data.get('connections')} in flight: "
         f"engine/{client} median {ratio:.3f} (min {data.get('ratio_min', float('nan')):.3f}, "
-        f"max {data.get('ratio_max', float('nan')):.3f}).{verdict}"
+        f"max {data.get('ratio_max', float('nan')):.3f}).{verdict}{_payload_note(data)}"
     )
+
+
+def _payload_note(data: dict) -> str:
+    n = data.get("request_payloads")
+    if not isinstance(n, int) or n <= 1:
+        return ""
+    return f" Both sent one body, the first of request set {data.get('request')!r}'s {n} payloads."

@@ -9,6 +9,7 @@ import pytest
 
 from e2e_helpers import assert_nothing_left, run_dirs, write_sweep
 from sweeper.cli import main
+from sweeper.verify import in_flight, winner
 
 pytestmark = pytest.mark.e2e
 
@@ -51,4 +52,9 @@ def test_capacity_search_writes_capacity_rps_at_slo(tmp_path, capsys):
     assert row["server_requests"] >= row["client_ok"] > 0
     assert row["proc_cpu_pct"] > 0 and row["proc_ctx_all_per_req"] > 0 and row["host_speed"] > 0
     assert "capacity req/s at SLO" in (run_dir / "results.md").read_text()
+    # `sweeper verify` takes the capacity pick, at the requests in flight at its capacity
+    spec, trial, connections, why = winner(run_dir)
+    assert trial.trial_id == row["trial_id"] and trial.capacity is not None
+    assert connections == in_flight(row["capacity_rps_at_slo"], row["client_latency_mean_ms"]) >= 1
+    assert "Little" not in why and "in flight at its capacity" in why
     assert_nothing_left(out)

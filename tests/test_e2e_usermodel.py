@@ -4,6 +4,8 @@ text-classification example, tests/fixtures/foreign_text), with its own payload 
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
 
@@ -13,6 +15,7 @@ import pytest
 from e2e_helpers import assert_nothing_left, run_dirs, write_sweep
 from foreign_model import FIXTURE, build_archive
 from sweeper.cli import main
+from sweeper.verify import find_client
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +47,7 @@ def test_a_foreign_handler_with_its_own_payload(tmp_path, archive, capsys):
         model={"archive": str(archive), "batch_size": [1, 4], "max_batch_delay_ms": 50, "min_workers": 1},
         request=[{"name": "sample", "text": TEXT}, {"name": "files", "files": ["short.txt", str(FIXTURE / "sample_text.txt")]}],
         load={"mode": "closed", "concurrency": 8, "duration_s": 1.5},
-        settings={"warmup_s": 0.5},
+        settings={"warmup_s": 0.5, "server_warmup_s": 2, "server_warmup_max_s": 5},
     )
     assert main(["run", str(sweep), "--out", str(out), "--no-report"]) == 0, capsys.readouterr().err
     run_dir, df = _results(out)
@@ -65,6 +68,19 @@ def test_a_foreign_handler_with_its_own_payload(tmp_path, archive, capsys):
     for log in (run_dir / "trials").glob("*/logs/stdout.log"):
         served_by = set(re.findall(r"(W-\d+)-textclf[^ ]* .*PredictionTime", log.read_text()))
         assert len(served_by) == 1, (log, served_by)
+
+    # a second opinion on the winner runs it from the user's archive with its own payload
+    if find_client("wrk") is None:
+        if os.environ.get("CI"):
+            pytest.fail("wrk must be installed under CI (make test installs it)")
+        assert_nothing_left(out)
+        pytest.skip("wrk not installed: verify not exercised")
+    assert main(["verify", str(run_dir), "--pairs", "1", "--duration-s", "1"]) == 0, capsys.readouterr().err
+    result = json.loads((run_dir / "verify.json").read_text())
+    first_payload = {"sample": len(TEXT.encode()), "files": len("a fine film")}[result["request"]]
+    assert result["body_bytes"] == first_payload and result["request_payloads"] == {"sample": 1, "files": 2}[result["request"]]
+    pair = result["pairs"][0]
+    assert pair["engine_rps"] > 0 and pair["client_rps"] > 0 and pair["engine_errors"] == pair["client_errors"] == 0
     assert_nothing_left(out)
 
 

@@ -82,3 +82,8 @@ def test_report_shows_the_second_opinion(tmp_path):
     html, md = render_report(run)
     for text in (html.read_text(), md.read_text()):
         assert "engine/wrk median 1.000" in text and "measured the server, not itself" in text
+
+
+@pytest.mark.parametrize("rate, latency_ms, expected", [(500, 20.0, 10), (500, 20.1, 11), (3, 1.0, 1), (1e6, 100.0, v.MAX_CONCURRENCY)])
+def test_a_capacity_winner_is_verified_at_the_requests_in_flight_at_its_capacity(rate, latency_ms, expected):
+    assert v.in_flight(rate, latency_ms) == expected
