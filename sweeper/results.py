@@ -60,8 +60,13 @@ server_*:  from /metrics counter deltas over the measured window: server_request
            from TorchServe's per-batch PredictionTime records in its log, for every
            handler (sweeper.serverlog): server_batches (batches served in the window),
            server_batch_size_mean (requests in them / server_batches: per batch),
-           server_batch_size_per_request_mean (per request, as client_batch_size_mean)
-proc_*:    psutil samples of the server's process tree (JVM + workers) during the window:
+           server_batch_size_per_request_mean (per request, as client_batch_size_mean);
+           server_model_name (the name the model was registered under: NAME, or
+           NAME_1, NAME_2, ... beside kept registrations, settings.keep_registered),
+           server_registered (1: this trial registered its model; 0: it ran on the last
+           trial's or a kept registration)
+proc_*:    psutil samples of the server's process tree (JVM + workers) during the window,
+           without the idle workers of other registrations kept on the server:
            proc_cpu_pct (100 = one core), proc_cpu_pct_frontend, proc_cpu_pct_workers,
            proc_rss_mb (peak), proc_threads (peak), proc_ctx_voluntary,
            proc_ctx_involuntary, proc_ctx_per_req ((voluntary + involuntary) / client_ok):

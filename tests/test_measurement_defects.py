@@ -411,7 +411,7 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     monkeypatch.setattr(executor, "close", lambda: closed.append(True))
     monkeypatch.setattr(local, "measure", lambda server, trial, settings, request, files, **_: {"measure_s": 1.0, **abandoned})
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
-    monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
+    monkeypatch.setattr(local, "log_slices", lambda server, offsets, whole=False: {})
     result = executor.run(expand(spec)[0])
     assert result.status == "ok"
     assert bool(closed) is restarted
@@ -585,7 +585,7 @@ def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_pat
     monkeypatch.setattr(executor, "_ensure_model", lambda server, model: model.name)
     monkeypatch.setattr(local, "measure", fake_measure)
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
-    monkeypatch.setattr(local, "log_slices", lambda server, offsets: {})
+    monkeypatch.setattr(local, "log_slices", lambda server, offsets, whole=False: {})
     statuses = [executor.run(t).status for t in expand(spec)]
     assert statuses == ["ok", "failed", "ok", "ok"]
     # batch 1 on a new server; batch 2 on the same one (fails: the server is stopped);

@@ -120,3 +120,29 @@ def test_the_probe_leaves_out_excluded_processes():
         parent.stdin.write("\n")
         parent.stdin.flush()
         parent.wait(timeout=10)
+
+
+def test_an_ok_trials_log_slice_keeps_its_first_and_last_lines(tmp_path):
+    """The trial's copy of a big server log keeps whole lines from both ends and says where
+    the rest is; a failed trial keeps everything; keys are redacted either way."""
+    from types import SimpleNamespace
+
+    from sweeper.measure import LOG_SLICE_HEAD, LOG_SLICE_TAIL, log_slices
+    from sweeper.torchserve.process import Keys
+
+    workdir = tmp_path / "g-1"
+    (workdir / "logs").mkdir(parents=True)
+    lines = [f"{i:08d} request with token SECRETKEY done\n".encode() for i in range(60_000)]  # ~2.6 MB
+    (workdir / "logs" / "ts_log.log").write_bytes(b"before the trial\n" + b"".join(lines))
+    server = SimpleNamespace(log_dir=workdir / "logs", workdir=workdir, keys=Keys("SECRETKEY", "mkey", "akey", 0.0))
+    cut = log_slices(server, {"ts_log.log": len(b"before the trial\n")})["logs/ts_log.log"]
+    assert len(cut) <= (LOG_SLICE_HEAD + LOG_SLICE_TAIL) * 1.05  # "<redacted>" is a byte longer than the key
+    assert cut.startswith(b"00000000 request") and cut.endswith(b"00059999 request with token <redacted> done\n")
+    assert b"SECRETKEY" not in cut and b"left out here; the server's whole log is g-1/logs/ts_log.log" in cut
+    body = [line for line in cut.split(b"\n") if line and not line.startswith(b"[sweeper")]
+    assert all(len(line) == len(b"00000000 request with token <redacted> done") for line in body)  # whole lines only
+    whole = log_slices(server, {"ts_log.log": len(b"before the trial\n")}, whole=True)["logs/ts_log.log"]
+    assert whole.count(b"\n") == 60_000 and b"SECRETKEY" not in whole
+    # a log that rolled over during the trial is smaller than its offset: taken from its start
+    rolled = log_slices(server, {"ts_log.log": 10**9}, whole=True)["logs/ts_log.log"]
+    assert rolled.startswith(b"before the trial\n")

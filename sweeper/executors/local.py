@@ -134,7 +134,7 @@ class LocalExecutor:
             row.update(status="failed", error=error)
             row["log_tail"] = getattr(exc, "log_tail", "") or (self.server.log_tail() if self.server else "")
             if self.server is not None:
-                files.update(log_slices(self.server, offsets))
+                files.update(log_slices(self.server, offsets, whole=True))
             self.close()  # the next trial starts from a clean server
         else:
             files.update(log_slices(server, offsets))
