@@ -248,6 +248,23 @@ def test_warmup_runs_in_the_same_engine_and_is_not_recorded():
         run_load(Target("http://127.0.0.1:9/"), closed(requests=1), warmup=open_(rate_rps=10, duration_s=1))
 
 
+def _engines(pid: int) -> tuple[list, list]:
+    """(fork servers, engine processes) of the process `pid` that ran run_load: engines are
+    forked by multiprocessing's fork server, a child of `pid` (spawned ones: its children)."""
+    import psutil
+
+    def cmd(p) -> str:
+        try:
+            return " ".join(p.cmdline())
+        except psutil.Error:
+            return ""
+
+    kids = psutil.Process(pid).children()
+    servers = [p for p in kids if "forkserver" in cmd(p)]
+    forked = [g for p in servers for g in p.children()]
+    return servers, forked + [p for p in kids if "spawn" in cmd(p)]
+
+
 def test_engines_stop_when_the_sweeper_is_killed():
     """SIGKILL of the process that ran run_load leaves no `finally`: the engines notice
     their parent is gone (watchdog, every 0.1 s) and stop instead of loading the server
@@ -266,21 +283,22 @@ def test_engines_stop_when_the_sweeper_is_killed():
         )
         driver = subprocess.Popen([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": root})
         engines: list = []
+        forkservers: list = []
         try:
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not (server.requests > 50 and len(engines) == 2):
                 time.sleep(0.05)
-                engines = [p for p in psutil.Process(driver.pid).children() if "spawn" in " ".join(p.cmdline())]
+                forkservers, engines = _engines(driver.pid)
             assert len(engines) == 2 and server.requests > 50, "the engines never started sending"
             driver.kill()
             driver.wait(5)
-            gone, alive = psutil.wait_procs(engines, timeout=5)
-            assert not alive, f"engines outlived the sweeper: {[p.pid for p in alive]}"
+            gone, alive = psutil.wait_procs(engines + forkservers, timeout=5)
+            assert not alive, f"engines (or the fork server) outlived the sweeper: {[p.pid for p in alive]}"
             after = server.requests
             time.sleep(0.3)
             assert server.requests == after  # and nothing more reached the server
         finally:
-            for p in [driver, *engines]:
+            for p in [driver, *engines, *forkservers]:
                 try:
                     p.kill()
                 except (ProcessLookupError, psutil.Error):

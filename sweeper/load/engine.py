@@ -82,7 +82,12 @@ class _Engine:
         self.done: asyncio.Future | None = None
         # The sweeper that started this process: when it is gone (SIGKILL leaves no
         # `finally` to stop us), stop sending instead of loading the server until the end.
+        # parent_pid: this process's parent when it started (the fork server, or the
+        # sweeper itself under 'spawn'); sweeper_pid: the process that ran run_load. A
+        # process forked by the fork server holds the server alive, so the sweeper's own
+        # death is what to watch.
         self.parent_pid: int | None = None
+        self.sweeper_pid: int | None = None
         # Stability windows (part.window_s): the pipe to the parent, which decides when
         # the measurement has lasted long enough and then sends "stop".
         self.pipe = None
@@ -153,9 +158,12 @@ class _Engine:
         interval = min(WATCHDOG_INTERVAL_S, timeout / 10)
         while True:
             await asyncio.sleep(interval)
-            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            if (self.parent_pid is not None and os.getppid() != self.parent_pid) or (
+                self.sweeper_pid is not None and not _alive(self.sweeper_pid)
+            ):
                 if not self.done.done():
-                    self.done.set_exception(ParentGone(f"the sweeper (pid {self.parent_pid}) is gone"))
+                    who = self.sweeper_pid or self.parent_pid
+                    self.done.set_exception(ParentGone(f"the sweeper (pid {who}) is gone"))
                 return
             now = self.clock()
             for conn in list(self.conns):
@@ -390,7 +398,26 @@ def _raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None) -> None:
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):  # no /proc: whether the pid exists at all
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def child_main(
+    pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None, sweeper_pid: int | None = None
+) -> None:
     """Entry point of an engine process. Talks to the parent over `pipe`:
     -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
     with part.window_s, while running: -> ("windows", [(index, requests, latencies_s)]),
@@ -412,12 +439,12 @@ def child_main(pipe, target: Target, part: EnginePart, warmup: EnginePart | None
         warmed = 0
         if warmup is not None:
             warm = ClosedLoop(loop, target, warmup)
-            warm.parent_pid = parent
+            warm.parent_pid, warm.sweeper_pid = parent, sweeper_pid
             loop.run_until_complete(warm.prepare())
             loop.run_until_complete(warm.run(time.perf_counter()))
             warmed = len(warm.records)
         engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
-        engine.parent_pid = parent
+        engine.parent_pid, engine.sweeper_pid = parent, sweeper_pid
         engine.pipe = pipe
         loop.run_until_complete(engine.prepare())
         pipe.send(("ready", warmed))

@@ -30,9 +30,11 @@ EXPECTED_FILES = {"config.properties", "env.json", "requests.csv.gz", "logs/ts_l
 def tagged_processes(tag: str) -> list[psutil.Process]:
     """Live processes other than this one whose environment carries the tag.
 
-    Python's multiprocessing resource tracker does not count: the interpreter starts one
-    with its first 'spawn' child (the load engines), keeps it for its own lifetime and it
-    exits with this process; it holds no port and uses no CPU.
+    Python's multiprocessing resource tracker and fork server do not count: the
+    interpreter starts one of each with its first load engine (sweeper.load.launch forks
+    the engines from the fork server), keeps them for its own lifetime and they exit with
+    this process (tests/test_load_engine.py kills a sweeper and sees both go); they hold
+    no port and use no CPU. One fork server at most: a second would be a leak.
     """
     out = []
     for p in psutil.process_iter():
@@ -41,11 +43,26 @@ def tagged_processes(tag: str) -> list[psutil.Process]:
         try:
             if p.status() == psutil.STATUS_ZOMBIE or p.environ().get(TAG) != tag:
                 continue
-            if "multiprocessing.resource_tracker" not in " ".join(p.cmdline()):
+            cmd = " ".join(p.cmdline())
+            if "multiprocessing.resource_tracker" not in cmd:
                 out.append(p)
         except psutil.Error:  # gone, or not ours to read
             continue
-    return out
+    servers = [p for p in out if _forkserver(p)]
+    assert len(servers) <= 1, f"more than one fork server: {[p.pid for p in servers]}"
+    return [p for p in out if p not in servers]
+
+
+def _forkserver(p: psutil.Process) -> bool:
+    """multiprocessing's fork server itself (its forked children have the same command
+    line, so: a process with that command line whose parent is not one)."""
+    try:
+        if "multiprocessing.forkserver" not in " ".join(p.cmdline()):
+            return False
+        parent = p.parent()
+        return parent is None or "multiprocessing.forkserver" not in " ".join(parent.cmdline())
+    except psutil.Error:
+        return False
 
 
 def check_executor(executor, trial, tag: str, grace_s: float = 3.0) -> TrialResult:
