@@ -55,6 +55,7 @@ def _check_writable(out: Path) -> None:
 
 def cmd_run(args) -> int:
     from .machine import fingerprint
+    from .payload import example_body
     from .preflight import prepare
     from .executors import EXECUTORS
     from .plan import space
@@ -81,13 +82,11 @@ def cmd_run(args) -> int:
     run_dir = run.path
     _check_writable(run_dir)
     run.machine_json.write_text(json.dumps(fingerprint(), indent=2))
-    from handlers.models import MODELS
-
     if spec.settings.model_store is None and spec.model.archive is None:
         from .archive import ensure_archives
 
         ensure_archives(store, [spec.model.name])
-    body = MODELS[spec.model.name].example_request() if spec.model.name in MODELS else b"[]"
+    body = example_body(spec.model.name)
     ctx = SweepContext(
         spec=spec, run_dir=run_dir, run_id=run_dir.name, model_store=store, request_body=body,
         request_sets=user.request_sets, archive_file=user.archive_file,

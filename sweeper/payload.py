@@ -72,6 +72,14 @@ class RequestSet:
         )
 
 
+def example_body(model_name: str) -> bytes:
+    """The example request of one of the sweeper's own models ("[]" for another model,
+    which needs a `request` group of its own)."""
+    from handlers.models import MODELS
+
+    return MODELS[model_name].example_request() if model_name in MODELS else b"[]"
+
+
 def builtin_request_set(body: bytes, content_type: str = JSON_CONTENT_TYPE) -> RequestSet:
     """The request of the sweeper's own models (no `request` group in the sweep)."""
     return RequestSet(name="", payloads=(Payload(body, content_type, "built-in example"),))

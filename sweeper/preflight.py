@@ -44,7 +44,8 @@ def _sweep_path(arg: str) -> Path:
     return p
 
 
-def _model_store(spec, source: str) -> Path:
+def model_store_for(spec, source: str) -> Path:
+    """settings.model_store (relative: to the sweep file `source`), or the project's."""
     if spec.settings.model_store is None:
         return DEFAULT_MODEL_STORE
     store = Path(spec.settings.model_store).expanduser()
@@ -75,7 +76,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
         )
     how = spec.settings.order or default_order(spec.settings.repeats)
     trials = order(expand(spec), how, spec.settings.seed)
-    store = user.model_store or _model_store(spec, source)
+    store = user.model_store or model_store_for(spec, source)
     from handlers.models import MODELS
 
     if spec.model.archive is None and spec.settings.model_store is None and spec.model.name not in MODELS:

@@ -328,22 +328,17 @@ def _inputs(run_dir: Path, spec, trial):
     """The model store, the archive's file name (None: <name>.mar) and the request set the
     winner ran with: a user's archive and payloads (sweeper.usermodel, read again from the
     run's sweep.yaml, whose paths are absolute), or the sweeper's own model and example."""
-    from handlers.models import MODELS
-
-    from .payload import builtin_request_set
+    from .payload import builtin_request_set, example_body
+    from .preflight import model_store_for
     from .usermodel import resolve
 
-    user = resolve(spec, str(RunDir(run_dir).sweep_yaml))
-    if user.model_store is not None:
-        store = user.model_store
-    elif spec.settings.model_store:
-        store = Path(spec.settings.model_store)
-    else:
-        store = Path(__file__).resolve().parents[1] / "model_store"
+    source = str(RunDir(run_dir).sweep_yaml)
+    user = resolve(spec, source)
+    store = user.model_store or model_store_for(spec, source)
     if trial.request is not None:
         requests = user.request_sets[trial.request]
     else:
-        requests = builtin_request_set(MODELS[trial.model.name].example_request() if trial.model.name in MODELS else b"[]")
+        requests = builtin_request_set(example_body(trial.model.name))
     return store, user.archive_file, requests
 
 

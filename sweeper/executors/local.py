@@ -213,10 +213,10 @@ class LocalExecutor:
         """Unregister idle registrations, least recently used first, until the idle ones'
         memory is within the budget (keep_budget); all of them without `keep`. The one
         `coming` into use does not count."""
-        idle = sorted(((r.used, i, m) for i, (m, r) in enumerate(self._registered.items()) if m != coming))
-        held = sum(self._registered[m].rss_bytes for _, _, m in idle)
+        idle = sorted((m for m in self._registered if m != coming), key=lambda m: self._registered[m].used)
+        held = sum(self._registered[m].rss_bytes for m in idle)
         budget = keep_budget(held) if keep else 0
-        for _, _, m in idle:
+        for m in idle:
             if keep and held <= budget:
                 break
             management.unregister_model(server, self._registered[m].name)

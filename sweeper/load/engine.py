@@ -80,13 +80,10 @@ class _Engine:
         self.conns: set[Connection] = set()
         self.addr: tuple | None = None
         self.done: asyncio.Future | None = None
-        # The sweeper that started this process: when it is gone (SIGKILL leaves no
-        # `finally` to stop us), stop sending instead of loading the server until the end.
-        # parent_pid: this process's parent when it started (the fork server, or the
-        # sweeper itself under 'spawn'); sweeper_pid: the process that ran run_load. A
-        # process forked by the fork server holds the server alive, so the sweeper's own
-        # death is what to watch.
-        self.parent_pid: int | None = None
+        # The sweeper that started this process (the process that ran run_load): when it
+        # is gone (SIGKILL leaves no `finally` to stop us), stop sending instead of loading
+        # the server until the end. Its pid is watched, not our parent's: a process forked
+        # by the fork server has the server as its parent, and keeps it alive.
         self.sweeper_pid: int | None = None
         # Stability windows (part.window_s): the pipe to the parent, which decides when
         # the measurement has lasted long enough and then sends "stop".
@@ -158,12 +155,9 @@ class _Engine:
         interval = min(WATCHDOG_INTERVAL_S, timeout / 10)
         while True:
             await asyncio.sleep(interval)
-            if (self.parent_pid is not None and os.getppid() != self.parent_pid) or (
-                self.sweeper_pid is not None and not _alive(self.sweeper_pid)
-            ):
+            if self.sweeper_pid is not None and not _alive(self.sweeper_pid):
                 if not self.done.done():
-                    who = self.sweeper_pid or self.parent_pid
-                    self.done.set_exception(ParentGone(f"the sweeper (pid {who}) is gone"))
+                    self.done.set_exception(ParentGone(f"the sweeper (pid {self.sweeper_pid}) is gone"))
                 return
             now = self.clock()
             for conn in list(self.conns):
@@ -429,7 +423,7 @@ def child_main(
     # The parent owns Ctrl-C: it terminates the engines; a KeyboardInterrupt traceback
     # from every child would only bury the parent's message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    sweeper = sweeper_pid or os.getppid()  # under 'spawn' the parent is the sweeper
     loop = None
     try:
         if part.cpu_affinity:
@@ -439,12 +433,12 @@ def child_main(
         warmed = 0
         if warmup is not None:
             warm = ClosedLoop(loop, target, warmup)
-            warm.parent_pid, warm.sweeper_pid = parent, sweeper_pid
+            warm.sweeper_pid = sweeper
             loop.run_until_complete(warm.prepare())
             loop.run_until_complete(warm.run(time.perf_counter()))
             warmed = len(warm.records)
         engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
-        engine.parent_pid, engine.sweeper_pid = parent, sweeper_pid
+        engine.sweeper_pid = sweeper
         engine.pipe = pipe
         loop.run_until_complete(engine.prepare())
         pipe.send(("ready", warmed))
