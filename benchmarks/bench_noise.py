@@ -32,6 +32,7 @@ the 6-8 s rows near 3%.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -157,6 +158,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--server-warmup-s", type=float, default=15.0)
+    parser.add_argument("--server-warmup-max-s", type=float, default=None,
+                        help="the server warm-up's cap (settings.server_warmup_max_s; default 3x --server-warmup-s)")
+    parser.add_argument("--warmup-concurrency", type=int, default=None,
+                        help="requests in flight during the server warm-up (default: --concurrency)")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS and MKL_NUM_THREADS of the workers")
     parser.add_argument("--per-second", action="store_true",
                         help="also print each second: req/s, steal, the JVM's CPU and its JIT compiler threads' CPU")
@@ -177,9 +182,12 @@ def main() -> int:
         load = LoadProfile(mode="closed", concurrency=args.concurrency, duration_s=float(args.seconds), timeout_s=30.0)
         # the server warm-up a sweep gives a fresh server: at least --server-warmup-s, then
         # until the JIT compiler threads are quiet (at most 3x)
-        warmed = warm_server(server, target, load, Settings(server_warmup_s=args.server_warmup_s))
-        print(f"server warm-up: {warmed['server_warmup_s']:.1f} s, JIT compiler threads at the end "
-              f"{warmed['server_warmup_jit_pct']:.1f}% of a core", flush=True)
+        warm_load = dataclasses.replace(load, concurrency=args.warmup_concurrency or args.concurrency)
+        warm_settings = Settings(server_warmup_s=args.server_warmup_s, server_warmup_max_s=args.server_warmup_max_s)
+        warmed = warm_server(server, target, warm_load, warm_settings)
+        print(f"server warm-up: {warmed['server_warmup_s']:.1f} s (cap {warm_settings.server_warmup_cap_s:g} s) at "
+              f"c={warm_load.concurrency}, JIT compiler threads at the end {warmed['server_warmup_jit_pct']:.1f}% of a core",
+              flush=True)
         started: dict[str, float] = {}
         speed = hostspeed.SpeedProbe()
         wall_minus_mono = time.time() - time.monotonic()

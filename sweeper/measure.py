@@ -47,11 +47,14 @@ def measure(
     fresh_server: bool = False,
     model_name: str | None = None,
     other_workers: frozenset[int] = frozenset(),
+    fresh_registration: bool = False,
 ) -> dict:
     """Warm up, measure the window, return the row.
 
     `fresh_server`: this is the first trial on a newly started TorchServe; the server
     warm-up (`warm_server`: the JVM's JIT) comes before its own warm-up.
+    `fresh_registration`: the trial's model was registered for it; its own warm-up is
+    then settings.registration_warmup_s when that is longer (`trial_warmup_s`).
 
     `model_name`: the name the trial's model is registered under (default: its own name;
     the local executor keeps other settings of the model registered under other names);
@@ -64,11 +67,12 @@ def measure(
     """
     if trial.capacity is not None:
         return measure_capacity(
-            server, trial, trial.capacity, settings, requests, files, fresh_server, model_name, other_workers
+            server, trial, trial.capacity, settings, requests, files, fresh_server, model_name, other_workers,
+            fresh_registration,
         )
     name = model_name or trial.model.name
     rule = stability_rule(settings)
-    warmup_s = settings.warmup_s
+    warmup_s = trial_warmup_s(settings, fresh_server, fresh_registration)
     expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + warmup_s
     expected_s += settings.server_warmup_cap_s if fresh_server else 0.0
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
@@ -125,6 +129,7 @@ def measure(
     row.update(hoststat.columns(window.get("host"), host_after))
     row.update(hostspeed.columns(speeds))
     row.update(server_warmup)
+    row["client_warmup_s"] = warmup_s
     row["measure_s"] = measured.wall_s
     if not server.alive():
         raise ServerError("TorchServe died during the measured window", server.log_tail())
@@ -149,6 +154,7 @@ def measure_capacity(
     fresh_server: bool = False,
     model_name: str | None = None,
     other_workers: frozenset[int] = frozenset(),
+    fresh_registration: bool = False,
 ) -> dict:
     """The rate search (sweeper.capacity) on this server: the warm-up before the first
     step, then one open-loop run of rule.step_s per step, the first rule.warmup_s of each
@@ -160,7 +166,8 @@ def measure_capacity(
     data; a worker or server that dies fails the trial. `model_name` and `other_workers`:
     as measure's."""
     name = model_name or trial.model.name
-    warmup_s = settings.warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
+    first_warmup_s = trial_warmup_s(settings, fresh_server, fresh_registration)
+    warmup_s = first_warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
     server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
     url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
@@ -171,7 +178,7 @@ def measure_capacity(
     )
     host_before = hoststat.cpu_times()
     server_warmup = warm_server(server, target, trial.load, settings) if fresh_server else warm_server_columns()
-    warmup = warmup_profile(trial.load, settings.warmup_s) if settings.warmup_s > 0 else None
+    warmup = warmup_profile(trial.load, first_warmup_s) if first_warmup_s > 0 else None
     server.note_pids()
     workers_before = worker_pids(server) - other_workers
     runs: list = []  # the judged part of each step's run
@@ -226,6 +233,7 @@ def measure_capacity(
     row["capacity_abandoned_requests"] = abandoned
     row.update(hoststat.columns(host_before, hoststat.cpu_times()))  # every step, warm-up included
     row.update(server_warmup)
+    row["client_warmup_s"] = first_warmup_s
     row["measure_s"] = float(sum(r.wall_s for r in runs))
     return row
 
@@ -336,6 +344,15 @@ def _scrape_quietly(server: TorchServe) -> None:
         metrics.scrape(server.metrics_url)
     except ServerError:
         pass
+
+
+def trial_warmup_s(settings: Settings, fresh_server: bool, fresh_registration: bool) -> float:
+    """The load a trial sends before its window, not measured: settings.warmup_s, or
+    settings.registration_warmup_s when longer on a registration made for this trial (the
+    first trial on a fresh server has had the server warm-up on its registration)."""
+    if fresh_registration and not fresh_server:
+        return max(settings.warmup_s, settings.registration_warmup_s)
+    return settings.warmup_s
 
 
 def warm_server_columns(seconds: float = 0.0, jit_pct: float = math.nan) -> dict:

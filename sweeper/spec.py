@@ -343,6 +343,16 @@ class Settings(_Strict):
     # 45 s). 0: no server warm-up.
     server_warmup_s: NonNegFloat = 15.0
     server_warmup_max_s: Union[NonNegFloat, None] = None
+    # The warm-up of the first trial on a model registration made for it (the sweep moved
+    # on to per-model settings not yet registered on this server), instead of warmup_s
+    # when longer; the first trial on a fresh server gets the server warm-up instead. New
+    # workers and the frontend's new path serve slower at first, while the JIT compiles
+    # again: measured on the 2-core machine (benchmarks/bench_registration_warmup.py, MLP
+    # batch 1, c=32), 0.87x of the same registration's later speed over the first 2 s and
+    # even from 4 s on, with the compiler threads at 24-28% of a core in the first
+    # seconds. In batching runs L-P the first window of a trial on a new registration read
+    # 0.94x of its later windows (1.00x on a kept one): a bias against every repeat 0.
+    registration_warmup_s: NonNegFloat = 4.0
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None

@@ -26,7 +26,7 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
         model={"name": "mlp", "batch_size": [1, 4], "max_batch_delay_ms": 5, "min_workers": 1},
         load={"mode": "closed", "concurrency": 4, "duration_s": 1},
         # max_cv 1.0: any two windows agree, so each trial stops after two 0.5 s windows
-        settings={"warmup_s": 0.3, "repeats": 2, "server_warmup_s": 1.5, "server_warmup_max_s": 4,
+        settings={"warmup_s": 0.3, "registration_warmup_s": 0.8, "repeats": 2, "server_warmup_s": 1.5, "server_warmup_max_s": 4,
                   "stability": {"window_s": 0.5, "windows": 2, "max_cv": 1.0, "max_duration_s": 4}},
     )
     assert main(["run", str(sweep), "--out", str(out)]) == 0
@@ -41,6 +41,9 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
     assert list(df["param_model_batch_size"]) == [1, 4, 1, 4]
     assert list(df["server_model_name"]) == ["mlp", "mlp_1", "mlp", "mlp_1"]
     assert list(df["server_registered"]) == [1, 1, 0, 0]
+    # the trial on the registration made for it (batch 4) warmed up for
+    # registration_warmup_s; the first had the server warm-up, the kept ones warmup_s
+    assert list(df["client_warmup_s"]) == [0.3, 0.8, 0.3, 0.3]
     # the counters and the served batches were read under the name each trial ran on
     assert (df["server_requests"] >= df["client_ok"]).all() and (df["server_batches"] > 0).all()
     # the idle registration's worker (~220 MB) is not in the trial's memory: the trials

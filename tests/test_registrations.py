@@ -84,6 +84,63 @@ def test_without_keep_registered_every_change_registers_fresh_workers(tmp_path, 
     ]
 
 
+@pytest.mark.parametrize("keep, fresh", [(True, [True, True, False, False]), (False, [True, True, True, True])])
+def test_a_trial_on_a_registration_made_for_it_gets_the_registration_warmup(tmp_path, monkeypatch, api, keep, fresh):
+    """measure() hears which trials registered their model (settings.registration_warmup_s);
+    a kept registration the sweep returns to is warm. The server's first trial gets the
+    server warm-up instead (sweeper.measure.trial_warmup_s)."""
+    from sweeper.plan import expand, order
+
+    class FakeServer:
+        def __init__(self, **kw):
+            self.log_dir = tmp_path
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+        def alive(self):
+            return True
+
+    spec = parse_sweep(
+        {"name": "k", "model": {"name": "mlp", "batch_size": [1, 8]}, "load": {"mode": "closed", "concurrency": 1, "duration_s": 1},
+         "settings": {"keep_registered": keep, "repeats": 2}},
+        "k.yaml",
+    )
+    executor = local.LocalExecutor(SweepContext(spec, tmp_path, "k", tmp_path, b"[]"))
+    seen = []
+
+    def fake_measure(server, trial, settings, request, files, fresh_server=False, fresh_registration=False, **_):
+        seen.append((trial.model.batch_size, fresh_server, fresh_registration))
+        return {"measure_s": 1.0}
+
+    monkeypatch.setattr(local, "TorchServe", FakeServer)
+    monkeypatch.setattr(local, "measure", fake_measure)
+    monkeypatch.setattr(local, "log_offsets", lambda server: {})
+    monkeypatch.setattr(local, "log_slices", lambda server, offsets, whole=False: {})
+    monkeypatch.setattr(executor, "_other_workers", lambda server, name: frozenset())
+    rows = [executor.run(t).row for t in order(expand(spec), "interleaved")]
+    assert [r["status"] for r in rows] == ["ok"] * 4
+    assert [b for b, _, _ in seen] == [1, 8, 1, 8]  # interleaved, each setting once per pass
+    assert [f for _, _, f in seen] == fresh == [bool(r["server_registered"]) for r in rows]
+    assert [s for _, s, _ in seen] == [True, False, False, False]
+
+
+def test_the_trials_own_warmup_by_what_ran_before_it():
+    from sweeper.measure import trial_warmup_s
+    from sweeper.spec import Settings
+
+    settings = Settings(warmup_s=1, registration_warmup_s=4)
+    assert trial_warmup_s(settings, fresh_server=False, fresh_registration=False) == 1  # a warm registration
+    assert trial_warmup_s(settings, fresh_server=False, fresh_registration=True) == 4  # new workers, new path
+    # the first trial on a server has had the server warm-up on its own registration
+    assert trial_warmup_s(settings, fresh_server=True, fresh_registration=True) == 1
+    # never shorter than warmup_s
+    assert trial_warmup_s(Settings(warmup_s=5, registration_warmup_s=4), False, True) == 5
+
+
 def test_the_budget_is_a_share_of_memory_and_at_most_half_of_what_is_free(monkeypatch):
     from collections import namedtuple
 

@@ -118,6 +118,7 @@ class LocalExecutor:
                     fresh_server=fresh,
                     model_name=name,
                     other_workers=others,
+                    fresh_registration=bool(row["server_registered"]),
                 )
             )
             row["status"] = "ok"
