@@ -8,9 +8,10 @@ engine, ...) cancels slow drift. The median ratio engine/client says whether our
 measured the server or itself: near 1.0 it measured the server.
 
 The winner runs as it ran in the sweep: a user's archive (model.archive) and the request
-set of the winning trial (`request`). wrk and ab send one body, so both clients send the
-set's first payload; verify.json says which set, how many payloads it has and the body's
-size.
+set of the winning trial (`request`). With wrk both clients send the set's payloads in
+turn, one per request, as the sweep's engine did (wrk through a Lua `request` function).
+ab sends one body, so with ab both send the set's first payload. verify.json says which
+set, how many payloads it has and how many were sent.
 
 Writes `verify.json` into the run directory (the report shows it when present).
 Only 2xx responses count, for both clients.
@@ -50,6 +51,30 @@ if ct and #ct > 0 then wrk.headers["Content-Type"] = ct end
 local auth = os.getenv("VERIFY_AUTHORIZATION")
 if auth and #auth > 0 then wrk.headers["Authorization"] = auth end
 
+-- several payloads (VERIFY_BODIES > 1): each a request of its own, sent in turn, one per
+-- request, as the engine sends a request set's payloads (built once, in init)
+local count = tonumber(os.getenv("VERIFY_BODIES") or "1")
+if count > 1 then
+  local built = {}
+  function init(args)
+    for i = 1, count do
+      local g = assert(io.open(os.getenv("VERIFY_BODY_FILE") .. "." .. i, "rb"))
+      local b = g:read("*a")
+      g:close()
+      local headers = {}
+      for name, value in pairs(wrk.headers) do headers[name] = value end
+      local t = os.getenv("VERIFY_CONTENT_TYPE_" .. i)
+      if t and #t > 0 then headers["Content-Type"] = t end
+      built[i] = wrk.format(nil, nil, headers, b)
+    end
+  end
+  local turn = 0
+  function request()
+    turn = turn % count + 1
+    return built[turn]
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -73,6 +98,13 @@ class Request:
     content_type: str
     authorization: str  # "" without token auth
     method: str = "POST"
+    # the payloads after the first, (body, content type) each: sent in turn with `body`,
+    # one per request, by the engine and by wrk (not by ab, which sends one body)
+    more: tuple[tuple[bytes, str], ...] = ()
+
+    @property
+    def payloads(self) -> tuple[tuple[bytes, str], ...]:
+        return ((self.body, self.content_type), *self.more)
 
 
 def parse_wrk(stdout: str) -> Measurement:
@@ -127,12 +159,20 @@ def run_client(name: str, path: str, req: Request, connections: int, duration_s:
             "VERIFY_METHOD": req.method,
             "VERIFY_CONTENT_TYPE": req.content_type,
             "VERIFY_AUTHORIZATION": req.authorization,
+            "VERIFY_BODIES": str(len(req.payloads)),
         }
+        if req.more:
+            for i, (body, content_type) in enumerate(req.payloads, start=1):
+                (tmp / f"body.{i}").write_bytes(body)
+                env[f"VERIFY_CONTENT_TYPE_{i}"] = content_type
         cmd = [path, "-t1", f"-c{connections}", f"-d{duration_s:g}s", "-s", str(script), req.url]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60)
         if out.returncode != 0:
-            raise SweeperError(f"wrk failed (exit {out.returncode}): {out.stderr.strip()[:300]}")
+            said = (out.stderr.strip() or out.stdout.strip())[:300]
+            raise SweeperError(f"wrk failed (exit {out.returncode}): {said}")
         return parse_wrk(out.stdout)
+    if req.more:
+        raise SweeperError("ab sends one body: verify with ab sends the request set's first payload only")
     # ab: keep-alive, the same connections, a time limit; -n large so the time limit ends it
     cmd = [path, "-k", "-q", "-c", str(connections), "-t", f"{duration_s:g}", "-n", "100000000"]
     if req.method == "POST":
@@ -149,10 +189,14 @@ def engine_target(req: Request):
     """The load engine's Target for `req`."""
     from .load import Target
 
-    headers = [("Content-Type", req.content_type)] if req.body else []
-    if req.authorization:
-        headers.append(("Authorization", req.authorization))
-    return Target(req.url, body=req.body, headers=tuple(headers), method=req.method)
+    def headers(body: bytes, content_type: str) -> tuple[tuple[str, str], ...]:
+        out = [("Content-Type", content_type)] if body else []
+        if req.authorization:
+            out.append(("Authorization", req.authorization))
+        return tuple(out)
+
+    bodies = tuple((body, headers(body, ct)) for body, ct in req.payloads) if req.more else ()
+    return Target(req.url, body=req.body, headers=headers(req.body, req.content_type), method=req.method, bodies=bodies)
 
 
 def run_engine(req: Request, connections: int, duration_s: float) -> Measurement:
@@ -273,7 +317,9 @@ def verify(
     spec, trial, connections, why = winner(run_dir)
     settings = spec.settings
     store, archive_file, requests = _inputs(run_dir, spec, trial)
-    payload = requests.payloads[0]  # wrk and ab send one body: the set's first (see verify.json)
+    # wrk sends the set's payloads in turn, as the engine does; ab sends one body, so with
+    # ab both send the first (verify.json: request_payloads_sent)
+    sent = requests.payloads if client[0] == "wrk" else requests.payloads[:1]
     run = RunDir(run_dir)
     workdir = run.server_dir(f"verify-{int(time.time())}")
     server = TorchServe(
@@ -301,7 +347,8 @@ def verify(
         server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
         auth = server.headers("inference").get("Authorization", "")
         url = f"{server.inference_url}/predictions/{trial.model.name}"
-        req = Request(url, payload.body, payload.content_type, auth, method=requests.method)
+        req = Request(url, sent[0].body, sent[0].content_type, auth, method=requests.method,
+                      more=tuple((p.body, p.content_type) for p in sent[1:]))
         # warm the server up as a sweep warms a fresh server's first trial (the JVM's JIT:
         # sweeper.measure.warm_server, whose last run is our engine on new connections),
         # then the other client once, unrecorded
@@ -318,8 +365,10 @@ def verify(
         server.stop()  # its logs stay in servers/verify-*, as every server's do
     result.update(server_warmup_s=warmed["server_warmup_s"], server_warmup_jit_pct=warmed["server_warmup_jit_pct"])
     result.update(trial_id=trial.trial_id, params={k: v for k, v in trial.params().items() if k.startswith("param_")})
-    result.update(connections_why=why, request=requests.name, request_payloads=len(requests.payloads), body_bytes=len(payload.body),
-                  content_type=payload.content_type, method=requests.method)
+    result.update(connections_why=why, request=requests.name, request_payloads=len(requests.payloads),
+                  request_payloads_sent=len(sent), body_bytes=len(sent[0].body),
+                  body_bytes_mean=sum(len(p.body) for p in sent) / len(sent),
+                  content_type=sent[0].content_type, method=requests.method)
     write_atomic(run.verify_json, json.dumps(result, indent=1, default=str))
     return result
 
@@ -375,4 +424,6 @@ def _payload_note(data: dict) -> str:
     n = data.get("request_payloads")
     if not isinstance(n, int) or n <= 1:
         return ""
-    return f" Both sent one body, the first of request set {data.get('request')!r}'s {n} payloads."
+    if data.get("request_payloads_sent") == n:
+        return f" Both sent request set {data.get('request')!r}'s {n} payloads in turn, one per request, as the sweep did."
+    return f" Both sent one body, the first of request set {data.get('request')!r}'s {n} payloads ({data.get('client')} sends one)."

@@ -79,6 +79,8 @@ def test_a_foreign_handler_with_its_own_payload(tmp_path, archive, capsys):
     result = json.loads((run_dir / "verify.json").read_text())
     first_payload = {"sample": len(TEXT.encode()), "files": len("a fine film")}[result["request"]]
     assert result["body_bytes"] == first_payload and result["request_payloads"] == {"sample": 1, "files": 2}[result["request"]]
+    # wrk, like the engine, sent every payload of the set in turn
+    assert result["request_payloads_sent"] == result["request_payloads"]
     pair = result["pairs"][0]
     assert pair["engine_rps"] > 0 and pair["client_rps"] > 0 and pair["engine_errors"] == pair["client_errors"] == 0
     assert_nothing_left(out)

@@ -87,3 +87,33 @@ def test_report_shows_the_second_opinion(tmp_path):
 @pytest.mark.parametrize("rate, latency_ms, expected", [(500, 20.0, 10), (500, 20.1, 11), (3, 1.0, 1), (1e6, 100.0, v.MAX_CONCURRENCY)])
 def test_a_capacity_winner_is_verified_at_the_requests_in_flight_at_its_capacity(rate, latency_ms, expected):
     assert v.in_flight(rate, latency_ms) == expected
+
+
+def test_wrk_and_the_engine_send_a_request_sets_payloads_in_turn():
+    """A request set of several payloads: both clients send each in turn, one per request,
+    as the sweep's engine did (the fake server counts the bodies by length)."""
+    client = _client_or_skip("wrk")
+    short, long = b'{"x": 1}', b'{"text": "' + b"a" * 200 + b'"}'
+    with FakeServer(delay_s=0.002, keep_alive_header=True) as server:
+        req = v.Request(server.url("/p"), short, "application/json", "", more=((long, "text/plain"),))
+        assert req.payloads == ((short, "application/json"), (long, "text/plain"))
+        result = v.pairs(req, client, connections=4, duration_s=1.0, count=2)
+        lengths = dict(server.lengths)
+    assert all(p["engine_errors"] == 0 and p["client_errors"] == 0 for p in result["pairs"])
+    sent = lengths.get(len(short), 0) + lengths.get(len(long), 0)
+    assert sent >= 0.99 * sum(lengths.values()) and sent > 100, lengths  # no other body
+    # in turn: as many of each, but for the requests in flight when a run stopped
+    assert abs(lengths[len(short)] - lengths[len(long)]) <= 4 * 4 + 4, lengths
+
+
+def test_ab_refuses_several_payloads(tmp_path):
+    req = v.Request("http://127.0.0.1:1/p", b"a", "text/plain", "", more=((b"bb", "text/plain"),))
+    with pytest.raises(v.SweeperError, match="ab sends one body"):
+        v.run_client("ab", "/nonexistent/ab", req, 1, 0.1, tmp_path)
+
+
+@pytest.mark.parametrize("sent, says", [(3, "payloads in turn"), (1, "the first of request set 'files'")])
+def test_the_report_says_which_payloads_verify_sent(sent, says):
+    data = {"client": "wrk" if sent == 3 else "ab", "ratio_median": 1.0, "ratio_min": 1.0, "ratio_max": 1.0,
+            "pairs": [{}], "request": "files", "request_payloads": 3, "request_payloads_sent": sent}
+    assert says in v.summary_line(data)
