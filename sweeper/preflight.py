@@ -115,6 +115,6 @@ def estimate_s(spec, trials) -> float:
     load = sum(measure(t) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
     settings = spec.settings
     warmup = min(settings.server_warmup_cap_s, settings.server_warmup_s + SERVER_WARMUP_TYPICAL_EXTRA_S) if settings.server_warmup_s > 0 else 0.0
-    # a registration that is not a server's first warms up for registration_warmup_s
-    registration_warmup = max(0.0, settings.registration_warmup_s - settings.warmup_s) * max(0, regs - starts)
+    # a registration that is not a server's first warms up for registration_warmup_s or longer
+    registration_warmup = settings.registration_warmup_s * max(0, regs - starts)
     return load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION + registration_warmup

@@ -343,16 +343,20 @@ class Settings(_Strict):
     # 45 s). 0: no server warm-up.
     server_warmup_s: NonNegFloat = 15.0
     server_warmup_max_s: Union[NonNegFloat, None] = None
-    # The warm-up of the first trial on a model registration made for it (the sweep moved
-    # on to per-model settings not yet registered on this server), instead of warmup_s
-    # when longer; the first trial on a fresh server gets the server warm-up instead. New
-    # workers and the frontend's new path serve slower at first, while the JIT compiles
-    # again: measured on the 2-core machine (benchmarks/bench_registration_warmup.py, MLP
-    # batch 1, c=32), 0.87x of the same registration's later speed over the first 2 s and
-    # even from 4 s on, with the compiler threads at 24-28% of a core in the first
-    # seconds. In batching runs L-P the first window of a trial on a new registration read
-    # 0.94x of its later windows (1.00x on a kept one): a bias against every repeat 0.
-    registration_warmup_s: NonNegFloat = 4.0
+    # The extra warm-up of the first trial on a model registration made for it (the sweep
+    # moved on to per-model settings not yet registered on this server), before the
+    # trial's own warmup_s; the first trial on a fresh server gets the server warm-up
+    # instead. At least registration_warmup_s, then on while the JVM's JIT compiler threads
+    # are busy (sweeper.measure.warm_registration), at most registration_warmup_max_s
+    # (default 3x registration_warmup_s). New workers and the frontend's new path serve
+    # slower at first while the JIT compiles again: measured on the 2-core machine
+    # (benchmarks/bench_registration_warmup.py, MLP batch 1, c=32) 0.87x of the same
+    # registration's later speed over the first 2 s, the compiler threads at 24-28% of a
+    # core. In batching runs L-P (none of this) the first window of a trial on a new
+    # registration read 0.94x of its later windows, 1.00x on a kept one: a bias against
+    # every repeat 0. 0: none.
+    registration_warmup_s: NonNegFloat = 3.0
+    registration_warmup_max_s: Union[NonNegFloat, None] = None
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None
@@ -419,13 +423,19 @@ class Settings(_Strict):
             return self.server_warmup_max_s
         return 3.0 * self.server_warmup_s
 
+    @property
+    def registration_warmup_cap_s(self) -> float:
+        """The longest registration warm-up: registration_warmup_max_s, or 3x registration_warmup_s."""
+        if self.registration_warmup_max_s is not None:
+            return self.registration_warmup_max_s
+        return 3.0 * self.registration_warmup_s
+
     @model_validator(mode="after")
     def _warmup_cap(self) -> "Settings":
-        if self.server_warmup_max_s is not None and self.server_warmup_max_s < self.server_warmup_s:
-            raise ValueError(
-                f"server_warmup_max_s: must be >= server_warmup_s ({self.server_warmup_s:g}), "
-                f"got {self.server_warmup_max_s:g}"
-            )
+        for key in ("server_warmup", "registration_warmup"):
+            low, high = getattr(self, f"{key}_s"), getattr(self, f"{key}_max_s")
+            if high is not None and high < low:
+                raise ValueError(f"{key}_max_s: must be >= {key}_s ({low:g}), got {high:g}")
         return self
 
     @model_validator(mode="after")

@@ -41,9 +41,12 @@ def test_stable_windows_interleaved_repeats_and_verify(tmp_path, capsys):
     assert list(df["param_model_batch_size"]) == [1, 4, 1, 4]
     assert list(df["server_model_name"]) == ["mlp", "mlp_1", "mlp", "mlp_1"]
     assert list(df["server_registered"]) == [1, 1, 0, 0]
-    # the trial on the registration made for it (batch 4) warmed up for
-    # registration_warmup_s; the first had the server warm-up, the kept ones warmup_s
-    assert list(df["client_warmup_s"]) == [0.3, 0.8, 0.3, 0.3]
+    # the trial on the registration made for it (batch 4) warmed up for at least
+    # registration_warmup_s (on while the real JVM compiled, at most 3x) before its own
+    # warmup_s; the first had the server warm-up, the kept ones warmup_s alone
+    warmups = list(df["client_warmup_s"])
+    assert warmups[0] == warmups[2] == warmups[3] == 0.3
+    assert 0.8 + 0.3 <= warmups[1] <= 3 * 0.8 + 0.3 + 1.5, warmups  # + starting the engine
     # the counters and the served batches were read under the name each trial ran on
     assert (df["server_requests"] >= df["client_ok"]).all() and (df["server_batches"] > 0).all()
     # the idle registration's worker (~220 MB) is not in the trial's memory: the trials

@@ -128,17 +128,13 @@ def test_a_trial_on_a_registration_made_for_it_gets_the_registration_warmup(tmp_
     assert [s for _, s, _ in seen] == [True, False, False, False]
 
 
-def test_the_trials_own_warmup_by_what_ran_before_it():
-    from sweeper.measure import trial_warmup_s
-    from sweeper.spec import Settings
+def test_only_a_registration_made_for_a_later_trial_gets_the_registration_warmup():
+    from sweeper.measure import new_registration
 
-    settings = Settings(warmup_s=1, registration_warmup_s=4)
-    assert trial_warmup_s(settings, fresh_server=False, fresh_registration=False) == 1  # a warm registration
-    assert trial_warmup_s(settings, fresh_server=False, fresh_registration=True) == 4  # new workers, new path
+    assert new_registration(fresh_server=False, fresh_registration=True)  # new workers, new path
+    assert not new_registration(fresh_server=False, fresh_registration=False)  # a warm registration
     # the first trial on a server has had the server warm-up on its own registration
-    assert trial_warmup_s(settings, fresh_server=True, fresh_registration=True) == 1
-    # never shorter than warmup_s
-    assert trial_warmup_s(Settings(warmup_s=5, registration_warmup_s=4), False, True) == 5
+    assert not new_registration(fresh_server=True, fresh_registration=True)
 
 
 def test_the_budget_is_a_share_of_memory_and_at_most_half_of_what_is_free(monkeypatch):

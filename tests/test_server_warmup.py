@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from sweeper.load import LoadProfile, Target
-from sweeper.measure import warm_server
+from sweeper.measure import REGISTRATION_QUIET_S, warm_registration, warm_server
 from sweeper.spec import Settings
 from sweeper.torchserve import jit
 
@@ -100,3 +100,35 @@ def test_no_server_warmup_at_all():
     """server_warmup_s 0: nothing runs (no target is even looked at)."""
     out = warm_server(SimpleNamespace(root_pid=os.getpid()), None, LoadProfile(mode="closed", concurrency=1), Settings(server_warmup_s=0))
     assert out["server_warmup_s"] == 0.0 and math.isnan(out["server_warmup_jit_pct"])
+
+
+def _warm_registration(fake, settings: Settings) -> float:
+    me = SimpleNamespace(root_pid=os.getpid())
+    load = LoadProfile(mode="closed", concurrency=2, duration_s=1.0)
+    return warm_registration(me, Target(fake.url("/p"), b"x"), load, settings)
+
+
+def test_a_new_registration_warms_up_while_the_jvm_compiles_again(server):
+    """settings.registration_warmup_s: at least the minimum, then on until the compiler
+    has been quiet over REGISTRATION_QUIET_S, well before the cap."""
+    proc = _jvm(busy_s=3.0)
+    try:
+        took = _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=20))
+    finally:
+        proc.kill()
+        proc.wait()
+    # 1 s of quiet judged over the last 1 s (the minimum, shorter than REGISTRATION_QUIET_S)
+    assert 3.0 + 1.0 - 0.5 <= took <= 3.0 + 1.0 + 4 and took < 20
+
+
+def test_the_registration_warmup_cap_stops_it_and_without_a_jvm_it_is_the_minimum(server):
+    proc = _jvm(busy_s=-1)
+    try:
+        took = _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=2.5))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert 2.0 <= took <= 2.5 + 1.5
+    assert 0.9 <= _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=20)) <= 2.5
+    assert _warm_registration(server, Settings(registration_warmup_s=0)) == 0.0  # none
+    assert REGISTRATION_QUIET_S < jit.QUIET_S
