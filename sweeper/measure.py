@@ -380,6 +380,7 @@ def warm_registration(server: TorchServe, target, load: LoadProfile, settings: S
     watch = jit.Watch(pid, span_s=min(REGISTRATION_QUIET_S, minimum) if minimum > 0 else REGISTRATION_QUIET_S)
     window_s = 1.0 if minimum >= 1.0 else max(minimum, 0.1)
     started = time.monotonic()
+    watch.sample()  # the span starts with the run, so a quiet JVM ends it at the minimum
 
     def warm_enough(windows: list) -> bool:
         quiet = watch.quiet() if pid is not None else True  # sampled at every window
