@@ -89,3 +89,25 @@ def test_results_md_and_the_recommendation_name_trials_measured_under_steal(tmp_
     assert "STEAL" not in markdown(table)
     assert aggregate_trials(table).set_index("trial_id").loc["a", "n_stolen"] == 0
     assert not any("steal" in c for c in recommend(aggregate_trials(table), None).throughput.caveats)
+
+
+def test_a_winner_measured_on_faster_cpus_than_the_runner_up_carries_a_caveat(tmp_path):
+    """host_speed (sweeper.hostspeed): when the winner's repeats ran on CPUs more than
+    SPEED_NOTE_PCT faster than the runner-up's, the recommendation says so."""
+    from test_results import put, row
+
+    from sweeper import results
+    from sweeper.analysis.aggregate import aggregate_trials
+    from sweeper.report.recommend import SPEED_NOTE_PCT, recommend
+
+    def pick(speed_a: float):
+        for r in (0, 1):
+            put(tmp_path, row("a", r, client_throughput_rps=300.0 + r, host_speed=speed_a))
+            put(tmp_path, row("b", r, param_model_batch_size=2, client_throughput_rps=200.0 + r, host_speed=1.0))
+        return recommend(aggregate_trials(results.table(tmp_path)), None).throughput
+
+    fast = pick(1.0 + (SPEED_NOTE_PCT + 20) / 100)
+    assert fast.winner["trial_id"] == "a"
+    assert any(f"{SPEED_NOTE_PCT + 20:.0f}% faster during the winner's repeats" in c for c in fast.caveats)
+    assert not any("faster during" in c for c in pick(1.0 + (SPEED_NOTE_PCT - 5) / 100).caveats)
+    assert not any("faster during" in c for c in pick(0.8).caveats)  # the winner won on slower CPUs

@@ -264,6 +264,25 @@ def _pct(v: float) -> str:
     return f"{v * 100:+.1f}%"
 
 
+# The winner's repeats ran on CPUs this much faster (host_speed, sweeper.hostspeed) than the
+# runner-up's: a caveat. On the 2-core VM the probe's 6 s blocks moved by ~6% with nothing
+# changing; in batching run U (2026-12-02) the host sped up by a third mid-run, the winner
+# caught the fast host in both repeats (speed 1.47, 1.32 against 0.98, 1.28) and was
+# called "better, with 95% confidence" by 34%, 2-10% apart once divided by the speed.
+SPEED_NOTE_PCT = 10.0
+
+
+def _speed_gap_pct(winner: pd.Series, runner: pd.Series | None) -> float | None:
+    """How much faster (%) the host's CPUs ran during the winner's repeats than during the
+    runner-up's; None when either has no host_speed."""
+    if runner is None:
+        return None
+    w, r = winner.get("host_speed_mean"), runner.get("host_speed_mean")
+    if fmt.is_missing(w) or fmt.is_missing(r) or r <= 0:
+        return None
+    return (float(w) / float(r) - 1.0) * 100.0
+
+
 def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | None) -> list[str]:
     out = []
     if bool(winner.get("client_bound", False)):
@@ -287,6 +306,13 @@ def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | No
         out.append(
             f"Another guest of this machine's host took CPU (steal above {STEAL_NOTE_PCT:g}%) during a repeat of "
             f"{said}: part of the difference may be the host's, not the configuration's."
+        )
+    faster = _speed_gap_pct(winner, runner)
+    if faster is not None and faster > SPEED_NOTE_PCT:
+        out.append(
+            f"The host's CPUs ran {faster:.0f}% faster during the winner's repeats than during the runner-up's "
+            "(host_speed, mean over repeats): part of the difference may be the machine's, not the configuration's, "
+            "and the interval above does not know it. Rerun both, or add repeats."
         )
     if runner is not None and bool(runner.get("client_bound", False)):
         out.append("The runner-up was client-bound: its throughput is a lower bound.")
