@@ -53,8 +53,8 @@ def measure(
 
     `fresh_server`: this is the first trial on a newly started TorchServe; the server
     warm-up (`warm_server`: the JVM's JIT) comes before its own warm-up.
-    `fresh_registration`: the trial's model was registered for it; its own warm-up is
-    then settings.registration_warmup_s when that is longer (`trial_warmup_s`).
+    `fresh_registration`: the trial's model was registered for it; the registration
+    warm-up (`warm_registration`) comes before its own warm-up, unless `fresh_server`.
 
     `model_name`: the name the trial's model is registered under (default: its own name;
     the local executor keeps other settings of the model registered under other names);
@@ -75,7 +75,8 @@ def measure(
     warmup_s = settings.warmup_s
     expected_s = (rule.max_duration_s if rule else (trial.load.duration_s or 60.0)) + warmup_s
     expected_s += settings.server_warmup_cap_s if fresh_server else 0.0
-    expected_s += settings.registration_warmup_cap_s if new_registration(fresh_server, fresh_registration) else 0.0
+    fresh = new_registration(fresh_server, fresh_registration)
+    expected_s += settings.registration_warmup_cap_s if fresh else 0.0
     server.refresh_tokens(min_valid_s=expected_s + 300.0)
     url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
@@ -85,7 +86,7 @@ def measure(
     # a payload the handler refuses fails here, before the warm-up and the window
     answers.check_first_answers(replay(), requests.expect_status, redact_keys)
     server_warmup = warm_server(server, target, trial.load, settings) if fresh_server else warm_server_columns()
-    registration_s = warm_registration(server, target, trial.load, settings) if new_registration(fresh_server, fresh_registration) else 0.0
+    registration_s = warm_registration(server, target, trial.load, settings) if fresh else 0.0
     warmup = warmup_profile(trial.load, warmup_s) if warmup_s > 0 else None
     window: dict = {}
     stdout_log = server.log_dir / serverlog.STDOUT_LOG
@@ -325,17 +326,9 @@ def warm_server(server: TorchServe, target, load: LoadProfile, settings: Setting
         if budget < window_s:
             break
         watch = jit.Watch(pid)  # quiet is judged on this run's samples only
-
-        def warm_enough(windows: list, phase_minimum=phase_minimum, watch=watch) -> bool:
-            quiet = watch.quiet()  # sampled at every window, so the span is there at the minimum
-            return len(windows) * window_s >= phase_minimum and quiet
-
-        run_load(
-            target,
-            warmup_profile(load, budget),
+        _warm_until_quiet(
+            target, load, phase_minimum, budget, watch, window_s,
             on_ready=lambda: _scrape_quietly(server),  # as a trial scrapes before its window
-            stability=Stability(window_s=window_s, windows=1, max_cv=1.0, max_duration_s=budget),
-            stop_when=warm_enough,
         )
     watch.sample()  # the end of the warm-up
     return warm_server_columns(time.monotonic() - started, watch.recent_pct(full_span=False))
@@ -376,23 +369,31 @@ def warm_registration(server: TorchServe, target, load: LoadProfile, settings: S
     minimum, cap = settings.registration_warmup_s, settings.registration_warmup_cap_s
     if cap <= 0:
         return 0.0
-    pid = jit.jvm_pid(server.root_pid)
-    watch = jit.Watch(pid, span_s=min(REGISTRATION_QUIET_S, minimum) if minimum > 0 else REGISTRATION_QUIET_S)
-    window_s = 1.0 if minimum >= 1.0 else max(minimum, 0.1)
+    span_s = min(REGISTRATION_QUIET_S, minimum) if minimum > 0 else REGISTRATION_QUIET_S
+    watch = jit.Watch(jit.jvm_pid(server.root_pid), span_s=span_s)
     started = time.monotonic()
     watch.sample()  # the span starts with the run, so a quiet JVM ends it at the minimum
+    _warm_until_quiet(target, load, minimum, cap, watch, 1.0 if minimum >= 1.0 else max(minimum, 0.1))
+    return time.monotonic() - started
+
+
+def _warm_until_quiet(target, load: LoadProfile, minimum: float, budget: float, watch: jit.Watch,
+                      window_s: float, on_ready=None) -> None:
+    """One closed-loop warm-up run (as wide as the trial's warm-up) in windows of window_s:
+    at least `minimum`, then until `watch` says the JIT compiler threads are quiet (always,
+    without a JVM to read), at most `budget`."""
 
     def warm_enough(windows: list) -> bool:
-        quiet = watch.quiet() if pid is not None else True  # sampled at every window
+        quiet = watch.quiet()  # sampled at every window, so the span is there at the minimum
         return len(windows) * window_s >= minimum and quiet
 
     run_load(
         target,
-        warmup_profile(load, cap),
-        stability=Stability(window_s=window_s, windows=1, max_cv=1.0, max_duration_s=cap),
+        warmup_profile(load, budget),
+        on_ready=on_ready,
+        stability=Stability(window_s=window_s, windows=1, max_cv=1.0, max_duration_s=budget),
         stop_when=warm_enough,
     )
-    return time.monotonic() - started
 
 
 def warm_server_columns(seconds: float = 0.0, jit_pct: float = math.nan) -> dict:
