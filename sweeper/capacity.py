@@ -126,8 +126,8 @@ def find_capacity(step: Callable[[float], Step], rule: CapacityRule) -> Capacity
         steps.append(s)
         if not s.passed and len(steps) < rule.max_steps:
             # a failure is believed when a second step at the same rate fails too: near the
-            # knee one short step's p99 is noise (measured: a 3 s step failed 375 req/s at
-            # p99 135 ms where the next passed 375 and 394 at 74 and 92 ms)
+            # knee one short step's p99 is noise: a 3 s step can fail a rate that the next
+            # step passes, and a higher one too (docs/measurements.md#code-capacity-confirm)
             s = step(rate)
             steps.append(s)
         if s.passed:

@@ -3,22 +3,19 @@
 On a virtual machine a virtual CPU does not run at one speed. Another guest on the
 hyperthread sibling of the same physical core, the host's frequency and its shared caches
 all change how much work one CPU second does, and none of that shows as steal in
-/proc/stat: the guest ran, just slower. Measured on the 2-core VM this was built on
-(2026-12-02 02:16, benchmarks/bench_host_speed.py: two processes each looping over this
-module's work unit for 240 s, nothing else running): the work done per CPU second of the
-two CPUs together moved with a CV of 11.3% between 1 s windows, 8.0% between 6 s blocks
-and 6.7% between 60 s blocks, and the two CPUs moved nearly independently (r = 0.18). Throughput on a
-saturated machine moves with it: per second, Pearson r = 0.68 between a TorchServe's
-throughput and this probe at constant load (benchmarks/bench_noise.py, 120 s). Between the
-6 s repeats of a sweep the probe explained less (r = 0.41 in batching run K; its ~26
-samples a window are few against the CPUs' second-to-second movement): a record of the
-machine, not a correction.
+/proc/stat: the guest ran, just slower. With nothing else running, the work done per CPU
+second can move by several percent between 6 s blocks, and the CPUs of one guest move
+nearly independently (benchmarks/bench_host_speed.py measures it;
+docs/measurements.md#code-host-speed-floor). Throughput on a saturated machine moves with
+it, second by second, at constant load (docs/measurements.md#code-host-speed-throughput).
+Between the repeats of a sweep the probe explains less (its few samples a window are few
+against the CPUs' second-to-second movement): a record of the machine, not a correction.
 
 `SpeedProbe` runs `unit` every interval_s on a background thread and divides the work by
 the thread's own CPU time (time.thread_time), so time the thread waited - for a CPU, for
 the GIL, for the hypervisor - does not count: what is left is how fast the CPU it ran on
-executed a fixed instruction stream. At the default interval it costs about 0.8% of one
-core. It samples whichever CPU the scheduler gives it, so over a window it averages the
+executed a fixed instruction stream. At the default interval it costs under 1% of one
+core (docs/measurements.md#code-host-speed-unit). It samples whichever CPU the scheduler gives it, so over a window it averages the
 machine's CPUs.
 
 The figure is relative, in units of `unit` per CPU millisecond: compare it between
@@ -36,13 +33,11 @@ from dataclasses import dataclass, field
 
 # A unit timed right after the thread woke from its sleep reads the CPU's wake-up (cold
 # caches and branch predictors, an idle core's lower clock), not its speed, and that
-# depends on how busy the machine is: measured on the 2-core VM (40 samples 0.25 s apart,
-# medians), units per CPU ms read 0.75-0.84 on an idle machine and 0.93 with both CPUs
-# busy. In a sweep that made the figure follow the trial's own load (Pearson r = 0.80
-# between host_speed and host_busy_pct over batching run J's 54 runs). With one unit run
-# first and not timed, the same samples read 0.885-0.901 idle, with one CPU busy and with
-# both. So each sample runs one unit untimed, then times the next.
-UNIT_LOOPS = 10000  # about 1 ms of CPU on the 2-core VM: 0.4% of a core every 0.25 s
+# depends on how busy the machine is, so the figure followed the trial's own load; with one
+# unit run first and not timed it reads the same idle and busy
+# (docs/measurements.md#code-host-speed-wakeup). So each sample runs one unit untimed, then
+# times the next.
+UNIT_LOOPS = 10000  # about 1 ms of CPU (docs/measurements.md#code-host-speed-unit)
 
 
 def unit(loops: int = UNIT_LOOPS) -> int:

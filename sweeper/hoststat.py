@@ -3,10 +3,8 @@ much time the hypervisor gave to other guests (steal).
 
 On a virtual machine `steal` is time this guest was ready to run and its virtual CPU was
 not: another tenant of the host had it. It is outside the sweeper's control and it moves
-throughput. Measured on the 2-core VM this was built on with benchmarks/bench_noise.py
-(MLP, batch 8, closed loop, 100 s of 1 s windows): steal came in bursts of up to 18.8% of
-the machine, and throughput followed it (Pearson -0.65 between the two per-second
-series). A trial's
+throughput: steal can come in bursts, and throughput follows it second by second
+(benchmarks/bench_noise.py measures it; docs/measurements.md#code-steal-bursts). A trial's
 host_steal_pct says whether it ran in such a burst. Linux only; elsewhere the columns
 are absent.
 """
@@ -17,8 +15,8 @@ from pathlib import Path
 
 # Above this share of the machine stolen during a repeat, the repeat is left out of its
 # trial's figures where it can be (sweeper.analysis.aggregate.used_repeats) and results.md
-# says so: in the batching runs of 2026-12-01 on the 2-core VM, closed-loop repeats with
-# 17-42% steal served 17-54% less than their twins.
+# says so: a closed-loop repeat under heavy steal can serve far less than its twin
+# (docs/measurements.md#code-steal-repeats).
 STEAL_NOTE_PCT = 5.0
 
 PROC_STAT = Path("/proc/stat")

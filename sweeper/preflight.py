@@ -18,8 +18,9 @@ from .usermodel import resolve as resolve_user_model
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SWEEPS_DIR = PROJECT_ROOT / "sweeps"
 DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
-# Calibrated on the 2-core machine (batching: 6.1 min actual; thread_contention: 8.4 min):
-# a trial costs ~0.4 s beyond warm-up and window, a server start ~3.5 s, a registration ~3 s.
+# Calibrated on measured sweeps (docs/measurements.md#code-plan-estimate): a trial costs
+# ~0.4 s beyond warm-up and window, a server start ~3.5 s, a registration ~3 s. Figures of
+# one machine: a slower one takes longer than `sweeper plan` estimates.
 SECONDS_PER_TRIAL_OVERHEAD = 0.4
 SECONDS_PER_SERVER_START = 3.5
 SECONDS_PER_REGISTRATION = 3.0
@@ -27,8 +28,8 @@ SECONDS_PER_REGISTRATION = 3.0
 # halvings to 5%; a step costs its engine's start and its backlog beyond step_s
 CAPACITY_TYPICAL_STEPS = 10
 # the server warm-up goes on past settings.server_warmup_s while the JIT compiles, and in
-# two runs since the fourth session: with the default 15 s it ran 37.5 s and 45.5 s (the
-# 45 s cap) on the 2-core machine (2026-12-02), ~25 s more
+# two runs: with the default 15 s it ran ~25 s more
+# (docs/measurements.md#code-server-warmup-length)
 SERVER_WARMUP_TYPICAL_EXTRA_S = 25.0
 SECONDS_PER_CAPACITY_STEP = 1.5
 

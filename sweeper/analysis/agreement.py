@@ -16,17 +16,13 @@ with load (a busy netty event loop reading requests late, answers queued behind 
 on a busy machine). A larger difference is flagged (client_server_disagree): the
 client's figures contain time that is not the server's, either the client measuring
 itself (a busy engine reads answers late: check client_bound) or requests waiting
-before TorchServe's timer starts (a netty backlog under overload: seen here with
-job_queue_size 1 at 1,200 req/s, 204 ms against 35 ms).
+before TorchServe's timer starts (a netty backlog under overload, e.g. with
+job_queue_size 1: docs/measurements.md#code-netty-backlog).
 
-Measured on the 2-core development machine while five other sessions ran TorchServe tests
-(load average 7.9): MLP, 2 workers, closed 16 in flight and open 200/800 req/s, batch 1
-and 8: differences of 1.7 to 10.9 ms; the two batch-1 trials at 200 req/s and 16 in
-flight were flagged (client 18 ms against server 9 ms: half the client's latency was
-spent outside TorchServe's timer on a machine with four times more runnable threads than
-cores). `make sweep SWEEP=batching` on the same machine (load average 4.2; 54 runs):
-median difference 1.2 ms, quartiles 1.0 and 2.3 ms, largest 16 ms; 6 of 27 trials flagged.
-The bound has not been measured on a quiet machine yet.
+On a heavily loaded machine (many more runnable threads than cores) up to half the
+client's latency can be spent outside TorchServe's timer, and the bound flags such trials
+(docs/measurements.md#code-client-server-bound). The bound rests on measurements on
+loaded machines only; it has not been measured on a quiet machine yet.
 """
 
 from __future__ import annotations

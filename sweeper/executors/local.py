@@ -10,14 +10,13 @@ Registrations. The model is registered when a trial's per-model settings (batch 
 delay, workers, timeout) differ from the last trial's. With settings.keep_registered (the
 default) the registration it replaces is kept, idle, and used again, workers and all, by
 a later trial with those settings: an interleaved order returns to every setting once per
-pass, and a registration costs ~3 s of worker start-up (MLP on the 2-core machine: 2.8-3.8
-s), where a kept one costs nothing. Only one registration can hold the model's name, so
-the others are registered as NAME_1, NAME_2, ... (the lowest free suffix); the trial's URL,
-its /metrics series and its served batches are read under the name it ran on. Idle workers
-take no CPU (measured: 18 idle MLP workers, 0.000 s of CPU and 0 context switches in 30 s)
-but hold memory (226 MB each), so kept idle registrations are capped at KEEP_MEMORY_SHARE
-of the machine's memory and half of what is available; the least recently used are
-unregistered first. Their workers are left out of the trial's proc_* columns.
+pass, and a registration costs seconds of worker start-up, where a kept one costs nothing.
+Only one registration can hold the model's name, so the others are registered as NAME_1,
+NAME_2, ... (the lowest free suffix); the trial's URL, its /metrics series and its served
+batches are read under the name it ran on. Idle workers take no CPU but hold memory
+(docs/measurements.md#code-kept-registrations), so kept idle registrations are capped at
+KEEP_MEMORY_SHARE of the machine's memory and half of what is available; the least
+recently used are unregistered first. Their workers are left out of the trial's proc_* columns.
 """
 
 from __future__ import annotations

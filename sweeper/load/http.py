@@ -1,6 +1,6 @@
 """The engine's HTTP/1.1 client: request bytes, response parsing, one keep-alive connection.
 
-Why not aiohttp or httpx: on the project's 2-core machine the client shares the CPU with
+Why not aiohttp or httpx: on the server's own machine the client shares the CPU with
 TorchServe, and every microsecond the client spends per request is taken from the server
 it measures. A per-request coroutine, header dict and body object are the bulk of a
 general client's cost; this client has none of them. The request is built once as bytes;

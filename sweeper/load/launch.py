@@ -4,9 +4,9 @@ The engines run in child processes so that the sweeper's own work - metric scrap
 process sampling - never shares a GIL with the loop that times requests. They are forked
 from multiprocessing's fork server (a single-threaded process started once, which has
 imported the engine: safe when the caller has threads, as 'spawn' is), so a run's engines
-are ready in ~35 ms instead of ~300 ms for a fresh interpreter importing numpy and the
-engine (measured here: median of 8 runs each; each trial starts one run). Where the
-platform has no fork server, 'spawn'. Sequence:
+are ready in a small fraction of the time a fresh interpreter needs to import numpy and
+the engine (docs/measurements.md#code-engine-fork-server; each trial starts one run). Where
+the platform has no fork server, 'spawn'. Sequence:
 
     parent: validate, split, spawn          child: connect (warm), -> "ready"
     parent: all ready -> "go" with t0       child: sleep until t0, run, -> "done"

@@ -16,12 +16,11 @@ mean latency by default, or their p99) both at most `max_cv` - or until
 `windows` windows ("used" in client_windows), whichever way it ended.
 
 Why the mean by default: the p99 of a short window rests on its few slowest requests (at
-150 req/s a 2 s window's p99 is its 3rd slowest), so in the batching runs of 2026-12-01 2 s
-windows' p99s rarely agreed within 10% and open-loop trials ran to max_duration_s. Replayed
-on the recorded requests of five such runs, stopping on the mean instead ended those
-trials after 7.1-8.2 s instead of ~12 s, and the trials' p99 (over the used windows)
-varied between repeats about as much (median CV 8.9-27.4% against 9.1-20.4%). The
-trial's p99 is still over all the requests of its used windows.
+150 req/s a 2 s window's p99 is its 3rd slowest), so 2 s windows' p99s rarely agree within
+10% and open-loop trials run to max_duration_s; stopping on the mean ends them sooner, and
+the trials' p99 (over the used windows) varies between repeats about as much
+(docs/measurements.md#code-stability-mean-latency). The trial's p99 is still over all the
+requests of its used windows.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`Confirm`: after a search, measure its best few configurations again before one wins.
 
 A search ranks configurations by a handful of short runs each. On a shared machine those
-runs move by several percent by themselves (README, "Stable numbers"), so the best-looking
-configuration of a search is partly the luckiest one: measured on 2026-12-01, optuna's
-pick in search_example served 2,204 req/s in the search and 2,139 in the full grid, while
-the grid's best, which the search had also measured, had read 1,477 and 1,947 there.
+runs move by several percent by themselves (docs/measurements.md#code-host-speed-floor), so
+the best-looking configuration of a search is partly the luckiest one: a search's pick can
+outrank, on its few runs, a configuration the full grid finds clearly better
+(docs/measurements.md#code-search-confirm).
 
 `Confirm` wraps any strategy. When the strategy has nothing more to propose and no run is
 in flight, the `top` feasible configurations by the search's objective (mean over their

@@ -68,9 +68,9 @@ BATCH = 3
 # neighbours (one step along each ordered axis, every other value of a categorical one) are
 # measured in one batch, and when one of them is better, its own neighbours next
 # (hill-climbing), until the budget is spent. TPE finds the right region but, at ~25 of a
-# grid's configurations, often stops one step short of its best point: on 2026-12-01 its
-# pick in search_example was batch 16 / 10 ms at 92% of the grid's best, batch 16 / 5 ms,
-# a neighbour it never measured. The share is capped at one full neighbourhood.
+# grid's configurations, often stops one step short of its best point, beside a neighbour
+# it never measured (docs/measurements.md#code-optuna-polish). The share is capped at one
+# full neighbourhood.
 POLISH_SHARE = 0.25
 
 def dimensions(axes: list[Axis]) -> tuple[dict[str, Any], dict[str, bool]]:

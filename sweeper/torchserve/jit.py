@@ -4,13 +4,11 @@ A freshly started TorchServe serves its first requests interpreted: HotSpot comp
 request path (netty, the frontend's batching and worker threads) while it serves, in its
 compiler threads ("C1 CompilerThread0", "C2 CompilerThread0"; Linux keeps the first 15
 characters of a thread's name, "C2 CompilerThre"). While they run they take a core's
-share from the server, on a 2-core machine a large one.
+share from the server, on a machine with few cores a large one.
 
-Measured on the 2-core machine (MLP, batch 8, closed loop c=32, 1 s samples of
-/proc/PID/task/*/stat, 2026-12-01): after a fixed 15 s warm-up the compiler threads still
-used 26-52% of a core in the first seconds of three of four runs, the JVM as a whole
-70-100%, and those seconds served 1,260-1,550 req/s against ~2,000 later. They went quiet
-(0-3%) 5-10 s later, with shorter bursts of 10-40% afterwards. So the server warm-up
+A fixed warm-up can end while they are still busy: after 15 s of load the compiler
+threads still took a quarter to a half of a core, and those seconds served markedly less
+than the later ones (docs/measurements.md#code-jit-after-fixed-warmup). So the server warm-up
 (sweeper.measure.warm_server) runs at least settings.server_warmup_s and then until the
 compiler threads are quiet: below QUIET_PCT of one core over the last QUIET_S seconds.
 
@@ -30,9 +28,10 @@ import psutil
 # HotSpot's compiler thread names, as Linux truncates them (JDK 11-21).
 COMPILER_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
 # quiet: the compiler threads used less than this share of one core over the last QUIET_S
-# seconds. Settled servers read 0-3% in the samples above; compiling ones 10-50%.
-# 3 s until 2026-12-01, when C2 was seen to compile in bursts with lulls of 2-4 s. (A
-# longer span alone did not cure the cold first trial: see sweeper.measure.warm_server.)
+# seconds. Settled servers read a few percent, compiling ones 10-50%; the span is 5 s
+# because C2 compiles in bursts with lulls of 2-4 s, which a 3 s span took for quiet
+# (docs/measurements.md#code-jit-quiet). (A longer span alone does not cure the cold
+# first trial: see sweeper.measure.warm_server.)
 QUIET_PCT = 5.0
 QUIET_S = 5.0
 

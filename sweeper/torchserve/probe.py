@@ -15,8 +15,8 @@ main thread's switches) and per thread (the switches of every thread):
   already showed) is added as CPU of role "other" (this also catches a process born and
   gone between two samples, such as a short-lived helper the JVM starts: TorchServe's
   system-metrics collector, `python ts/metrics/metric_collector.py`, runs every
-  metric_time_interval (60 s by default; disable_system_metrics is false) and took
-  about 0.04 s of CPU here, well under 1% of a core over a 5 s window).
+  metric_time_interval (60 s by default; disable_system_metrics is false) and takes
+  well under 1% of a core over a 5 s window: docs/measurements.md#code-metric-collector-cpu).
 
 Context switches: psutil's num_ctx_switches() reads /proc/PID/status, which on Linux
 holds the counts of the process's *main thread* only (proc_ctx_* columns, kept for

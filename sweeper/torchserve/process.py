@@ -136,7 +136,7 @@ class Keys:
 
 
 def _parse_expiry(text: str) -> float:
-    # "2026-11-24T05:45:57.659885323Z": Python wants at most microseconds
+    # e.g. "2030-01-01T05:45:57.659885323Z": Python wants at most microseconds
     head, _, frac = text.rstrip("Z").partition(".")
     stamp = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
     return stamp.timestamp() + (float("0." + frac) if frac else 0.0)
