@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 from .errors import RequestsFailed
+from .load.summary import success_rate
 from .payload import RequestSet
 
 BODY_CHARS = 200
@@ -66,10 +67,6 @@ def check_first_answers(answers: list[tuple[int, bytes]], expect_status: int, re
 def _counts(statuses) -> str:
     codes, counts = np.unique(np.asarray(statuses, dtype=int), return_counts=True)
     return " ".join(f"{int(c)}:{int(n)}" for c, n in zip(codes, counts))
-
-
-def success_rate(statuses: np.ndarray, expect_status: int) -> float:
-    return float((statuses == expect_status).mean()) if len(statuses) else float("nan")
 
 
 def check_success(

@@ -181,7 +181,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .analysis.compare import compare, markdown
+    from .compare import compare, markdown
 
     merged, best = compare([Path(d) for d in args.run_dirs])
     text = markdown(merged, best)

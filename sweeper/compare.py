@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import SpecError
-from ..rundir import RunDir
-from .aggregate import aggregate_trials
+from .analysis.aggregate import aggregate_trials
+from .analysis.objective import best as best_trial
+from .errors import SpecError
+from .report.rundata import min_success_from_sweep, read_yaml, slo_from_sweep
+from .rundir import RunDir
 
 FIGURE = "client_throughput_rps_mean"  # over the ok repeats of a trial
 
@@ -30,6 +32,7 @@ class RunSummary:
     label: str  # what a reader calls the machine: "<hostname> (<cpu>, <n> cores)"
     run_dir: Path
     table: pd.DataFrame  # aggregated over repeats, one row per configuration
+    best: pd.Series | None  # the run's pick by the sweep's objective (sweeper.analysis.objective)
 
 
 def _label(run_dir: Path) -> str:
@@ -47,8 +50,13 @@ def _node_label(run_dir: Path, node: str) -> str:
 
 
 def _summary(label: str, run_dir: Path, df: pd.DataFrame) -> RunSummary:
-    table = aggregate_trials(df)
-    return RunSummary(label, run_dir, table[table["n_ok"] > 0].reset_index(drop=True))
+    """The run's table and its pick: the recommendation's ranking, with the run's own SLO
+    and success floor (its sweep.yaml), so compare names the configuration the report
+    recommends."""
+    sweep = read_yaml(RunDir(run_dir).sweep_yaml)
+    table = aggregate_trials(df, min_success_from_sweep(sweep))
+    table = table[table["n_ok"] > 0].reset_index(drop=True)
+    return RunSummary(label, run_dir, table, best_trial(table, slo_from_sweep(sweep)))
 
 
 def load_runs(run_dir: Path) -> list[RunSummary]:
@@ -63,10 +71,6 @@ def load_runs(run_dir: Path) -> list[RunSummary]:
     if len(nodes) > 1:
         return [_summary(_node_label(run_dir, n), run_dir, df[df["node_label"].astype(str) == n]) for n in nodes]
     return [_summary(_label(run_dir), run_dir, df)]
-
-
-def load_run(run_dir: Path) -> RunSummary:
-    return load_runs(run_dir)[0]
 
 
 def _keys(tables: list[pd.DataFrame]) -> list[str]:
@@ -104,8 +108,11 @@ def compare(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str, fl
         if t.empty:
             best.append((run.label, "no successful trial", math.nan))
             continue
-        top = t.loc[t[FIGURE].idxmax()]
-        best.append((run.label, _key_text(top, varying or keys), float(top[FIGURE])))
+        top = run.best
+        if top is None:
+            best.append((run.label, "no eligible closed-loop trial (success floor, SLO)", math.nan))
+        else:
+            best.append((run.label, _key_text(top, varying or keys), float(top[FIGURE])))
         part = t[keys + [FIGURE]].copy()
         for k in keys:  # NaN never equals NaN: match on text
             part[k] = part[k].astype(str)

@@ -114,14 +114,13 @@ def measure(
     # the whole run, cut into windows afterwards for the confidence intervals.
     outcome = run.windows or load_windows.posthoc(run)
     measured = load_windows.measured(run, run.windows) if run.windows else run
-    row = summarize(measured)
-    row["client_success_rate"] = answers.success_rate(measured.records["status"], requests.expect_status)
+    row = summarize(measured, requests.expect_status)
     if trial.request is not None:
         row["request_body_bytes_mean"] = requests.body_bytes_mean
     row.update(load_windows.columns(run, outcome, rule))
     # the server's counters and the process samples span the whole run: its 2xx count,
     # and its client mean for the client-vs-server comparison
-    whole = summarize(run) if run.windows else row
+    whole = summarize(run, requests.expect_status) if run.windows else row
     served_all = int(whole["client_ok"])
     row.update(metrics.server_columns(before, after, name, served=served_all))
     # served batches from TorchServe's own log, over the whole run like its counters
@@ -228,8 +227,7 @@ def measure_capacity(
     found = find_capacity(step, rule)
     best = runs[found.best]
     files["requests.csv.gz"] = encode_records(best)
-    row = summarize(best)
-    row["client_success_rate"] = answers.success_rate(best.records["status"], requests.expect_status)
+    row = summarize(best, requests.expect_status)
     if trial.request is not None:
         row["request_body_bytes_mean"] = requests.body_bytes_mean
     row.update(load_windows.columns(best, load_windows.posthoc(best), None))
@@ -262,10 +260,9 @@ def capacity_step(
         target, replace(load, rate_rps=rate, duration_s=rule.step_s, requests=None), warmup=warmup, on_ready=on_ready
     )
     judged = load_windows.between(run, rule.warmup_s, rule.step_s) if rule.warmup_s > 0 else run
-    figures = summarize(judged)
-    success = answers.success_rate(judged.records["status"], expect_status)
+    figures = summarize(judged, expect_status)
     verdict = judge(
-        rate, figures["client_latency_p99_ms"], success, figures["client_achieved_rate_rps"], figures["client_throughput_rps"], rule
+        rate, figures["client_latency_p99_ms"], figures["client_success_rate"], figures["client_achieved_rate_rps"], figures["client_throughput_rps"], rule
     )
     whole = summarize(run)
     return verdict, judged, abandoned_requests(whole), int(whole["client_ok"])
@@ -302,12 +299,9 @@ def warm_server(server: TorchServe, target, load: LoadProfile, settings: Setting
 
     Both together last at most settings.server_warmup_cap_s. Why two: HotSpot compiles
     what the warm-up did; what a trial adds (new connections, a metrics scrape) made it
-    compile again at the first trial. Measured with benchmarks/jvm_threads.py beside a
-    one-configuration sweep of 5 repeats (MLP batch 16): after a warm-up that ended quiet,
-    C2 came back at 42-66% of a core for ~4-6 s in the first repeat, which served
-    1,222-1,368 req/s with the JVM at 86-101% of a core against 1,606-2,011 for the next
-    four; with the second run the burst fell inside the warm-up and the first repeat read
-    1,819 (README "Stable numbers").
+    compile again at the first trial: after a warm-up that ended quiet, C2 came back in the
+    first repeat, which then read well below the later ones; with the second run the burst
+    falls inside the warm-up (docs/measurements.md#code-server-warmup-two-runs).
 
     Returns the row's server_warmup_s (how long both ran) and server_warmup_jit_pct (the
     compiler threads' CPU, % of one core, over the last jit.QUIET_S seconds, or all of the
@@ -362,10 +356,9 @@ def warm_registration(server: TorchServe, target, load: LoadProfile, settings: S
     settings.registration_warmup_cap_s. Returns how long it ran.
 
     Why: new workers and the frontend's path for a new model serve slower at first, and the
-    JVM compiles again (benchmarks/bench_registration_warmup.py: 0.87x over the first 2 s,
-    the compiler at 24-28% of a core). Beside batching run S (benchmarks/jvm_threads.py)
-    the compiler threads took 29%, 14%, 14% and 9% of a core in the 10 s after each of the
-    first new registrations after the server warm-up, and ~0-5% after later ones."""
+    JVM compiles again (docs/measurements.md#code-registration-jit), most after the first
+    few new registrations after the server warm-up and little after later ones
+    (docs/measurements.md#code-registration-jit-bursts)."""
     minimum, cap = settings.registration_warmup_s, settings.registration_warmup_cap_s
     if cap <= 0:
         return 0.0
@@ -436,8 +429,8 @@ def log_offsets(server: TorchServe) -> dict[str, int]:
 
 # an ok trial's slice of each server log keeps its first and last lines up to these sizes;
 # the server's whole log stays in servers/<dir>/logs. At TorchServe's default levels a
-# closed-loop trial of the batching sweep wrote ~18 MB of logs here (1-2 KB per request),
-# about 1 GB per run with the server's own copies.
+# closed-loop trial of the batching sweep writes 1-2 KB of logs per request, so whole
+# slices would add up to about a gigabyte per run (docs/measurements.md#code-log-slices).
 LOG_SLICE_HEAD = 256 * 1024
 LOG_SLICE_TAIL = 768 * 1024
 

@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from .errors import SpecError
+from .defaults import MIN_SUCCESS_RATE
 from .machine import IPV4, bind_problem, is_loopback, machine_cores, machine_cpus
 from .spec_errors import describe, key_text, kind, one_line, show
 from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME
@@ -302,10 +303,10 @@ class StabilitySettings(_Strict):
     """settings.stability: measure in windows until the last `windows` windows agree (the
     coefficient of variation of their throughputs and of their p99s both <= max_cv), or
     until max_duration_s, when the trial is marked unstable (sweeper.load.windows). The
-    load's duration_s is then not used. Defaults, for the 2-core machine this was built
-    on: see the README ("Stable numbers")."""
+    load's duration_s is then not used. Why the defaults: the comments below and the README
+    ("Stable numbers")."""
 
-    # 3 windows of 2 s: 6 s at least, about today's 5 s window plus one second; a 2 s
+    # 3 windows of 2 s: 6 s at least, one second more than a fixed 5 s window; a 2 s
     # window holds 300 requests at the batching sweep's lowest rate (150 req/s), enough
     # for a p99 that is not just the slowest request. 10%: Perf Analyzer's stability
     # threshold. 12 s cap: twice the minimum, so a sweep where half the trials never
@@ -314,9 +315,9 @@ class StabilitySettings(_Strict):
     windows: Annotated[int, Field(ge=2, le=1000, strict=True)] = 3
     max_cv: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = 0.10
     max_duration_s: PosFloat = 12.0
-    # which latency figure of the windows must agree: their mean (Perf Analyzer's default;
-    # ours since 2026-12-01) or their p99, which in a 2 s window rests on a few requests
-    # (sweeper.load.windows says what was measured)
+    # which latency figure of the windows must agree: their mean (Perf Analyzer's default,
+    # and ours) or their p99, which in a 2 s window rests on a few requests
+    # (sweeper.load.windows says why; docs/measurements.md#code-stability-mean-latency)
     latency: Literal["mean", "p99"] = "mean"
 
     @model_validator(mode="after")
@@ -335,9 +336,8 @@ class Settings(_Strict):
     repeats: PosInt = 1
     warmup_s: NonNegFloat = 2.0
     # Extra warm-up before the first trial on a freshly started TorchServe: its JVM
-    # compiles the request path while serving (JIT), so a cold frontend serves less.
-    # Measured on the 2-core machine (MLP, batch 8, closed loop c=32): 1,000-1,300 req/s
-    # for the first ~13 s of load, then ~2,000 (README, "Stable numbers"). At least
+    # compiles the request path while serving (JIT), so a cold frontend serves markedly
+    # less for its first seconds of load (docs/measurements.md#code-server-warmup). At least
     # server_warmup_s, then until the JIT compiler threads are quiet
     # (sweeper.torchserve.jit), at most server_warmup_max_s (default: 3x server_warmup_s,
     # 45 s). 0: no server warm-up.
@@ -349,19 +349,16 @@ class Settings(_Strict):
     # instead. At least registration_warmup_s, then on while the JVM's JIT compiler threads
     # are busy (sweeper.measure.warm_registration), at most registration_warmup_max_s
     # (default 3x registration_warmup_s). New workers and the frontend's new path serve
-    # slower at first while the JIT compiles again: measured on the 2-core machine
-    # (benchmarks/bench_registration_warmup.py, MLP batch 1, c=32) 0.87x of the same
-    # registration's later speed over the first 2 s, the compiler threads at 24-28% of a
-    # core. In batching runs L-P (none of this) the first window of a trial on a new
-    # registration read 0.94x of its later windows, 1.00x on a kept one: a bias against
-    # every repeat 0. 0: none.
+    # slower at first while the JIT compiles again, and without this warm-up the first
+    # window of a trial on a new registration reads low where a kept one does not: a bias
+    # against every repeat 0 (docs/measurements.md#code-registration-jit). 0: none.
     registration_warmup_s: NonNegFloat = 3.0
     registration_warmup_max_s: Union[NonNegFloat, None] = None
     ready_timeout_s: PosFloat = 60.0
     max_consecutive_failures: PosInt = 3
     slo_p99_ms: Union[PosFloat, None] = None
     # a trial whose share of answers with request.expect_status is below this failed
-    min_success_rate: Annotated[float, Field(ge=0, le=1, strict=False, allow_inf_nan=False)] = 0.99
+    min_success_rate: Annotated[float, Field(ge=0, le=1, strict=False, allow_inf_nan=False)] = MIN_SUCCESS_RATE
     max_trials: PosInt = 200  # a larger grid needs --yes
     probe_interval_s: PosFloat = 0.25
     # The address every server listens on. Loopback by default; another address of this
@@ -506,7 +503,7 @@ class CapacitySettings(_Strict):
     max_steps steps of step_s each (the first warmup_s of a step is sent, not judged)."""
 
     # 50 -> 6400 req/s in 8 steps; 5%: about 4 halvings after the first failure. 16 steps of
-    # 3 s: about a minute per trial here at most (a step costs step_s + ~1 s engine start).
+    # 3 s: about a minute per trial at most (a step costs step_s + ~1 s engine start).
     start_rps: PosFloat = 50.0
     max_rps: PosFloat = 20000.0
     growth: Annotated[float, Field(gt=1, le=16, strict=False, allow_inf_nan=False)] = 2.0

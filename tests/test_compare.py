@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from sweeper.cli import main
-from sweeper.analysis.compare import compare, markdown
+from sweeper.compare import compare, markdown
 from sweeper.errors import SpecError
 
 

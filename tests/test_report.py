@@ -443,14 +443,15 @@ def test_pareto_and_throughput_plots_compare_closed_loop_trials_only(tmp_path):
 def test_the_recommendation_uses_the_runs_min_success_rate_like_its_search(tmp_path):
     """A trial that lost a request now and then but stayed within settings.min_success_rate
     is feasible for the search objective (sweeper.analysis.objective), so it may win the
-    recommendation too; one below it may not. Without a run (the default), every request
-    must have been served."""
+    recommendation too; one below it may not. Without a run, the floor is the schema's
+    default (sweeper.defaults), the same everywhere."""
     rows = frame(
         trial_rows("a", [300, 310], success=0.995),  # within 0.99, the best throughput
         trial_rows("b", [200, 205], param_model_batch_size=16),  # every request served
         trial_rows("c", [400, 410], param_model_batch_size=32, success=0.97),  # below 0.99
     )
-    assert recommend(aggregate_trials(rows), None).throughput.winner["trial_id"] == "b"
+    assert recommend(aggregate_trials(rows, 1.0), None).throughput.winner["trial_id"] == "b"
+    assert recommend(aggregate_trials(rows), None).throughput.winner["trial_id"] == "a"
     assert recommend(aggregate_trials(rows, 0.99), None).throughput.winner["trial_id"] == "a"
     assert recommend(aggregate_trials(rows, 0.95), None).throughput.winner["trial_id"] == "c"
 
@@ -463,7 +464,7 @@ def test_the_recommendation_uses_the_runs_min_success_rate_like_its_search(tmp_p
     assert build_context(read_run(run2))["rec"].throughput.winner["trial_id"] == "b"
     md = markdown(rows, min_success_rate=0.99)
     assert "recommended only when every repeat served at least settings.min_success_rate (99.00%)" in md
-    assert "cannot be recommended" in markdown(rows)
+    assert "cannot be recommended" in markdown(rows, min_success_rate=1.0)
 
     none = recommend(aggregate_trials(frame(trial_rows("c", [400], success=0.97)), 0.99), None)
     assert "success rate of at least settings.min_success_rate (99.00%)" in none.notes[0]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..defaults import MIN_SUCCESS_RATE
 from ..hoststat import STEAL_NOTE_PCT
 from .confidence import add_intervals
 
@@ -78,7 +79,7 @@ def varying(df: pd.DataFrame, columns: list[str]) -> list[str]:
     return [c for c in columns if c in df.columns and df[c].nunique(dropna=False) > 1]
 
 
-def aggregate_trials(results: pd.DataFrame, min_success_rate: float = 1.0) -> pd.DataFrame:
+def aggregate_trials(results: pd.DataFrame, min_success_rate: float = MIN_SUCCESS_RATE) -> pd.DataFrame:
     """One row per trial_id, in first-seen order. `min_success_rate`: see the module
     docstring (kept in the table's attrs["min_success_rate"]).
 
@@ -148,8 +149,8 @@ def used_repeats(ok: pd.DataFrame) -> pd.DataFrame:
     """The ok repeats a trial's figures come from: those measured while the hypervisor
     took at most STEAL_NOTE_PCT of the machine (host_steal_pct), when the trial has one;
     every ok repeat when it has none, or when the run did not measure steal. A repeat
-    measured while another guest had the CPU (on this project's 2-core VM: 17-42% steal,
-    throughput down by 17-54% against its twin) is left out, not averaged in."""
+    measured while another guest had the CPU (throughput far below its twin's:
+    docs/measurements.md#code-steal-repeats) is left out, not averaged in."""
     if ok.empty or "host_steal_pct" not in ok.columns:
         return ok
     steal = pd.to_numeric(ok["host_steal_pct"], errors="coerce")

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Mapping
 
 import pandas as pd
 
+from ..defaults import MIN_SUCCESS_RATE
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan import Axis
 
@@ -107,7 +109,7 @@ def run_score(
     row: Mapping[str, object],
     slo_p99_ms: float | None,
     objective: str = "throughput",
-    min_success_rate: float = 1.0,
+    min_success_rate: float = MIN_SUCCESS_RATE,
 ) -> RunScore:
     """The objective's figure of one run and its constraints (see RunScore).
 
@@ -141,11 +143,11 @@ def run_value(
     row: Mapping[str, object],
     slo_p99_ms: float | None,
     objective: str = "throughput",
-    min_success_rate: float = 1.0,
+    min_success_rate: float = MIN_SUCCESS_RATE,
 ) -> float | None:
     """The objective of one run (a result row) for a search when the run is feasible: for
     throughput, its throughput when the run is a closed loop, ok, served at least
-    min_success_rate of its requests (1.0 by default: every request) and (with an SLO) kept
+    min_success_rate of its requests (the schema's default, sweeper.defaults) and (with an SLO) kept
     p99 within it; for latency its p99 under the same conditions; for capacity its
     capacity_rps_at_slo when positive. None otherwise, so a failed or too slow run is an
     infeasible point, not a crash and not a zero."""
@@ -175,7 +177,7 @@ def config_score(
     load_mode: str,
     slo_p99_ms: float | None,
     objective: str = "throughput",
-    min_success_rate: float = 1.0,
+    min_success_rate: float = MIN_SUCCESS_RATE,
 ) -> RunScore:
     """One configuration judged by an objective over its repeats (result rows): failed
     (value None) when a repeat failed; otherwise the mean of each figure over the repeats

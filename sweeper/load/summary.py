@@ -89,9 +89,17 @@ def _served_in_window(run: LoadRun, ok: np.ndarray, start: float, end: float) ->
     return int((ok & (run.records["end_s"] <= end)).sum())
 
 
-def summarize(run: LoadRun) -> dict:
+def success_rate(statuses: np.ndarray, expect_status: int) -> float:
+    """The share of answers with `expect_status` (request.expect_status): the figure
+    settings.min_success_rate judges. NaN with no requests."""
+    return float((statuses == expect_status).mean()) if len(statuses) else _NAN
+
+
+def summarize(run: LoadRun, expect_status: int = 200) -> dict:
     """The client_* columns for one run. Plain Python scalars (JSON-ready); NaN where
-    a figure does not apply or there is nothing to compute it from."""
+    a figure does not apply or there is nothing to compute it from. Served (client_ok,
+    throughput, latency) means a 2xx answer; client_success_rate is the share of answers
+    with `expect_status`."""
     rec = run.records
     n = int(len(rec))
     status = rec["status"]
@@ -165,7 +173,7 @@ def summarize(run: LoadRun) -> dict:
         "client_refused": refused,
         "client_timeouts": timeouts,
         "client_connection_errors": conn_errors,
-        "client_success_rate": n_ok / n if n else _NAN,
+        "client_success_rate": success_rate(status, expect_status),
         "client_throughput_rps": served / window_s if window_s > 0 else _NAN,
         "client_window_s": window_s if n else _NAN,
         "client_latency_mean_ms": mean_ms,

@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from ..defaults import MIN_SUCCESS_RATE
 from ..analysis.aggregate import aggregate_trials, served_batch_column
 from ..analysis.findings import thread_findings
 from ..analysis import speed
@@ -67,7 +68,7 @@ def _with_ci(row: pd.Series, col: str, digits: int = 1) -> str:
     return f"{_mean(row, col, digits)} [{_fmt(lo, digits)}-{_fmt(hi, digits)}]"
 
 
-def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search=None, min_success_rate: float = 1.0) -> str:
+def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search=None, min_success_rate: float = MIN_SUCCESS_RATE) -> str:
     """results.md: the aggregated table (repeats as mean (min-max)), the search (when
     `search`, a sweeper.analysis.search.SearchSummary) and failed trials.
     `min_success_rate`: the run's settings.min_success_rate (sweeper.analysis.aggregate)."""

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from ..defaults import MIN_SUCCESS_RATE
 from sweeper.analysis import confidence as ci
 from sweeper.analysis.objective import (
     CAPACITY,
@@ -131,7 +132,7 @@ def recommend(trials: pd.DataFrame, slo_p99_ms: float | None, slo_source: str = 
     notes: list[str] = []
     eligible = candidates(trials)
     if eligible.empty:
-        floor = float(trials.attrs.get("min_success_rate", 1.0))
+        floor = float(trials.attrs.get("min_success_rate", MIN_SUCCESS_RATE))
         served = "every request served (status ok, success rate 1.0)" if floor >= 1.0 else (
             f"status ok and a success rate of at least settings.min_success_rate ({floor:.2%}) in every repeat"
         )
@@ -265,10 +266,10 @@ def _pct(v: float) -> str:
 
 
 # The winner's repeats ran on CPUs this much faster (host_speed, sweeper.hostspeed) than the
-# runner-up's: a caveat. On the 2-core VM the probe's 6 s blocks moved by ~6% with nothing
-# changing; in batching run U (2026-12-02) the host sped up by a third mid-run, the winner
-# caught the fast host in both repeats (speed 1.47, 1.32 against 0.98, 1.28) and was
-# called "better, with 95% confidence" by 34%, 2-10% apart once divided by the speed.
+# runner-up's: a caveat. The probe moves by several percent with nothing changing, but a
+# host that speeds up by a third mid-run can make a winner "better, with 95% confidence"
+# by a margin that mostly goes once divided by the speed
+# (docs/measurements.md#code-recommend-host-speed).
 SPEED_NOTE_PCT = 10.0
 
 

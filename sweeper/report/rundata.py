@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sweeper.defaults import MIN_SUCCESS_RATE
 from sweeper.errors import SweeperError
 from sweeper.rundir import RESULT_FILE, RunDir, trial_key
 
@@ -158,9 +159,7 @@ def min_success_from_sweep(sweep: dict[str, Any] | None) -> float:
     value = settings.get("min_success_rate") if isinstance(settings, dict) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
         return float(value)
-    from ..spec import Settings
-
-    return float(Settings.model_fields["min_success_rate"].default)
+    return MIN_SUCCESS_RATE
 
 
 def read_failures(data: RunData) -> list[Failure]:

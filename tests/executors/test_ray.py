@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from handlers.models import MODELS  # noqa: E402
-from sweeper.analysis.compare import compare  # noqa: E402
+from sweeper.compare import compare  # noqa: E402
 from sweeper.cli import main  # noqa: E402
 from sweeper.errors import Interrupted  # noqa: E402
 from sweeper.executors.ray import RayExecutor  # noqa: E402

@@ -1,0 +1,73 @@
+"""Decisions made in one place: the success floor, the success rate, the ranking. Each
+test here guards a copy that had drifted from the original."""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeper.analysis import objective
+from sweeper.analysis.aggregate import aggregate_trials
+from sweeper.compare import compare
+from sweeper.load import RECORD_DTYPE, LoadProfile, LoadRun, summarize
+from sweeper.report import markdown as report_markdown
+from sweeper.spec import Settings
+
+
+def test_every_default_success_floor_is_the_schemas():
+    floor = Settings.model_fields["min_success_rate"].default
+    for fn in (aggregate_trials, report_markdown.markdown, objective.run_score, objective.run_value, objective.config_score):
+        assert inspect.signature(fn).parameters["min_success_rate"].default == floor, fn.__qualname__
+
+
+def _run_of(statuses: list[int]) -> LoadRun:
+    rec = np.zeros(len(statuses), dtype=RECORD_DTYPE)
+    rec["status"] = statuses
+    rec["scheduled_s"] = rec["sent_s"] = np.arange(len(statuses)) * 0.01
+    rec["end_s"] = rec["sent_s"] + 0.005
+    rec["batch_size"] = -1
+    rec["handler_ms"] = np.nan
+    profile = LoadProfile("closed", concurrency=1, duration_s=1.0)
+    return LoadRun(profile=profile, records=rec, wall_s=1.0, client_cpu_s=0.0)
+
+
+def test_the_success_rate_is_the_expected_status_share_from_the_start():
+    """summarize() computes client_success_rate with request.expect_status; no caller
+    overwrites a 2xx share afterwards."""
+    run = _run_of([201, 201, 200, 503])
+    assert summarize(run, expect_status=201)["client_success_rate"] == pytest.approx(0.5)
+    assert summarize(run)["client_success_rate"] == pytest.approx(0.25)  # 200 by default
+    assert summarize(run, expect_status=201)["client_ok"] == 3  # served still means 2xx
+
+
+def _compare_run(tmp_path, name, sweep_yaml: str):
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    rows = []
+    # fast: the highest throughput, but its p99 breaks the SLO; lossy: faster still, but it
+    # lost 5% of its requests; steady: the one the recommendation picks
+    for tid, tput, p99, success, batch in (("fast", 900.0, 80.0, 1.0, 32), ("lossy", 1200.0, 5.0, 0.95, 16), ("steady", 500.0, 9.0, 1.0, 8)):
+        for repeat in (0, 1):
+            rows.append(dict(
+                sweep="s", trial_id=tid, repeat=repeat, status="ok", seq=len(rows),
+                param_model_name="mlp", param_model_batch_size=batch, load_mode="closed", load_concurrency=16,
+                client_throughput_rps=tput, client_success_rate=success, client_latency_p99_ms=p99,
+                client_latency_p50_ms=p99 / 2, client_latency_p90_ms=p99 / 1.2,
+            ))
+    pd.DataFrame(rows).to_csv(run_dir / "results.csv", index=False)
+    (run_dir / "machine.json").write_text(json.dumps({"hostname": name, "cpu_model": "cpu", "cores_usable": 2}))
+    (run_dir / "sweep.yaml").write_text(sweep_yaml)
+    return run_dir
+
+
+def test_compare_names_the_configuration_the_recommendation_picks(tmp_path):
+    """compare's best honours the run's SLO and success floor, as the report does."""
+    a = _compare_run(tmp_path, "a", "name: s\nsettings: {slo_p99_ms: 20}\n")
+    b = _compare_run(tmp_path, "b", "name: s\n")
+    _, best = compare([a, b])
+    assert "batch_size=8" in best[0][1] and best[0][2] == pytest.approx(500.0)  # SLO: fast is out
+    assert "batch_size=32" in best[1][1] and best[1][2] == pytest.approx(900.0)  # no SLO; lossy below 0.99
