@@ -77,7 +77,7 @@ def measure(
     expected_s += settings.server_warmup_cap_s if fresh_server else 0.0
     fresh = new_registration(fresh_server, fresh_registration)
     expected_s += settings.registration_warmup_cap_s if fresh else 0.0
-    server.refresh_tokens(min_valid_s=expected_s + 300.0)
+    server.refresh_tokens(min_valid_s=expected_s)
     url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
     target = requests.target(url, tuple(auth.items()))
@@ -171,7 +171,7 @@ def measure_capacity(
     fresh = new_registration(fresh_server, fresh_registration)
     warmup_s = settings.warmup_s + (settings.server_warmup_cap_s if fresh_server else 0.0)
     warmup_s += settings.registration_warmup_cap_s if fresh else 0.0
-    server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s + 300.0)
+    server.refresh_tokens(min_valid_s=rule.max_steps * rule.step_bound_s() + warmup_s)
     url = f"{server.inference_url}/predictions/{name}"
     auth = server.headers("inference")
     target = requests.target(url, tuple(auth.items()))

@@ -256,20 +256,22 @@ def winner(run_dir: Path):
     times the mean latency of the step at the capacity); an open-loop one at
     DEFAULT_CONCURRENCY."""
     from .analysis.aggregate import aggregate_trials
+    from .analysis.objective import best
     from .plan import expand
-    from .report.recommend import recommend
-    from .report.rundata import min_success_from_sweep, read_run
+    from .report.rundata import read_run
     from .spec import load_sweep
 
     data = read_run(run_dir)
-    trials_df = aggregate_trials(data.results, min_success_from_sweep(data.sweep))
-    capacity = "capacity_rps_at_slo" in data.results.columns
-    rec = recommend(trials_df, None, objective="capacity" if capacity else "throughput")
-    pick = rec.capacity if capacity else rec.throughput
-    if pick is None:
-        raise SweeperError(f"{run_dir}: no recommended configuration to verify ({' '.join(rec.notes)})")
-    w = pick.winner
     spec = load_sweep(RunDir(run_dir).sweep_yaml)
+    trials_df = aggregate_trials(data.results, spec.settings.min_success_rate)
+    capacity = "capacity_rps_at_slo" in data.results.columns
+    w = best(trials_df, spec.settings.slo_p99_ms, objective="capacity" if capacity else "throughput")
+    if w is None:
+        raise SweeperError(
+            f"{run_dir}: no configuration to verify: no trial met the sweep's objective "
+            f"(every repeat ok, success rate >= {spec.settings.min_success_rate:g}"
+            + (f", p99 <= {spec.settings.slo_p99_ms:g} ms" if spec.settings.slo_p99_ms else "") + ")"
+        )
     trials = {t.trial_id: t for t in expand(spec) if t.repeat == 0}
     trial = trials.get(str(w["trial_id"]))
     if trial is None:
@@ -303,11 +305,9 @@ def verify(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Rerun the winner, measure `count` alternating pairs, write verify.json; return it."""
-    from .inputs import trial_config, trial_env
     from .load import LoadProfile
     from .measure import warm_server
-    from .torchserve import management
-    from .torchserve.process import TorchServe
+    from .serve import new_server, register
 
     client = find_client(preference)
     if client is None:
@@ -321,30 +321,15 @@ def verify(
     # ab both send the first (verify.json: request_payloads_sent)
     sent = requests.payloads if client[0] == "wrk" else requests.payloads[:1]
     run = RunDir(run_dir)
-    workdir = run.server_dir(f"verify-{int(time.time())}")
-    server = TorchServe(
-        workdir=workdir,
-        render=lambda ports: trial_config(trial, ports, store, settings),
-        env=trial_env(trial),
-        model_store=store,
-        host=settings.host,
-        token_auth=settings.token_auth,
-        ready_timeout_s=settings.ready_timeout_s,
-        cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
-    )
+    server = new_server(trial, settings, store, run.server_dir(f"verify-{int(time.time())}"))
     if progress:
         progress(f"verify trial {trial.trial_id} ({trial.model.name} batch={trial.model.batch_size} "
                  f"delay={trial.model.max_batch_delay_ms}ms) at {connections} in flight ({why}), {count} pairs of "
                  f"{duration_s:g} s, engine vs {client[0]}")
     try:
         server.start()
-        m = trial.model
-        management.register_model(
-            server, m.name, batch_size=m.batch_size, max_batch_delay_ms=m.max_batch_delay_ms,
-            response_timeout_s=m.response_timeout_s, min_workers=m.min_workers, max_workers=m.max_workers,
-            timeout_s=max(120.0, settings.ready_timeout_s), url=archive_file,
-        )
-        server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5) + 300.0)
+        register(server, trial.model.name, trial.model, settings, archive_file)
+        server.refresh_tokens(min_valid_s=count * 2 * (duration_s + 5))
         auth = server.headers("inference").get("Authorization", "")
         url = f"{server.inference_url}/predictions/{trial.model.name}"
         req = Request(url, sent[0].body, sent[0].content_type, auth, method=requests.method,

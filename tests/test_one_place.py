@@ -71,3 +71,55 @@ def test_compare_names_the_configuration_the_recommendation_picks(tmp_path):
     _, best = compare([a, b])
     assert "batch_size=8" in best[0][1] and best[0][2] == pytest.approx(500.0)  # SLO: fast is out
     assert "batch_size=32" in best[1][1] and best[1][2] == pytest.approx(900.0)  # no SLO; lossy below 0.99
+
+
+SWEEP = """\
+name: pick
+model: {name: mlp, batch_size: [1, 8, 32], max_batch_delay_ms: 5}
+load: {mode: closed, concurrency: 16, duration_s: 2}
+settings: {slo_p99_ms: 20, base_port: 23000}
+"""
+
+
+def test_verify_verifies_the_configuration_the_recommendation_picks(tmp_path):
+    """The winner honours the sweep's SLO (the highest throughput broke it)."""
+    from sweeper.plan import expand
+    from sweeper.spec import parse_sweep
+    from sweeper.verify import winner
+    import yaml
+
+    spec = parse_sweep(yaml.safe_load(SWEEP), "pick.yaml")
+    figures = {1: (300.0, 5.0), 8: (800.0, 12.0), 32: (1500.0, 60.0)}  # batch: (req/s, p99 ms)
+    rows = []
+    for trial in expand(spec):
+        tput, p99 = figures[trial.model.batch_size]
+        rows.append({**trial.params(), "trial_id": trial.trial_id, "repeat": trial.repeat, "status": "ok",
+                     "client_throughput_rps": tput, "client_latency_p99_ms": p99, "client_success_rate": 1.0})
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    pd.DataFrame(rows).to_csv(tmp_path / "results.csv", index=False)
+    _, trial, connections, _ = winner(tmp_path)
+    assert trial.model.batch_size == 8 and connections == 16
+
+
+def test_every_server_is_made_by_one_function_with_the_sweeps_ports(tmp_path):
+    """sweeper.serve.new_server is the only place a TorchServe is built, and it passes
+    settings.base_port (verify once built its own without it)."""
+    import ast
+    from pathlib import Path
+
+    import yaml
+
+    from sweeper.plan import expand
+    from sweeper.serve import new_server
+    from sweeper.spec import parse_sweep
+
+    package = Path(__file__).resolve().parents[1] / "sweeper"
+    builders = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "TorchServe":
+                builders.add(str(path.relative_to(package)))
+    assert builders == {"serve.py"}
+    spec = parse_sweep(yaml.safe_load(SWEEP), "pick.yaml")
+    server = new_server(expand(spec)[0], spec.settings, tmp_path, tmp_path / "server")
+    assert server.base_port == 23000

@@ -30,10 +30,11 @@ import psutil
 
 from .. import serverlog
 from ..errors import LoadError, ManagementError, RequestsFailed, ServerError
-from ..inputs import trial_config, trial_env, trial_files
+from ..inputs import trial_files
 from ..measure import abandoned_requests, log_offsets, log_slices, measure, worker_pids
 from ..plan import ModelParams, Trial
 from ..rundir import RunDir
+from ..serve import new_server, register
 from ..torchserve import management
 from ..torchserve.process import TorchServe
 from . import TrialResult
@@ -154,17 +155,8 @@ class LocalExecutor:
         self.close()
         settings = self.ctx.spec.settings
         self._servers_started += 1
-        server = TorchServe(
-            workdir=RunDir(self.ctx.run_dir).server_dir(f"{trial.group_id}-{self._servers_started}"),
-            render=lambda ports: trial_config(trial, ports, self.ctx.model_store, settings),
-            env=trial_env(trial),
-            model_store=self.ctx.model_store,
-            host=settings.host,
-            token_auth=settings.token_auth,
-            ready_timeout_s=settings.ready_timeout_s,
-            cpu_affinity=tuple(settings.server_cpus) if settings.server_cpus else None,
-            base_port=settings.base_port,
-        )
+        workdir = RunDir(self.ctx.run_dir).server_dir(f"{trial.group_id}-{self._servers_started}")
+        server = new_server(trial, settings, self.ctx.model_store, workdir)
         self.server = server  # set before start so close() reaps a half-started server
         server.start()
         self._fresh = True
@@ -191,18 +183,9 @@ class LocalExecutor:
             while name in taken:
                 suffix += 1
                 name = f"{model.name}_{suffix}"
-            management.register_model(
-                server,
-                name,
-                batch_size=model.batch_size,
-                max_batch_delay_ms=model.max_batch_delay_ms,
-                response_timeout_s=model.response_timeout_s,
-                min_workers=model.min_workers,
-                max_workers=model.max_workers,
-                timeout_s=max(120.0, self.ctx.spec.settings.ready_timeout_s),
-                # the archive under whatever name it is registered (default: <name>.mar)
-                url=self.ctx.archive_file or (None if name == model.name else f"{model.name}.mar"),
-            )
+            # the archive under whatever name it is registered (default: <name>.mar)
+            url = self.ctx.archive_file or (None if name == model.name else f"{model.name}.mar")
+            register(server, name, model, self.ctx.spec.settings, url)
             self.registrations += 1
             reg = self._registered[model] = Registration(name)
         reg.used = self._uses

@@ -93,7 +93,3 @@ def register_model(
             scale = {"min_worker": min_workers, "max_worker": max_workers or min_workers, "synchronous": "true"}
             _check(c.put(f"/models/{name}", params=scale), f"scale {name}")
 
-
-def ready_workers(server: TorchServe, name: str) -> int:
-    workers = describe_model(server, name).get("workers", [])
-    return sum(1 for w in workers if w.get("status") == "READY")

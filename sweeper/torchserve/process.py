@@ -30,6 +30,11 @@ from . import reaper
 from ..errors import EnvironmentProblem, ServerError, ServerNotReady
 from .config import Ports
 
+# A key must outlive the expected run by this much: a stability rule may extend a window,
+# a capacity step may drain a backlog, and the scrape and the replay of a failed answer
+# after the window still send it. Five minutes covers each of them many times over.
+TOKEN_MARGIN_S = 300.0
+
 LOG_FILES = ("stdout.log", "ts_log.log", "model_log.log")
 # TorchServe's default logging, except that rolled-over logs are not gzip-compressed
 # (the compression is a CPU burst inside the JVM in the middle of some trial): see the
@@ -328,10 +333,11 @@ class TorchServe:
         )
 
     def refresh_tokens(self, min_valid_s: float) -> None:
-        """Regenerate the keys that expire within `min_valid_s` (TorchServe's default is 60 min)."""
+        """Regenerate the keys unless they stay valid for `min_valid_s` (the expected length
+        of what comes next) plus TOKEN_MARGIN_S (TorchServe's keys expire after 60 min)."""
         if not self.token_auth or self.keys is None:
             return
-        if self.keys.expires_at - time.time() > min_valid_s:
+        if self.keys.expires_at - time.time() > min_valid_s + TOKEN_MARGIN_S:
             return
         with httpx.Client(timeout=10.0) as client:
             for kind in ("management", "inference"):
