@@ -14,8 +14,9 @@ PIP_EXTRA  ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: sweep test plan report setup archives check-java check-python browser wrk ray clean help
+.PHONY: sweep test plan report setup archives check-java check-python browser wrk ray docs clean help
 
 help:
 	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
@@ -23,6 +24,7 @@ help:
 	@echo "make sweep SWEEP=sweeps/mine.yaml PIP_EXTRA='pkg ...'   your own model; installs its handler's packages first"
 	@echo "make test                   run the test suite (unit + end-to-end with TorchServe)"
 	@echo "make ray                    install the optional Ray extra (sweeper run SWEEP --ray: many machines)"
+	@echo "make docs                   build the documentation site into site/ (mkdocs build --strict)"
 
 check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.10+ (with venv)" >&2; exit 2; }
@@ -47,6 +49,14 @@ $(RAY_STAMP): $(STAMP)
 	@touch $@
 
 ray: $(RAY_STAMP)
+
+# The optional `docs` extra (MkDocs + Material, pinned) and the site, built offline into site/.
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
 
 archives: $(STAMP)
 	$(BIN)/python -m sweeper.archive --model-store model_store
