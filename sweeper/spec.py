@@ -191,16 +191,57 @@ class ModelAxes(_Strict):
     _lists = ("batch_size", "max_batch_delay_ms", "min_workers", "max_workers", "response_timeout_s")
     _relative = ("min_workers", "max_workers")
 
-    # A user's model archive (.mar), relative to the sweep file or absolute. The served
-    # model's name then comes from its MAR-INF/MANIFEST.json (sweeper.mar).
-    archive: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
-    name: Annotated[str, StringConstraints(max_length=100)] = "mlp"
-    batch_size: Union[PosInt, list[PosInt]] = 1
-    max_batch_delay_ms: Union[NonNegInt, list[NonNegInt]] = 100
-    # None: TorchServe's default_workers_per_model decides the initial worker count.
-    min_workers: Union[PosInt, list[PosInt], None] = None
-    max_workers: Union[PosInt, list[PosInt], None] = None
-    response_timeout_s: Union[PosInt, list[PosInt]] = 120
+    archive: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = Field(
+        None,
+        description=(
+            "Your own model archive (.mar, built by torch-model-archiver), relative to the sweep file or "
+            "absolute. The served model's name then comes from its MAR-INF/MANIFEST.json, the archive's "
+            "directory is the model store, and a `request` group is required."
+        ),
+    )
+    name: Annotated[str, StringConstraints(max_length=100)] = Field(
+        "mlp",
+        description=(
+            "The model to serve: one of the sweeper's own (mlp, cnn, transformer: handlers/models.py) or "
+            "NAME.mar in settings.model_store. With archive it comes from the manifest: leave it out, or give "
+            "the same name."
+        ),
+    )
+    batch_size: Union[PosInt, list[PosInt]] = Field(
+        1,
+        description=(
+            "Max batch size: the most requests TorchServe hands the handler at once (the registration's "
+            "batch_size)."
+        ),
+    )
+    max_batch_delay_ms: Union[NonNegInt, list[NonNegInt]] = Field(
+        100,
+        description=(
+            "How long TorchServe waits to fill a batch before it sends a smaller one, in ms (the "
+            "registration's max_batch_delay)."
+        ),
+    )
+    min_workers: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Backend worker processes the model is registered with, each loading its own copy of the model "
+            "(initial_workers, then min_worker). Not set: server.default_workers_per_model decides."
+        ),
+    )
+    max_workers: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "The most backend workers TorchServe may scale the model to (max_worker); applied together with "
+            "min_workers only. Not set: min_workers."
+        ),
+    )
+    response_timeout_s: Union[PosInt, list[PosInt]] = Field(
+        120,
+        description=(
+            "A request the handler takes longer than this to answer fails, in seconds (the registration's "
+            "response_timeout); an archive's own responseTimeout wins."
+        ),
+    )
 
     @model_validator(mode="after")
     def _name_rule(self) -> "ModelAxes":
@@ -236,14 +277,59 @@ class ServerAxes(_Strict):
     )
     _relative = ("number_of_netty_threads", "netty_client_threads", "default_workers_per_model")
 
-    number_of_netty_threads: Union[PosInt, list[PosInt], None] = None
-    netty_client_threads: Union[PosInt, list[PosInt], None] = None
-    default_workers_per_model: Union[PosInt, list[PosInt], None] = None
-    job_queue_size: Union[PosInt, list[PosInt], None] = None
-    max_request_size: Union[PosInt, list[PosInt], None] = None
-    max_response_size: Union[PosInt, list[PosInt], None] = None
-    use_native_io: Union[bool, list[bool], None] = None
-    vmargs: Union[SafeText, list[SafeText], None] = None
+    number_of_netty_threads: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Frontend threads that handle the requests of accepted connections (TorchServe's default: one per "
+            "CPU)."
+        ),
+    )
+    netty_client_threads: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Backend threads that carry the workers' responses to the frontend (TorchServe's default: one per "
+            "CPU)."
+        ),
+    )
+    default_workers_per_model: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Workers a model gets when registered without model.min_workers (TorchServe's default: one per "
+            "CPU, or per GPU)."
+        ),
+    )
+    job_queue_size: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Inference requests the frontend queues per model before it refuses more with 503 (TorchServe's "
+            "default: 100)."
+        ),
+    )
+    max_request_size: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description=(
+            "Largest request body TorchServe accepts, in bytes (TorchServe's default: 6,553,500); a payload "
+            "above it is refused before anything starts."
+        ),
+    )
+    max_response_size: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description="Largest response body TorchServe sends, in bytes (TorchServe's default: 6,553,500).",
+    )
+    use_native_io: Union[bool, list[bool], None] = Field(
+        None,
+        description=(
+            "Netty's native transport (epoll on Linux) instead of Java NIO: true or false (TorchServe's "
+            "default: true)."
+        ),
+    )
+    vmargs: Union[SafeText, list[SafeText], None] = Field(
+        None,
+        description=(
+            "Options of the frontend's JVM, e.g. `-Xmx4g -XX:+UseG1GC`; a log4j configuration named here "
+            "replaces the sweeper's."
+        ),
+    )
 
     @field_validator("use_native_io", mode="before")
     @classmethod
@@ -261,13 +347,40 @@ class LoadAxes(_Strict):
 
     _lists = ("concurrency", "rate_rps")
 
-    mode: Literal["closed", "open"]
-    concurrency: Union[PosInt, list[PosInt], None] = None
-    rate_rps: Union[PosFloat, list[PosFloat], None] = None
-    duration_s: Union[PosFloat, None] = None
-    requests: Union[PosInt, None] = None
-    processes: PosInt = 1
-    timeout_s: PosFloat = 30.0
+    mode: Literal["closed", "open"] = Field(
+        ...,
+        description=(
+            "closed: `concurrency` requests in flight, the next sent as one is answered; open: `rate_rps` "
+            "requests per second on a fixed schedule, latency counted from each request's scheduled time."
+        ),
+    )
+    concurrency: Union[PosInt, list[PosInt], None] = Field(
+        None,
+        description="Closed loop (required there): requests in flight, split over the engine processes.",
+    )
+    rate_rps: Union[PosFloat, list[PosFloat], None] = Field(
+        None,
+        description="Open loop (required there): requests per second, sent on a fixed schedule.",
+    )
+    duration_s: Union[PosFloat, None] = Field(
+        None,
+        description=(
+            "How long the load is sent, in seconds: the measured window. Open loop: required; closed loop: "
+            "this or `requests`. Not used under settings.stability."
+        ),
+    )
+    requests: Union[PosInt, None] = Field(
+        None,
+        description="Closed loop: send this many requests instead of sending for duration_s.",
+    )
+    processes: PosInt = Field(
+        1,
+        description="Load engine processes the load is split over (one event loop each, at most one core each).",
+    )
+    timeout_s: PosFloat = Field(
+        30.0,
+        description="A request unanswered after this many seconds is a timeout (status -1 in client_status_counts).",
+    )
 
     @model_validator(mode="after")
     def _mode_fields(self) -> "LoadAxes":
@@ -301,24 +414,43 @@ class LoadAxes(_Strict):
 
 class StabilitySettings(_Strict):
     """settings.stability: measure in windows until the last `windows` windows agree (the
-    coefficient of variation of their throughputs and of their p99s both <= max_cv), or
-    until max_duration_s, when the trial is marked unstable (sweeper.load.windows). The
-    load's duration_s is then not used. Why the defaults: the comments below and the README
-    ("Stable numbers")."""
+    coefficient of variation of their throughputs and of their `latency` figures, the mean
+    by default or the p99, both <= max_cv), or until max_duration_s, when the trial is
+    marked unstable (sweeper.load.windows). The load's duration_s is then not used. Why
+    the defaults: the comments below and the README ("Stable numbers")."""
 
     # 3 windows of 2 s: 6 s at least, one second more than a fixed 5 s window; a 2 s
     # window holds 300 requests at the batching sweep's lowest rate (150 req/s), enough
     # for a p99 that is not just the slowest request. 10%: Perf Analyzer's stability
     # threshold. 12 s cap: twice the minimum, so a sweep where half the trials never
     # settle still takes about 1.5x the fixed-duration time.
-    window_s: PosFloat = 2.0
-    windows: Annotated[int, Field(ge=2, le=1000, strict=True)] = 3
-    max_cv: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = 0.10
-    max_duration_s: PosFloat = 12.0
-    # which latency figure of the windows must agree: their mean (Perf Analyzer's default,
-    # and ours) or their p99, which in a 2 s window rests on a few requests
-    # (sweeper.load.windows says why; docs/measurements.md#code-stability-mean-latency)
-    latency: Literal["mean", "p99"] = "mean"
+    window_s: PosFloat = Field(2.0, description="Length of one window, in seconds.")
+    windows: Annotated[int, Field(ge=2, le=1000, strict=True)] = Field(
+        3,
+        description="How many of the last complete windows must agree; the trial's figures come from them.",
+    )
+    max_cv: Annotated[float, Field(gt=0, le=1, strict=True, allow_inf_nan=False)] = Field(
+        0.10,
+        description=(
+            "How much the windows' throughputs and latencies may vary: their coefficient of variation "
+            "(standard deviation / mean), 0.10 = 10%."
+        ),
+    )
+    max_duration_s: PosFloat = Field(
+        12.0,
+        description=(
+            "Longest measurement, in seconds; a trial whose windows never agreed by then is marked unstable "
+            "(client_unstable)."
+        ),
+    )
+    # why the mean by default: sweeper.load.windows, docs/measurements.md#code-stability-mean-latency
+    latency: Literal["mean", "p99"] = Field(
+        "mean",
+        description=(
+            "Which latency figure of the windows must agree: their mean (Perf Analyzer's default) or their "
+            "p99, which in a 2 s window rests on a few requests."
+        ),
+    )
 
     @model_validator(mode="after")
     def _room_for_the_windows(self) -> "StabilitySettings":
@@ -331,18 +463,39 @@ class StabilitySettings(_Strict):
 
 
 class Settings(_Strict):
+    """settings: how each trial runs, what counts as a failed one, where the servers listen."""
+
     _lists = ("client_cpus", "server_cpus")
 
-    repeats: PosInt = 1
-    warmup_s: NonNegFloat = 2.0
+    repeats: PosInt = Field(
+        1,
+        description="Runs of each trial; 2 or more show the run-to-run spread (and run interleaved by default).",
+    )
+    warmup_s: NonNegFloat = Field(
+        2.0,
+        description=(
+            "Load sent before each trial's measured window and not measured, in seconds (closed loop, as wide "
+            "as the trial's load)."
+        ),
+    )
     # Extra warm-up before the first trial on a freshly started TorchServe: its JVM
     # compiles the request path while serving (JIT), so a cold frontend serves markedly
     # less for its first seconds of load (docs/measurements.md#code-server-warmup). At least
     # server_warmup_s, then until the JIT compiler threads are quiet
     # (sweeper.torchserve.jit), at most server_warmup_max_s (default: 3x server_warmup_s,
     # 45 s). 0: no server warm-up.
-    server_warmup_s: NonNegFloat = 15.0
-    server_warmup_max_s: Union[NonNegFloat, None] = None
+    server_warmup_s: NonNegFloat = Field(
+        15.0,
+        description=(
+            "Extra warm-up before the first trial on a freshly started TorchServe, in seconds: at least this, "
+            "then on while the JVM's JIT compiler threads are busy, up to server_warmup_max_s. 0 (and no "
+            "server_warmup_max_s): none."
+        ),
+    )
+    server_warmup_max_s: Union[NonNegFloat, None] = Field(
+        None,
+        description="Longest server warm-up, in seconds. Not set: 3 x server_warmup_s.",
+    )
     # The extra warm-up of the first trial on a model registration made for it (the sweep
     # moved on to per-model settings not yet registered on this server), before the
     # trial's own warmup_s; the first trial on a fresh server gets the server warm-up
@@ -352,45 +505,129 @@ class Settings(_Strict):
     # slower at first while the JIT compiles again, and without this warm-up the first
     # window of a trial on a new registration reads low where a kept one does not: a bias
     # against every repeat 0 (docs/measurements.md#code-registration-jit). 0: none.
-    registration_warmup_s: NonNegFloat = 3.0
-    registration_warmup_max_s: Union[NonNegFloat, None] = None
-    ready_timeout_s: PosFloat = 60.0
-    max_consecutive_failures: PosInt = 3
-    slo_p99_ms: Union[PosFloat, None] = None
-    # a trial whose share of answers with request.expect_status is below this failed
-    min_success_rate: Annotated[float, Field(ge=0, le=1, strict=False, allow_inf_nan=False)] = MIN_SUCCESS_RATE
-    max_trials: PosInt = 200  # a larger grid needs --yes
-    probe_interval_s: PosFloat = 0.25
-    # The address every server listens on. Loopback by default; another address of this
-    # machine (0.0.0.0: all of them) only with token_auth on. TorchServe's address
-    # pattern has no room for an IPv6 literal: an IPv4 address or localhost.
-    host: str = "127.0.0.1"
-    # TorchServe's token authorization: keys read from the server's key file and sent as
-    # bearer tokens. Off is allowed on loopback only.
-    token_auth: StrictBool = True
-    # directory of .mar files; default: the project's. Relative: to the sweep file.
-    model_store: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = None
-    client_cpus: Union[list[NonNegInt], None] = None
-    server_cpus: Union[list[NonNegInt], None] = None
-    # fixed ports base_port .. base_port+4 (inference, management, metrics, 2x gRPC) instead
-    # of free ones chosen per server, for firewalls; checked free before anything starts
-    base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = None
-    # after the trials, measure the in-process ceiling for serving efficiency (sweeper.analysis.ceiling)
-    baseline: StrictBool = False
-    # measure until stable (windows that agree) instead of for a fixed duration_s
-    stability: Union[StabilitySettings, None] = None
-    # run order (sweeper.plan.order); default: interleaved when repeats > 1, else grouped
-    order: Union[Literal["grouped", "interleaved", "random"], None] = None
-    seed: NonNegInt = 0  # of the random order
-    # Keep a model's registration (and its idle workers) when the sweep moves on to other
-    # per-model settings, and use it again when a later trial has the same settings, instead
-    # of registering anew (interleaved and random orders return to each setting once per
-    # pass). Kept idle workers use memory only (sweeper.executors.local caps it); false:
-    # one registration at a time, every return registers fresh workers.
-    keep_registered: StrictBool = True
-    # with `sweeper run --ray` (sweeper.executors.ray): spread = each trial once, on any free
-    # node; every_node = each trial on every node (one machine type per node)
-    placement: Literal["spread", "every_node"] = "spread"
+    registration_warmup_s: NonNegFloat = Field(
+        3.0,
+        description=(
+            "Extra warm-up of the first trial on a model registration made for it (other than a fresh "
+            "server's first trial), before its warmup_s, in seconds: at least this, then on while the JIT "
+            "compiler threads are busy, up to registration_warmup_max_s. 0 (and no "
+            "registration_warmup_max_s): none."
+        ),
+    )
+    registration_warmup_max_s: Union[NonNegFloat, None] = Field(
+        None,
+        description="Longest registration warm-up, in seconds. Not set: 3 x registration_warmup_s.",
+    )
+    ready_timeout_s: PosFloat = Field(
+        60.0,
+        description="How long a started TorchServe may take to answer, in seconds; a slower start fails the trial.",
+    )
+    max_consecutive_failures: PosInt = Field(
+        3,
+        description="The sweep stops after this many failed trials in a row (trials already running still finish).",
+    )
+    slo_p99_ms: Union[PosFloat, None] = Field(
+        None,
+        description=(
+            "Latency objective, in ms: the recommendation and the searches keep to trials whose p99 is at "
+            "most this; required with search.objective capacity. Not set: no latency objective."
+        ),
+    )
+    min_success_rate: Annotated[float, Field(ge=0, le=1, strict=False, allow_inf_nan=False)] = Field(
+        MIN_SUCCESS_RATE,
+        description="A trial whose share of answers with request.expect_status is below this failed (0 to 1).",
+    )
+    max_trials: PosInt = Field(
+        200,
+        description="The most trials (configurations; with a search, budget_trials) a sweep may have without --yes.",
+    )
+    probe_interval_s: PosFloat = Field(
+        0.25,
+        description=(
+            "How often the server's processes and the machine's CPU speed are sampled during the window, in "
+            "seconds."
+        ),
+    )
+    # TorchServe's address pattern has no room for an IPv6 literal
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "The address every server listens on: localhost or an IPv4 address of this machine (0.0.0.0: all "
+            "of them); beyond loopback only with token_auth."
+        ),
+    )
+    token_auth: StrictBool = Field(
+        True,
+        description=(
+            "TorchServe's token authorization: keys read from the server's key file and sent as bearer "
+            "tokens; false is allowed on loopback only."
+        ),
+    )
+    model_store: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = Field(
+        None,
+        description=(
+            "Directory of NAME.mar archives, relative to the sweep file or absolute; not with model.archive. "
+            "Not set: the project's model_store/."
+        ),
+    )
+    client_cpus: Union[list[NonNegInt], None] = Field(
+        None,
+        description="CPU numbers the load engine processes may run on. Not set: any.",
+    )
+    server_cpus: Union[list[NonNegInt], None] = Field(
+        None,
+        description="CPU numbers TorchServe and its workers may run on. Not set: any.",
+    )
+    base_port: Union[Annotated[int, Field(ge=1024, le=65530, strict=True)], None] = Field(
+        None,
+        description=(
+            "Fixed ports base_port to base_port+4 (inference, management, metrics, two gRPC), for firewalls, "
+            "checked free before anything starts. Not set: free ports chosen per server."
+        ),
+    )
+    baseline: StrictBool = Field(
+        False,
+        description=(
+            "After the trials, measure the in-process ceiling of the same model and handler (baseline.csv and "
+            "the efficiency column); skipped under --ray."
+        ),
+    )
+    stability: Union[StabilitySettings, None] = Field(
+        None,
+        description=(
+            "Measure in windows until they agree instead of for a fixed load.duration_s (`stability: {}`: the "
+            "defaults). Not set: one fixed window."
+        ),
+    )
+    order: Union[Literal["grouped", "interleaved", "random"], None] = Field(
+        None,
+        description=(
+            "Run order: grouped (plan order: each server-level group and each model setting once), "
+            "interleaved (repeat 0 of every trial, then repeat 1, ...) or random (each pass in a seeded "
+            "random order). Not set: interleaved when repeats > 1, else grouped."
+        ),
+    )
+    seed: NonNegInt = Field(
+        0,
+        description="Seed of the random order, and of search.strategy random and optuna when search.seed is not set.",
+    )
+    # interleaved and random orders return to each setting once per pass; kept idle workers
+    # use memory only (sweeper.executors.local caps it)
+    keep_registered: StrictBool = Field(
+        True,
+        description=(
+            "Keep a model's registration and its idle workers when the sweep moves on to other per-model "
+            "settings, and run later trials with the same settings on it instead of registering anew; false: "
+            "one registration at a time."
+        ),
+    )
+    placement: Literal["spread", "every_node"] = Field(
+        "spread",
+        description=(
+            "With `sweeper run --ray`: spread runs each trial once, on any free node; every_node runs each "
+            "trial on every node (one machine type per node)."
+        ),
+    )
 
     @field_validator("host", mode="before")
     @classmethod
@@ -454,14 +691,38 @@ class RequestAxes(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
-    name: Union[Annotated[str, StringConstraints(pattern=REQUEST_NAME, max_length=60)], None] = None
-    files: Union[list[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)]], None] = None
-    text: Union[str, None] = None
-    # any YAML value, sent as JSON (`json: null` sends null: told apart by model_fields_set)
-    json_: Any = Field(default=None, alias="json")
-    content_type: Union[Annotated[str, StringConstraints(pattern=CONTENT_TYPE, max_length=200)], None] = None
-    method: Literal["POST", "PUT"] = "POST"
-    expect_status: Annotated[int, Field(ge=200, le=299, strict=True)] = 200
+    name: Union[Annotated[str, StringConstraints(pattern=REQUEST_NAME, max_length=60)], None] = Field(
+        None,
+        description="The request set's name, in the results' param_request_name; required when request is a list.",
+    )
+    files: Union[list[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)]], None] = Field(
+        None,
+        description=(
+            "Payload files, relative to the sweep file or absolute, sent round-robin, one per request, byte "
+            "for byte (16 MiB each, 64 MiB in all at most)."
+        ),
+    )
+    text: Union[str, None] = Field(
+        None,
+        description="A text payload, sent UTF-8 encoded (text/plain unless content_type says otherwise).",
+    )
+    # `json: null` sends null: told apart from an absent json by model_fields_set
+    json_: Any = Field(
+        default=None, alias="json",
+        description="Any YAML value, sent as JSON (application/json unless content_type says otherwise).",
+    )
+    content_type: Union[Annotated[str, StringConstraints(pattern=CONTENT_TYPE, max_length=200)], None] = Field(
+        None,
+        description=(
+            "The requests' Content-Type. Not set: from each file's extension (else application/octet-stream), "
+            "text/plain for text, application/json for json."
+        ),
+    )
+    method: Literal["POST", "PUT"] = Field("POST", description="The HTTP method of every request.")
+    expect_status: Annotated[int, Field(ge=200, le=299, strict=True)] = Field(
+        200,
+        description="The status that counts as served; an answer with any other status is a failed request.",
+    )
 
     @model_validator(mode="after")
     def _one_body(self) -> "RequestAxes":
@@ -504,15 +765,39 @@ class CapacitySettings(_Strict):
 
     # 50 -> 6400 req/s in 8 steps; 5%: about 4 halvings after the first failure. 16 steps of
     # 3 s: about a minute per trial at most (a step costs step_s + ~1 s engine start).
-    start_rps: PosFloat = 50.0
-    max_rps: PosFloat = 20000.0
-    growth: Annotated[float, Field(gt=1, le=16, strict=False, allow_inf_nan=False)] = 2.0
-    precision: Annotated[float, Field(gt=0, le=1, strict=False, allow_inf_nan=False)] = 0.05
-    step_s: Annotated[float, Field(ge=0.5, le=600, strict=False, allow_inf_nan=False)] = 3.0
-    warmup_s: NonNegFloat = 0.5
-    max_steps: Annotated[int, Field(ge=2, le=100, strict=True)] = 16
-    processes: PosInt = 1  # engine processes of every step
-    timeout_s: PosFloat = 30.0  # per request
+    start_rps: PosFloat = Field(50.0, description="The first step's rate, in requests per second.")
+    max_rps: PosFloat = Field(
+        20000.0,
+        description=(
+            "The highest rate tried, in requests per second; when it passes, the capacity is at least this "
+            "(capacity_limited_by max_rps)."
+        ),
+    )
+    growth: Annotated[float, Field(gt=1, le=16, strict=False, allow_inf_nan=False)] = Field(
+        2.0,
+        description="Factor the rate grows by from one passing step to the next, until a step fails.",
+    )
+    precision: Annotated[float, Field(gt=0, le=1, strict=False, allow_inf_nan=False)] = Field(
+        0.05,
+        description=(
+            "After the first failure a binary search narrows the rate until (fail - pass) / pass is at most "
+            "this."
+        ),
+    )
+    step_s: Annotated[float, Field(ge=0.5, le=600, strict=False, allow_inf_nan=False)] = Field(
+        3.0,
+        description="Length of one step, in seconds, its warmup_s included.",
+    )
+    warmup_s: NonNegFloat = Field(0.5, description="The start of each step that is sent but not judged, in seconds.")
+    max_steps: Annotated[int, Field(ge=2, le=100, strict=True)] = Field(
+        16,
+        description="The most steps one search may take (capacity_limited_by gets +steps when they ran out).",
+    )
+    processes: PosInt = Field(1, description="Load engine processes of every step.")
+    timeout_s: PosFloat = Field(
+        30.0,
+        description="A request unanswered after this many seconds is a timeout (status -1).",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> "CapacitySettings":
@@ -531,19 +816,44 @@ class SearchSettings(_Strict):
     search (optuna) for the best configuration; and what ranks them (`objective`,
     sweeper.analysis.objective)."""
 
-    strategy: Literal["grid", "random", "optuna"] = "grid"
-    budget_trials: Union[PosInt, None] = None  # configurations to measure (each `repeats` times)
-    seed: Union[NonNegInt, None] = None  # None: settings.seed
-    # what a search maximizes: client throughput, or minimizes: p99 (latency), or the
-    # capacity_rps_at_slo measurement (capacity); always subject to settings.slo_p99_ms and
-    # settings.min_success_rate
-    objective: Literal["throughput", "latency", "capacity"] = "throughput"
-    # the rate search of objective capacity (defaults when absent)
-    capacity: Union[CapacitySettings, None] = None
-    # after the search, the best `confirm` feasible configurations get settings.repeats more
-    # repeats each before the recommendation ranks them (sweeper.search.confirm); default 3
-    # for random and optuna, 0 for grid (every configuration is measured alike)
-    confirm: Union[NonNegInt, None] = None
+    strategy: Literal["grid", "random", "optuna"] = Field(
+        "grid",
+        description=(
+            "grid: every configuration; random: budget_trials configurations drawn uniformly without "
+            "replacement; optuna: budget_trials configurations chosen by Optuna from the results so far."
+        ),
+    )
+    budget_trials: Union[PosInt, None] = Field(
+        None,
+        description=(
+            "Configurations to measure, each settings.repeats times; required with random and optuna (a grid "
+            "measures every configuration)."
+        ),
+    )
+    seed: Union[NonNegInt, None] = Field(
+        None,
+        description="Seed of the random draw or of Optuna's sampler. Not set: settings.seed.",
+    )
+    objective: Literal["throughput", "latency", "capacity"] = Field(
+        "throughput",
+        description=(
+            "What ranks configurations: throughput (the highest client throughput), latency (the lowest p99) "
+            "or capacity (capacity_rps_at_slo, measured by a rate search); always subject to "
+            "settings.slo_p99_ms and settings.min_success_rate."
+        ),
+    )
+    capacity: Union[CapacitySettings, None] = Field(
+        None,
+        description="The rate search of objective capacity (only with it). Not set: its defaults.",
+    )
+    # grid's default 0: every configuration is measured alike (sweeper.search.confirm)
+    confirm: Union[NonNegInt, None] = Field(
+        None,
+        description=(
+            "After the search, the best this many feasible configurations get settings.repeats more repeats "
+            "each before the recommendation ranks them. Not set: 3 for random and optuna, 0 for grid."
+        ),
+    )
 
     @property
     def confirm_top(self) -> int:
@@ -572,19 +882,52 @@ class SearchSettings(_Strict):
 
 
 class SweepSpec(_Strict):
+    """A sweep file: the model, the parameter axes, the load, how the trials are chosen and run."""
+
     _lists = ("load",)
 
-    name: Annotated[str, StringConstraints(pattern=SWEEP_NAME, max_length=80)]
-    description: str = ""
-    model: ModelAxes = ModelAxes()
-    server: ServerAxes = ServerAxes()
-    env: dict[EnvName, Union[EnvValue, list[EnvValue]]] = {}
-    # required, except with search.objective capacity, whose rate search replaces it
-    load: Union[LoadAxes, list[LoadAxes], None] = None
-    # the requests' payload; a list of named request sets is an axis (level "request")
-    request: Union[RequestAxes, list[RequestAxes], None] = None
-    search: SearchSettings = SearchSettings()
-    settings: Settings = Settings()
+    name: Annotated[str, StringConstraints(pattern=SWEEP_NAME, max_length=80)] = Field(
+        ...,
+        description="The sweep's name: its runs go to runs/<name>-<date>-<time>/, and the results' sweep column.",
+    )
+    description: str = Field(
+        "",
+        description="What the sweep asks, in a sentence; kept with the run (sweep.yaml), not used otherwise.",
+    )
+    model: ModelAxes = Field(
+        ModelAxes(),
+        description="Per-model settings, applied through the management API (no restart).",
+    )
+    server: ServerAxes = Field(
+        ServerAxes(),
+        description="config.properties keys: each combination of their values needs its own TorchServe start.",
+    )
+    env: dict[EnvName, Union[EnvValue, list[EnvValue]]] = Field(
+        {},
+        description=(
+            "Environment variables of the server and its workers, e.g. OMP_NUM_THREADS (a restart per value); "
+            "`A+B: value` sets A and B to the same value, as one axis."
+        ),
+    )
+    load: Union[LoadAxes, list[LoadAxes], None] = Field(
+        None,
+        description=(
+            "The load fired at the server in each trial: one profile or a list of them (an axis); required, "
+            "except with search.objective capacity, whose rate search replaces it."
+        ),
+    )
+    request: Union[RequestAxes, list[RequestAxes], None] = Field(
+        None,
+        description=(
+            "What every request carries; a list of named request sets is an axis. Not set: the example input "
+            "of the sweeper's own model (required for any other model)."
+        ),
+    )
+    search: SearchSettings = Field(
+        SearchSettings(),
+        description="How the trials are chosen (the whole grid, a sample of it, or a search) and what ranks them.",
+    )
+    settings: Settings = Field(Settings(), description="How each trial runs and what counts as a failed one.")
 
     @field_validator("env", mode="before")
     @classmethod
