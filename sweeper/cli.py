@@ -8,7 +8,6 @@ still written); 2 bad input or a missing prerequisite (nothing was started);
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from datetime import datetime
@@ -81,7 +80,7 @@ def cmd_run(args) -> int:
         run.sweep_yaml.write_text(dump_resolved(spec, model_store=store))
     run_dir = run.path
     _check_writable(run_dir)
-    run.machine_json.write_text(json.dumps(fingerprint(), indent=2))
+    run.record_machine(fingerprint(), at=datetime.now().isoformat(timespec="seconds"))
     if spec.settings.model_store is None and spec.model.archive is None:
         from .archive import ensure_archives
 

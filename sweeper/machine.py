@@ -92,3 +92,17 @@ def fingerprint() -> dict[str, object]:
         "java": _java(),
         "sweeper": _version("torchserve-sweeper"),
     }
+
+
+def cpu_ranges(cpus: set[int]) -> str:
+    """CPU numbers as a reader writes them: {0, 1, 2, 5} -> "0-2,5"."""
+    out, items = [], sorted(cpus)
+    start = prev = items[0] if items else 0
+    for c in items[1:] + [None]:
+        if c is not None and c == prev + 1:
+            prev = c
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if c is not None:
+            start = prev = c
+    return ",".join(out) if items else "none"

@@ -57,6 +57,23 @@ def model_store_for(spec, source: str) -> Path:
     return store
 
 
+def check_machine(spec, source: str) -> None:
+    """What the sweep asks of this machine and the schema cannot know: the address to
+    listen on, and the CPUs to pin to. Here, not in the schema, so that a finished run's
+    sweep.yaml loads on any machine."""
+    from .machine import bind_problem, cpu_ranges, machine_cpus
+
+    settings = spec.settings
+    problem = bind_problem(settings.host)
+    if problem:
+        raise SpecError(source, "settings.host", f"must be an address of this machine (0.0.0.0 for all of them), got {settings.host!r}: {problem}")
+    available = machine_cpus()
+    for key in ("client_cpus", "server_cpus"):
+        for i, cpu in enumerate(getattr(settings, key) or []):
+            if cpu not in available:
+                raise SpecError(source, f"settings.{key}[{i}]", f"must be a CPU this process may use ({cpu_ranges(available)}), got {cpu}")
+
+
 def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     """Load, expand and render every trial; check prerequisites; read a user's archive
     manifest and payload files (sweeper.usermodel). Starts nothing.
@@ -66,6 +83,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
     source = str(path)
     user = resolve_user_model(load_sweep(path), source)  # archive manifest and payload files, read once
     spec = user.spec
+    check_machine(spec, source)
     distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
     if spec.search.budget_trials is not None:  # a search measures its budget, not the grid
         distinct = min(distinct, spec.search.budget_trials)

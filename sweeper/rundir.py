@@ -207,6 +207,17 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def record_machine(self, fingerprint: Mapping[str, object], at: str) -> None:
+        """machine.json: the fingerprint of the machine the run started on. A resumed run
+        keeps it and adds the resuming machine's, with when it resumed, to `resumed_on`:
+        the figures of one run may then come from two machines, and the report says so."""
+        first = self.machine()
+        if not first:
+            write_atomic(self.machine_json, json.dumps(dict(fingerprint), indent=2))
+            return
+        first.setdefault("resumed_on", []).append({"at": at, **fingerprint})
+        write_atomic(self.machine_json, json.dumps(first, indent=2))
+
     def machine(self) -> dict:
         """machine.json; {} when missing or unreadable."""
         try:

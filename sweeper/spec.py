@@ -37,7 +37,7 @@ from pydantic import (
 
 from .errors import SpecError
 from .defaults import MIN_SUCCESS_RATE
-from .machine import IPV4, bind_problem, is_loopback, machine_cores, machine_cpus
+from .machine import IPV4, is_loopback, machine_cores
 from .spec_errors import describe, key_text, kind, one_line, show
 from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME
 
@@ -636,10 +636,7 @@ class Settings(_Strict):
             return v  # the type check reports it
         if v != "localhost" and not IPV4.fullmatch(v):
             raise ValueError(f"must be an IPv4 address or localhost (TorchServe cannot parse IPv6), got {show(v)}")
-        problem = bind_problem(v)
-        if problem:
-            raise ValueError(f"must be an address of this machine (0.0.0.0 for all of them), got {show(v)}: {problem}")
-        return v
+        return v  # whether this machine has the address is preflight's question (sweeper.preflight)
 
     @model_validator(mode="after")
     def _remote_needs_token(self) -> "Settings":
@@ -670,15 +667,6 @@ class Settings(_Strict):
             low, high = getattr(self, f"{key}_s"), getattr(self, f"{key}_max_s")
             if high is not None and high < low:
                 raise ValueError(f"{key}_max_s: must be >= {key}_s ({low:g}), got {high:g}")
-        return self
-
-    @model_validator(mode="after")
-    def _cpus_exist(self) -> "Settings":
-        available = machine_cpus()
-        for key in ("client_cpus", "server_cpus"):
-            for i, cpu in enumerate(getattr(self, key) or []):
-                if cpu not in available:
-                    raise ValueError(f"{key}[{i}]: must be a CPU this process may use ({_ranges(available)}), got {cpu}")
         return self
 
 
@@ -1023,19 +1011,6 @@ def _profile_text(p: tuple) -> str:
     what = f"concurrency {concurrency}" if mode == "closed" else f"rate_rps {rate:g}"
     length = f"duration_s {duration:g}" if duration is not None else f"requests {requests}"
     return f"mode {mode}, {what}, {length}"
-
-
-def _ranges(cpus: set[int]) -> str:
-    out, items = [], sorted(cpus)
-    start = prev = items[0] if items else 0
-    for c in items[1:] + [None]:
-        if c is not None and c == prev + 1:
-            prev = c
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if c is not None:
-            start = prev = c
-    return ",".join(out) if items else "none"
 
 
 def parse_sweep(data: Any, source: str) -> SweepSpec:

@@ -123,3 +123,30 @@ def test_every_server_is_made_by_one_function_with_the_sweeps_ports(tmp_path):
     spec = parse_sweep(yaml.safe_load(SWEEP), "pick.yaml")
     server = new_server(expand(spec)[0], spec.settings, tmp_path, tmp_path / "server")
     assert server.base_port == 23000
+
+
+def test_a_finished_runs_sweep_yaml_loads_on_any_machine(tmp_path):
+    """The schema checks the file, not the machine: an address and CPUs of another
+    machine load; preflight refuses them here, with the key."""
+    from sweeper.errors import SpecError
+    from sweeper.preflight import check_machine
+    from sweeper.spec import load_sweep
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: elsewhere\nmodel: {name: mlp}\nload: {mode: closed, concurrency: 4, duration_s: 2}\n"
+                    "settings: {host: 192.0.2.1, client_cpus: [4000]}\n")
+    spec = load_sweep(path)
+    assert spec.settings.host == "192.0.2.1" and spec.settings.client_cpus == [4000]
+    with pytest.raises(SpecError, match="settings.host: must be an address of this machine"):
+        check_machine(spec, str(path))
+
+
+def test_a_resumed_run_keeps_the_fingerprint_it_started_on(tmp_path):
+    from sweeper.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.record_machine({"hostname": "first", "cores_usable": 2}, at="t0")
+    run.record_machine({"hostname": "second", "cores_usable": 8}, at="t1")
+    machine = run.machine()
+    assert machine["hostname"] == "first" and run.cores() == 2
+    assert machine["resumed_on"] == [{"at": "t1", "hostname": "second", "cores_usable": 8}]
