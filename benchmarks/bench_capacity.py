@@ -13,7 +13,7 @@ up; then per round:
    rate is judged as the search judges one (--fine-rule same: a failing step is run once
    more and the rate fails only if that fails too; --fine-rule single: one step). Its
    capacity is the highest passing rate (the first failing step's rate is printed too).
-Prints every step of both, the two capacities and their ratio (issue 10's goal: within 10%),
+Prints every step of both, the two capacities and their ratio (the goal: within 10%),
 and the load average during the run (the machine is shared).
 
 --fake-service-ms X runs the same against the tests' fake server as one FIFO server of X ms

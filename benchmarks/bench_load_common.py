@@ -69,8 +69,8 @@ def ping_target(use_torchserve: bool, fake_delay_s: float = 0.0):
 
 def _aiohttp_child(url: str, method: str, body: bytes, headers: dict, concurrency: int,
                    duration_s: float, queue) -> None:
-    """Closed loop with aiohttp on uvloop: the best general-purpose client measured in
-    TORCHSERVE_NOTES.md, kept as the reference the engine's raw client must beat."""
+    """Closed loop with aiohttp on uvloop: a fast general-purpose client, kept as the
+    reference the engine's raw client must beat."""
     import aiohttp
     import uvloop
 

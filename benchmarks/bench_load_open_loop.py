@@ -7,7 +7,7 @@ Against a fast endpoint (the fake server of tests/fakeserver.py, or TorchServe's
 with --torchserve), prints per run: achieved rate and its error against the target, send
 lag p50/p99/max (how late requests left against their schedule), latency p50/p99 from the
 scheduled time, engine CPU, and whether summarize() flagged the run as client-bound.
-The goal (issue 3): achieved within 1% of 1,000 req/s over 10 s.
+The goal: achieved within 1% of 1,000 req/s over 10 s.
 """
 
 from __future__ import annotations

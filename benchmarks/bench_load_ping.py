@@ -4,12 +4,12 @@
                                          [--fake] [--aiohttp]
 
 Prints 2xx per second, errors and engine CPU for each concurrency and repeat, from one
-engine process. The goal (issue 3) is >= 8,000 req/s from one engine process. With
+engine process. The goal is >= 8,000 req/s from one engine process. With
 --aiohttp, an aiohttp + uvloop closed loop runs alternately against the same server as a
-reference (the best general-purpose client in TORCHSERVE_NOTES.md). With --fake, the
+reference (a fast general-purpose client). With --fake, the
 target is tests/fakeserver.py in this process instead of TorchServe (no Java needed).
 
-On a 2-core machine the client and the server share the CPU: the figure is the pair's
+On a machine with few cores the client and the server share the CPU: the figure is the pair's
 throughput, and a faster client leaves more CPU to the server.
 """
 

@@ -8,7 +8,7 @@ Starts TorchServe (own temp dir, free ports, token auth off), registers the MLP 
 and max batch delay 5 ms, then runs alternating paired closed-loop runs of wrk and of the
 sweeper engine (one process), each with the same number of connections in flight, and
 prints each pair and the median ratio engine/wrk. Alternating the order inside each pair
-cancels drift (JIT warm-up, other load on the machine). Goal (issue 3): ratio >= 0.95.
+cancels drift (JIT warm-up, other load on the machine). Goal: ratio >= 0.95.
 With --ping the pairs hit GET /ping instead (no model): the clients' raw speed.
 
 Only 2xx responses count, for both. wrk reports its counts through a Lua `done` hook as

@@ -25,8 +25,8 @@ Prints:
 
 With independent windows the block CV would fall as 1/sqrt(k); slow drift (another
 tenant of the host, the JVM's later compilation, the scheduler) keeps it higher, and the
-table shows how much. Issue 12's goal (median repeat CV <= 3% at about 7 s a trial) needs
-the 6-8 s rows near 3%.
+table shows how much. The batching sweep's stability goal (median repeat CV <= 3% at about
+7 s a trial) needs the 6-8 s rows near 3%.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ grid's runs; a seed that never reaches it within the budget counts as 100%.
 
 Random and optuna get the same budget (--budget-pct of the grid's runs); the grid runs whole
 in the sweep's order (settings.order), so only the repeat picks vary between its seeds.
-Exit status: 0 when optuna's median is at most 25% and below random's (issue 10's goal),
+Exit status: 0 when optuna's median is at most 25% and below random's (the goal),
 1 when it is not or optuna is not registered, 2 for a bad input file.
 """
 
@@ -43,14 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeper.analysis.aggregate import PARAM_PREFIX, aggregate_trials  # noqa: E402
 from sweeper.analysis.objective import P99, THROUGHPUT, best  # noqa: E402
 from sweeper.analysis.objective import _number  # noqa: E402  (the same parsing as the search's)
-from sweeper.executors import TrialResult  # noqa: E402
+from sweeper.trialresult import TrialResult  # noqa: E402
 from sweeper.plan import Axis, Trial, make_trial, points, space  # noqa: E402
 from sweeper.search import STRATEGIES, SearchOptions  # noqa: E402
 from sweeper.spec import SweepSpec, load_sweep  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 WITHIN = 0.05  # "within 5% of the best"
-GOAL_PCT = 25.0  # issue 10: optuna's median at most 25% of the grid's runs, and below random's
+GOAL_PCT = 25.0  # the goal: optuna's median at most 25% of the grid's runs, and below random's
 STRATEGY_ORDER = ("grid", "random", "optuna")
 
 

@@ -1,4 +1,4 @@
-"""Does a real search find what the full grid finds? Issue 10's second goal, read from two
+"""Does a real search find what the full grid finds? Read from two
 finished run directories of the same sweep file: one searched (random or optuna), one run
 as a grid (`search.strategy: grid`).
 

@@ -1,16 +1,16 @@
-"""How stable a sweep's numbers are: issue 12's figures, read from finished run directories.
+"""How stable a sweep's numbers are, read from finished run directories.
 
     python benchmarks/bench_stability.py RUN_DIR [RUN_DIR ...] [--baseline-s 379]
 
 For each run: the runs and failures, the trial time (sum of `wall_s`) against a baseline
-(default 379 s: the 6 min 19 s that the batching sweep's trials took with fixed 5 s windows
-on a quiet 2-core machine), the unstable runs, and the repeat-to-repeat coefficient of
+(default 379 s: what the batching sweep's trials took with fixed 5 s windows on a quiet
+machine, docs/measurements.md#code-stability-baseline; pass your own), the unstable runs, and the repeat-to-repeat coefficient of
 variation (sample standard deviation over mean, across a trial's ok repeats) of closed-loop
 throughput and of open-loop p99: median and worst over the trials. Then, for two or more
 runs, whether they recommend the same configuration (the recommendation's own rule,
 sweeper.report.recommend, with each run's SLO) and what each says of its runner-up.
 
-Issue 12's goals, printed beside the figures: closed-loop throughput CV median <= 3% and worst
+The stability goals, printed beside the figures: closed-loop throughput CV median <= 3% and worst
 <= 8%; open-loop p99 CV median <= 8%; trial time at most 1.5x the baseline.
 """
 

@@ -11,8 +11,8 @@ frontend thread), "GC Thread". It reads /proc/PID/task/*/stat (Linux; user + sys
 seconds, via sweeper.torchserve.jit.thread_cpu), so a thread that is born and gone
 between two samples is missed. It stops when the JVM exits.
 
-The fourth session's README figures (C2 bursts 40-100 s after the server warm-up) come from
-this script.
+The late C2 bursts 40-100 s after the server warm-up
+(docs/measurements.md#code-c2-late-bursts) were measured with this script.
 """
 
 from __future__ import annotations

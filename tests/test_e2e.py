@@ -60,7 +60,7 @@ def test_smoke_sweep_end_to_end(tmp_path, capsys, monkeypatch):
         assert ((df[server] - df[client]).abs() <= 0.02 * df[client]).all(), df[[server, client]]
     assert (df["server_batches"] * df["server_batch_size_mean"]).round(6).tolist() == df["client_ok"].astype(float).tolist()
     assert (df["proc_cpu_pct"] > 0).all() and (df["proc_rss_mb"] > 50).all()
-    # the run directory holds what the issue promises
+    # the run directory holds what the README promises
     for name in ("sweep.yaml", "machine.json", "results.csv", "results.md"):
         assert (run_dir / name).exists(), name
     machine = json.loads((run_dir / "machine.json").read_text())

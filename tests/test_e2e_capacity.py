@@ -16,8 +16,8 @@ pytestmark = pytest.mark.e2e
 
 def test_capacity_search_writes_capacity_rps_at_slo(tmp_path, capsys):
     # A few seconds of steps: 1 s each (0.25 s not judged), x4 from 10 req/s, 25% precision,
-    # at most 6 steps. The MLP with one worker serves a few hundred req/s here; a 2000 ms
-    # SLO passes the first step even on a loaded machine, and 2560 req/s overloads it.
+    # at most 6 steps. The MLP with one worker serves hundreds of req/s, not thousands; a
+    # 2000 ms SLO passes the first step even on a loaded machine, and 2560 req/s overloads it.
     path = write_sweep(
         tmp_path,
         "capacity",
@@ -40,7 +40,7 @@ def test_capacity_search_writes_capacity_rps_at_slo(tmp_path, capsys):
     steps = json.loads(row["capacity_steps"])
     assert 2 <= row["capacity_steps_n"] == len(steps) <= 6, steps
     assert steps[0]["rate_rps"] == 10 and steps[0]["passed"], steps
-    assert any(not s["passed"] for s in steps), steps  # 2560 req/s is far beyond one worker here
+    assert any(not s["passed"] for s in steps), steps  # 2560 req/s is far beyond one worker
     passed = [s["rate_rps"] for s in steps if s["passed"]]
     assert row["capacity_rps_at_slo"] == max(passed) >= 10
     assert row["capacity_limited_by"].split("+")[0] in ("p99", "success", "client")

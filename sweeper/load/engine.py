@@ -449,8 +449,9 @@ def child_main(
         # does. Convert the shared wall-clock t0 once, then use the monotonic clock.
         t0 = time.perf_counter() + (t0_wall - time.time())
         # No cyclic GC while running: the hot path makes no reference cycles, and a full
-        # collection walks every record kept so far (~25 ms per million), which would show
-        # up as send lag and latency that belong to no server.
+        # collection walks every record kept so far (tens of milliseconds per million
+        # records: docs/measurements.md#code-engine-gc), which would show up as send lag
+        # and latency that belong to no server.
         gc.disable()
         cpu0, sched0 = time.process_time(), _schedstat()
         loop.run_until_complete(engine.run(t0))
