@@ -221,7 +221,7 @@ def test_every_payload_is_prebuilt_with_its_own_headers():
 
 # --- TorchServe's per-batch lines and worker errors ----------------------------------------
 
-LINE = ("2026-11-25T01:54:55,900 [INFO ] W-9000-{m}_1.0-stdout org.pytorch.serve.wlm.WorkerLifeCycle - "
+LINE = ("2030-01-01T01:54:55,900 [INFO ] W-9000-{m}_1.0-stdout org.pytorch.serve.wlm.WorkerLifeCycle - "
         "result=[METRICS]PredictionTime.Milliseconds:7.29|#ModelName:{m},Level:Model|#type:GAUGE|"
         "#hostname:vm,1795571695,{ids}, pattern=[METRICS]\n")
 
@@ -240,7 +240,7 @@ def test_batches_are_counted_from_prediction_time_lines():
 
 def test_the_worker_error_is_the_real_cause_not_the_fallback_import(tmp_path):
     log = tmp_path / "model_log.log"
-    prefix = "2026-11-25T01:59:04,897 [INFO ] W-9000-badclf_1.0-stdout MODEL_LOG - "
+    prefix = "2030-01-01T01:59:04,897 [INFO ] W-9000-badclf_1.0-stdout MODEL_LOG - "
     log.write_text("".join(prefix + s + "\n" for s in [
         "Traceback (most recent call last):", "    import no_such_module_xyz",
         "ModuleNotFoundError: No module named 'no_such_module_xyz'", "",
