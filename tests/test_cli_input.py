@@ -461,7 +461,7 @@ def test_relative_values_use_the_real_core_count(tmp_path, capsys):
     assert re.search(rf"number_of_netty_threads={2 * sweeper.spec.machine_cores()}\b", out), out
 
 
-# --- bugs in cli.py, documented by tests that fail until fixed --------------------------------
+# --- run directories, resumes and ports: what `sweeper run` must get right ------------------
 
 
 
