@@ -4,7 +4,7 @@
 
 For each model, batch sizes {1, 8, 32} x threads {1, 2}: samples/s through the handler
 code (JSON decode, one batched forward, JSON encode) and, with --forward, of the forward
-pass alone. Each thread count runs in its own process (see sweeper.analysis.ceiling).
+pass alone. Each thread count runs in its own process (see sweeper.ceiling).
 The last column is the worst CPU share the measuring process got: on a shared machine,
 rows well below 90 % were starved by other processes and understate the ceiling.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from handlers.models import MODELS  # noqa: E402
-from sweeper.analysis.ceiling import measure_grid  # noqa: E402
+from sweeper.ceiling import measure_grid  # noqa: E402
 
 BATCH_SIZES = [1, 8, 32]
 THREADS = [1, 2]

@@ -58,7 +58,8 @@ def cmd_run(args) -> int:
     from .preflight import prepare
     from .executors import EXECUTORS
     from .plan import space
-    from .runner import SweepContext, run_sweep
+    from .context import SweepContext
+    from .runner import run_sweep
     from .search import make_strategy, search_options
     from .spec import dump_resolved
 
@@ -106,12 +107,15 @@ def cmd_run(args) -> int:
               f"actors ready in {executor.startup_s:.1f} s", file=sys.stderr)
     else:
         executor = EXECUTORS["local"](ctx)
+    from . import results
+
     try:
         outcome = run_sweep(ctx, strategy, executor, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except Interrupted as exc:
+        results.write_tables(run_dir)  # what finished, and the trials in flight as interrupted
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
         raise
-    rows = outcome.rows
+    rows = results.write_tables(run_dir)
     if spec.settings.baseline and not outcome.stopped:
         if args.ray:  # the ceiling is measured in-process, on the machine it runs on
             print("note: settings.baseline is skipped under --ray (it would measure this machine, not the nodes); "
@@ -133,7 +137,7 @@ def cmd_run(args) -> int:
 
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
     from . import results
-    from .analysis.ceiling import measure_run
+    from .ceiling import measure_run
     from .machine import machine_cores
 
     print("measuring the in-process ceiling (no server) for serving efficiency", file=sys.stderr)
@@ -193,7 +197,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import summary_line, verify
+    from .report.verified import summary_line
+    from .verify import verify
 
     run = RunDir(Path(args.run_dir))
     run_dir = run.path

@@ -15,7 +15,7 @@ writes a run goes through it, so the names below appear nowhere else.
         nodes/<node>/machine.json   with --ray: each node's fingerprint (<node>: ip-nodeid)
         results.csv           one row per trial and repeat, rebuilt from result.json files
         results.md            Markdown tables
-        baseline.csv          in-process ceilings (sweeper.analysis.ceiling)
+        baseline.csv          in-process ceilings (sweeper.ceiling)
         search.journal        an optuna search's study (Optuna's journal file), what --resume continues
         report.html/.md       written by sweeper.report
 
@@ -31,12 +31,9 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from .errors import EnvironmentProblem
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .executors import TrialResult
 
 RESULT_FILE = "result.json"
 
@@ -247,8 +244,8 @@ class RunDir:
                 raise ValueError(f"{name!r}: not a file an executor may write into a trial directory")
             write_atomic(base.joinpath(*rel.parts), data)
 
-    def write_trial(self, result: "TrialResult", row: Mapping[str, object]) -> Path:
+    def write_trial(self, key: str, artifacts: Mapping[str, bytes], row: Mapping[str, object]) -> Path:
         """The trial's artifacts, then its row as result.json (last: it marks the trial
         finished, so a crash in between leaves a trial that is run again)."""
-        self.write_files(result.dir_key, result.artifacts)
-        return self.write_result(result.dir_key, row)
+        self.write_files(key, artifacts)
+        return self.write_result(key, row)

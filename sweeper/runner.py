@@ -6,50 +6,26 @@ nor which executor (sweeper.executors) it runs.
 The loop owns what every sweep needs whatever runs it: resume (a trial whose ok result
 is already in the run directory is observed, not run again), the failure policy
 (settings.max_consecutive_failures), interrupts (SIGINT/SIGTERM: every executor process
-stopped, the trials in flight marked 'interrupted', the tables rebuilt), the identity
-columns of each row and the progress line.
+stopped, the trials in flight marked 'interrupted'), the identity columns of each row and
+the progress line. It writes each trial's files and row and nothing else: the tables
+(results.csv, results.md) are the command's to build (sweeper.results).
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
-from . import results
+from .context import SweepContext
 from .errors import Interrupted
-from .executors import Executor, TrialResult
+from .executors import Executor
 from .inputs import trial_files
-from .payload import RequestSet, builtin_request_set
 from .plan import Trial
-from .rundir import RunDir
 from .search import Strategy
-from .spec import SweepSpec
-
-
-@dataclass(frozen=True)
-class SweepContext:
-    spec: SweepSpec
-    run_dir: Path
-    run_id: str
-    model_store: Path
-    request_body: bytes
-    content_type: str = "application/json"
-    # the sweep's request sets by label (sweeper.payload), read before any server started;
-    # trials without a request label send request_body
-    request_sets: Mapping[str, RequestSet] = field(default_factory=dict)
-    archive_file: str | None = None  # model.archive's file name in model_store
-
-    @property
-    def run(self) -> RunDir:
-        return RunDir(self.run_dir)
-
-    def request_set(self, trial: Trial) -> RequestSet:
-        if trial.request is None:
-            return builtin_request_set(self.request_body, self.content_type)
-        return self.request_sets[trial.request]
+from .trialresult import TrialResult
 
 
 @dataclass(frozen=True)
@@ -118,7 +94,7 @@ def run_sweep(
                 if result.final:  # an executor may return a trial in several results
                     del in_flight[result.trial.key]
                 row = _complete_row(ctx, trial, seq, dict(result.row))
-                run.write_trial(result, row)
+                run.write_trial(result.dir_key, result.artifacts, row)
                 if isinstance(row.get("wall_s"), (int, float)):
                     walls.append(row["wall_s"])
                 strategy.observe(trial, replace(result, row=row))
@@ -140,12 +116,11 @@ def run_sweep(
         for trial, seq in in_flight.values():
             row = {"status": "interrupted", "error": f"interrupted by signal {int(signum)}", "wall_s": float("nan")}
             run.write_result(trial.key, _complete_row(ctx, trial, seq, row))
-        results.write_tables(ctx.run_dir)
         raise Interrupted(int(signum)) from None
     finally:
         executor.close()
         restore()
-    rows = results.write_tables(ctx.run_dir)
+    rows = sorted(run.rows().values(), key=lambda r: (r.get("seq", 0), str(r.get("trial_id")), r.get("repeat", 0)))
     return SweepOutcome(ctx.run_dir, rows, stopped)
 
 

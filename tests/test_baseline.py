@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from sweeper.analysis.ceiling import BaselineResult, _measure_in_this_process, measure_baseline, measure_grid
+from sweeper.ceiling import BaselineResult, _measure_in_this_process, measure_baseline, measure_grid
 from sweeper.errors import SpecError
 
 

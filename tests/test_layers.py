@@ -1,6 +1,7 @@
 """The package's layers, read from the import statements (late imports inside functions
-count too): no import circle, nothing below the CLI imports it, the TorchServe layer knows
-no sweep, and the run directory's layout is spelled in sweeper.rundir only."""
+and imports for type checkers count too): no import circle, each module imports only its
+own layer or those below it (LAYERS, the drawing of docs/architecture.md), the TorchServe
+layer knows no sweep, and the run directory's layout is spelled in sweeper.rundir only."""
 
 from __future__ import annotations
 
@@ -56,8 +57,42 @@ MODULES = set(GRAPH)
 
 
 def _edges(module: str) -> set[str]:
-    # a module importing its own package is no circle: Python runs the package first anyway
-    return {m for m in GRAPH[module] if m in MODULES and m != module and not module.startswith(m + ".")}
+    """What `module` needs, at run time or to name a type. A module importing its own
+    package is no circle: Python runs the package first anyway."""
+    return {m for m in NAMES[module] if m in MODULES and m != module and not module.startswith(m + ".")}
+
+
+# Top to bottom; a module may import its own layer and those below it. The longest
+# matching prefix places a module.
+LAYERS = (
+    ("cli", ("sweeper.cli",)),
+    ("commands", ("sweeper.verify", "sweeper.compare", "sweeper.starter", "sweeper.preflight", "sweeper.results",
+                  "sweeper.archive", "sweeper.reference")),
+    ("sweep loop", ("sweeper.runner",)),
+    ("strategies and executors", ("sweeper.search", "sweeper.executors")),
+    ("measurement", ("sweeper.measure", "sweeper.serve", "sweeper.ceiling", "sweeper.inputs", "sweeper.answers")),
+    ("server and load", ("sweeper.torchserve", "sweeper.load", "sweeper.hostspeed", "sweeper.serverlog",
+                         "sweeper.usermodel", "sweeper.mar")),
+    ("report", ("sweeper.report",)),
+    ("analysis", ("sweeper.analysis",)),
+    ("sweep and run data", ("sweeper.spec", "sweeper.plan", "sweeper.rundir", "sweeper.context", "sweeper.trialresult",
+                            "sweeper.payload", "sweeper.machine", "sweeper.hoststat", "sweeper.columns",
+                            "sweeper.load.types", "sweeper.capacity")),
+    ("foundation", ("sweeper.errors", "sweeper.defaults", "sweeper.spec_rules", "sweeper.spec_errors")),
+)
+
+
+def _rank(module: str) -> tuple[int, str]:
+    """(position in LAYERS, counted from the bottom; the layer's name)."""
+    best: tuple[int, int, str] | None = None
+    for i, (name, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), len(LAYERS) - i, name)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: add it to tests/test_layers.py LAYERS and the architecture page")
+    return best[1], best[2]
 
 
 def test_no_import_circle():
@@ -71,6 +106,17 @@ def test_no_import_circle():
         return seen
 
     assert sorted(m for m in MODULES if m in reach(m)) == []
+
+
+def test_each_module_imports_only_its_layer_and_those_below():
+    upward = []
+    for module in sorted(MODULES - {"sweeper"}):
+        here, name = _rank(module)
+        for target in sorted(_edges(module) - {"sweeper"}):
+            there, other = _rank(target)
+            if there > here:
+                upward.append(f"{module} ({name}) imports {target} ({other})")
+    assert upward == []
 
 
 def test_nothing_below_the_cli_imports_it():

@@ -1,5 +1,7 @@
-"""Issue 14: measurement defects found in a code review, each pinned by a test that failed
-before its fix (the message it failed with is in the commit that fixed it)."""
+"""Measurement defects, each pinned by a test: one timeout halving throughput, server
+latency averaged per arrival, findings that mix load levels, probe bookkeeping, client
+and server disagreeing, the client measuring itself, and the like. A comment "not X"
+gives the figure the defect produced."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def load_run(profile: LoadProfile, rows, cpu_s: float = 0.0) -> LoadRun:
     return LoadRun(profile, rec, wall_time(rec), cpu_s)
 
 
-# --- 14.1: one timeout must not halve throughput ---------------------------------------------
+# --- one timeout must not halve throughput ---------------------------------------------
 
 
 def closed_30s_last_times_out() -> LoadRun:
@@ -37,7 +39,7 @@ def closed_30s_last_times_out() -> LoadRun:
 
 def test_one_timeout_does_not_stretch_the_window():
     got = summarize(closed_30s_last_times_out())
-    assert got["client_throughput_rps"] == pytest.approx(2999 / 30.0)  # was 50.0 (2999 / 59.99)
+    assert got["client_throughput_rps"] == pytest.approx(2999 / 30.0)  # not 50.0 (2999 / 59.99)
     assert got["client_window_s"] == pytest.approx(30.0)
 
 
@@ -47,7 +49,7 @@ def test_open_loop_window_is_the_schedule_not_the_drain_of_the_last_request():
     rows = [(i / 100, i / 100, i / 100 + 0.005, 200) for i in range(99)] + [(0.99, 0.99, 1.49, 200)]
     got = summarize(load_run(profile, rows))
     assert got["client_window_s"] == pytest.approx(1.0)
-    assert got["client_throughput_rps"] == pytest.approx(100.0)  # was 100 / 1.49 = 67
+    assert got["client_throughput_rps"] == pytest.approx(100.0)  # not 100 / 1.49 = 67
 
 
 def test_closed_loop_counted_by_requests_ends_when_the_last_request_was_issued():
@@ -72,7 +74,7 @@ def test_a_success_rate_below_one_never_prints_as_one_and_is_marked(tmp_path):
     assert "1 trial(s) had failed requests" in md
 
 
-# --- 14.5: refused, timed-out and connection-error requests are told apart ---------------------
+# --- refused, timed-out and connection-error requests are told apart ---------------------
 
 
 def test_refused_requests_are_not_counted_in_the_achieved_rate():
@@ -86,7 +88,7 @@ def test_refused_requests_are_not_counted_in_the_achieved_rate():
     ]
     got = summarize(load_run(profile, rows))
     assert got["client_refused"] == 90
-    assert got["client_achieved_rate_rps"] == pytest.approx(10.0, rel=0.02)  # was 100.0
+    assert got["client_achieved_rate_rps"] == pytest.approx(10.0, rel=0.02)  # not 100.0
     assert got["client_bound"] is True
     assert "refused" in got["client_bound_reason"]
 
@@ -131,7 +133,7 @@ def test_a_server_that_goes_away_gives_connection_errors():
     assert got["client_errors"] == got["client_connection_errors"]
 
 
-# --- 14.4: server latency means are per served request, not per arrival -----------------------
+# --- server latency means are per served request, not per arrival -----------------------
 
 
 def test_server_latency_means_divide_by_the_served_count():
@@ -145,8 +147,8 @@ def test_server_latency_means_divide_by_the_served_count():
     cols = metrics.server_columns(before, after, "mlp", served=50)
     assert cols["server_requests"] == 100.0  # arrivals, as TorchServe counts them
     assert cols["server_served"] == 50
-    assert cols["server_inference_latency_mean_ms"] == pytest.approx(10.0)  # was 5.0
-    assert cols["server_queue_latency_mean_ms"] == pytest.approx(4.0)  # was 2.0
+    assert cols["server_inference_latency_mean_ms"] == pytest.approx(10.0)  # not 5.0
+    assert cols["server_queue_latency_mean_ms"] == pytest.approx(4.0)  # not 2.0
 
 
 @pytest.mark.e2e
@@ -155,11 +157,9 @@ def test_real_torchserve_overloaded_behind_a_queue_of_one(tmp_path):
     are answered 503. TorchServe counts every one of them in ts_inference_requests_total,
     so that count is not the denominator of the latency means; the served count is.
 
-    Measured here (1,200 req/s for 1 s): 66 served, 1,134 answered 503, server_requests
-    1,200; inference mean per served request 34.9 ms (it read 1.9 ms per arrival), queue
-    16.8 ms, handler 1.2 ms, client 204 ms: under this overload most of the client's
-    latency is spent in TorchServe's netty backlog, before the job that the counters time
-    exists, so the client is not an upper bound this test can pin tightly."""
+    Under this overload most of the client's latency is spent in TorchServe's netty
+    backlog, before the job that the counters time exists, so the client is not an upper
+    bound this test can pin tightly (docs/measurements.md#code-netty-backlog)."""
     import pandas as pd
     from e2e_helpers import assert_nothing_left, run_dirs, write_sweep
 
@@ -187,13 +187,13 @@ def test_real_torchserve_overloaded_behind_a_queue_of_one(tmp_path):
     server = row["server_inference_latency_mean_ms"]
     assert row["client_handler_ms_mean"] <= server <= row["client_latency_mean_ms"] + 1.0, row.to_dict()
     assert row["server_queue_latency_mean_ms"] <= server
-    # 12.5: the row says how far apart client and server are (a netty backlog here)
+    # the row says how far apart client and server are (a netty backlog here)
     assert row["client_minus_server_mean_ms"] == pytest.approx(row["client_latency_mean_ms"] - server)
     assert "client_server_disagree" in row
     assert_nothing_left(out)
 
 
-# --- 14.3: thread findings compare like with like ------------------------------------------------
+# --- thread findings compare like with like ------------------------------------------------
 
 
 def _contention_rows():
@@ -220,12 +220,12 @@ def test_thread_findings_group_by_load_and_skip_ineligible_trials():
 
     text = " ".join(thread_findings(_contention_rows(), cores=2))
     assert "5000" not in text and "4000" not in text  # ineligible / client-bound: not a finding
-    assert "900 req/s" not in text  # was the mean of 1000 (closed) and 800 (open)
+    assert "900 req/s" not in text  # not the mean of 1000 (closed) and 800 (open)
     assert "1000 req/s" in text and "800 req/s" in text
     assert "closed, 16 in flight" in text and "open, 2000 req/s" in text
 
 
-# --- 14.7 and 12.6: probe bookkeeping; context switches of every thread --------------------------
+# --- probe bookkeeping; context switches of every thread --------------------------
 
 _MANY_THREADS = """
 import sys, threading, time
@@ -258,16 +258,19 @@ def _probe_child(script: str, interval_s: float) -> list:
 
     from sweeper.torchserve.probe import Probe
 
-    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    from childproc import read_line, spawn, stop
+
+    child = spawn([sys.executable, "-c", script], stdin=subprocess.PIPE)
     try:
         probe = Probe(child.pid, interval_s).start()
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        assert child.stdout.readline().strip() == "done"
-        samples = probe.stop()
+        try:
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            assert read_line(child, timeout_s=60) == "done"
+        finally:
+            samples = probe.stop()
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
     return samples
 
 
@@ -277,7 +280,7 @@ def test_context_switches_of_every_thread_are_counted():
     got = proc_summary(_probe_child(_MANY_THREADS, 0.1), ok_requests=1)
     # six threads sleeping 0.5 ms for 0.6 s switch thousands of times; the main thread,
     # which only waits for them, a handful: /proc/PID/status shows the main thread only
-    assert got["proc_ctx_all_voluntary"] > 1000, got  # KeyError before: main thread only
+    assert got["proc_ctx_all_voluntary"] > 1000, got  # every thread, not the main thread only
     assert got["proc_ctx_all_voluntary"] > 20 * got["proc_ctx_voluntary"], got
     assert got["proc_ctx_all_per_req"] >= got["proc_ctx_all_voluntary"]
     assert got["proc_exited_threads"] >= 1  # the six ended before the last sample
@@ -290,7 +293,7 @@ def test_cpu_of_children_born_and_gone_between_samples_is_counted():
     window = max(s.t_s for s in samples) - min(s.t_s for s in samples)
     got = proc_summary(samples, ok_requests=1)
     cpu_s = got["proc_cpu_pct"] * window / 100.0
-    assert cpu_s >= 0.4, got  # four children of 0.1 s CPU each; before: ~0.02 s (the parent)
+    assert cpu_s >= 0.4, got  # four children of 0.1 s CPU each, not ~0.02 s (the parent alone)
 
 
 def test_a_process_born_mid_window_counts_from_zero_and_an_exited_one_keeps_its_share():
@@ -308,13 +311,13 @@ def test_a_process_born_mid_window_counts_from_zero_and_an_exited_one_keeps_its_
         s(2.0, 2, 0.8, 50, threads=((2, 50, 0),)),
     ]
     got = proc_summary(samples, ok_requests=10)
-    assert got["proc_cpu_pct_workers"] == pytest.approx(100.0 * 0.8 / 2.0)  # was 0.3 s: from its first sample
+    assert got["proc_cpu_pct_workers"] == pytest.approx(100.0 * 0.8 / 2.0)  # not 0.3 s: from its first sample
     assert got["proc_ctx_voluntary"] == 20 + 50  # main threads: 1 from its first sample, 2 from zero
     assert got["proc_ctx_all_voluntary"] == 20 + 90 + 50  # thread 7 from zero too
     assert got["proc_exited_processes"] == 0
 
 
-# --- 12.5: client and server agree, and the tables show it -------------------------------------
+# --- client and server agree, and the tables show it -------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -343,19 +346,19 @@ def test_a_disagreeing_trial_is_flagged_in_results_md(tmp_path):
     assert "1 trial(s) where client and server disagree" in md
 
 
-# --- 14.8: suspicions that proved true ---------------------------------------------------------
+# --- the engine waiting for a CPU; thread variables; batch-size means; abandoned jobs ------
 
 
 def test_a_starved_engine_is_flagged_even_with_little_cpu_of_its_own():
     # closed loop, 2 ms answers; the engine used 3% CPU but waited 1 ms for a CPU each
-    # time an answer was ready (measured on this machine with other sessions' load)
+    # time an answer was ready (as on a machine busy with other work)
     profile = LoadProfile("closed", concurrency=4, duration_s=1.0)
     rows = [(i * 0.002, i * 0.002, i * 0.002 + 0.003, 200) for i in range(400)]
     base = load_run(profile, rows, cpu_s=0.03)
     starved = LoadRun(profile, base.records, base.wall_s, 0.03, client_sched_wait_s=0.4, client_sched_slices=400)
     got = summarize(starved)
     assert got["client_sched_wait_ms_mean"] == pytest.approx(1.0)
-    assert got["client_bound"] is True  # was False: CPU 3% is far below 90%
+    assert got["client_bound"] is True  # not False because CPU 3% is far below 90%
     assert "waited 1.00 ms for a CPU" in got["client_bound_reason"]
     calm = LoadRun(profile, base.records, base.wall_s, 0.03, client_sched_wait_s=0.004, client_sched_slices=400)
     assert summarize(calm)["client_bound"] is False
@@ -377,7 +380,7 @@ def test_torch_num_threads_is_not_a_thread_count():
     from sweeper.analysis.efficiency import trial_threads
     from sweeper.analysis.findings import THREAD_COLUMNS
 
-    assert trial_threads({"param_env_TORCH_NUM_THREADS": 1}, cores=8) == 8  # was 1
+    assert trial_threads({"param_env_TORCH_NUM_THREADS": 1}, cores=8) == 8  # not 1
     assert "param_env_TORCH_NUM_THREADS" not in THREAD_COLUMNS
 
 
@@ -399,7 +402,7 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     into the next trial on the same server. That trial gets a fresh server instead."""
     from sweeper.executors import local
     from sweeper.plan import expand
-    from sweeper.runner import SweepContext
+    from sweeper.context import SweepContext
     from sweeper.spec import parse_sweep
 
     spec = parse_sweep({"name": "a", "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}}, "a.yaml")
@@ -429,7 +432,7 @@ def test_results_md_says_how_percentiles_and_batch_sizes_are_averaged(tmp_path):
     assert "averaged per request (a batch of 8 counts 8 times)" in md
 
 
-# --- 14.6: the efficiency ceiling matches workers x threads and the server's CPUs ----------------
+# --- the efficiency ceiling matches workers x threads and the server's CPUs ----------------
 
 
 def test_efficiency_divides_by_the_ceiling_of_as_many_workers():
@@ -443,7 +446,7 @@ def test_efficiency_divides_by_the_ceiling_of_as_many_workers():
              "load_mode": "closed", "client_throughput_rps": 2400.0, "status": "ok"}
     df = pd.DataFrame([{**trial, "param_model_min_workers": 4}, {**trial, "param_model_min_workers": 2}])
     out = add_efficiency(df, tmp.parent, cores=2)
-    assert out["efficiency"][0] == pytest.approx(0.8)  # was 2.4: 4 workers over one process's ceiling
+    assert out["efficiency"][0] == pytest.approx(0.8)  # not 2.4: 4 workers over one process's ceiling
     assert math.isnan(out["efficiency"][1])  # no ceiling measured for 2 workers: no ratio
     assert needed([{**trial, "param_model_min_workers": 4}], cores=2) == [("mlp", 1, 1, 4)]
 
@@ -464,7 +467,7 @@ def test_an_old_baseline_without_workers_is_a_one_worker_ceiling(tmp_path):
 def test_the_ceiling_runs_as_many_workers_at_once_on_the_given_cpus():
     import os
 
-    from sweeper.analysis.ceiling import measure_grid
+    from sweeper.ceiling import measure_grid
 
     cpus = tuple(sorted(os.sched_getaffinity(0)))[:1]
     [result] = measure_grid("mlp", [2], [1], duration_s=0.05, workers=2, cpus=cpus)
@@ -472,7 +475,7 @@ def test_the_ceiling_runs_as_many_workers_at_once_on_the_given_cpus():
     assert result.samples_per_s > 0 and result.batches >= 6  # two processes, >= 3 batches each
 
 
-# --- 14.2: throughput is ranked over closed-loop trials only --------------------------------------
+# --- throughput is ranked over closed-loop trials only --------------------------------------
 
 
 def _open(rows, rate):
@@ -492,7 +495,7 @@ def test_the_throughput_recommendation_ranks_closed_loop_trials_only():
         trial_rows("closed-d", [60, 61], param_model_batch_size=1),
     ))
     rec = recommend(trials, 50.0)
-    assert rec.throughput.winner["trial_id"] == "closed-c"  # was open-a, '0.50% better'
+    assert rec.throughput.winner["trial_id"] == "closed-c"  # not open-a, '0.50% better'
     assert rec.throughput.runner_up["trial_id"] == "closed-d"
     assert rec.latency.winner["trial_id"] == "closed-c"
 
@@ -538,7 +541,7 @@ def test_the_engines_wait_for_a_cpu_is_scaled_to_the_used_windows_like_its_cpu()
     base = load_run(profile, rows)
     run = LoadRun(profile, base.records, 4.0, 0.4, client_sched_wait_s=0.4, client_sched_slices=400)
     got = summarize(win.measured(run, Outcome(1.0, 2, 3, False)))  # the last 2 of 4 windows
-    assert got["client_sched_wait_pct"] == pytest.approx(10.0)  # was 20: the whole run's wait over half the time
+    assert got["client_sched_wait_pct"] == pytest.approx(10.0)  # not 20: the whole run's wait over half the time
     assert got["client_sched_wait_ms_mean"] == pytest.approx(1.0)
 
 
@@ -548,7 +551,7 @@ def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_pat
     from sweeper.errors import ServerError
     from sweeper.executors import local
     from sweeper.plan import expand
-    from sweeper.runner import SweepContext
+    from sweeper.context import SweepContext
     from sweeper.spec import parse_sweep
 
     class FakeServer:

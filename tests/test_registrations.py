@@ -14,7 +14,7 @@ import pytest
 
 from sweeper.executors import local
 from sweeper.plan import ModelParams
-from sweeper.runner import SweepContext
+from sweeper.context import SweepContext
 from sweeper.spec import parse_sweep
 
 GB = 2**30
@@ -161,18 +161,23 @@ def test_the_probe_leaves_out_excluded_processes():
     """The idle workers of other registrations are not the trial's: not sampled."""
     from sweeper.torchserve.probe import Probe
 
-    parent = subprocess.Popen([sys.executable, "-c", _PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    from childproc import read_line, spawn, stop
+
+    parent = spawn([sys.executable, "-c", _PARENT], stdin=subprocess.PIPE)
     try:
-        kept, idle = (int(p) for p in parent.stdout.readline().split())
+        kept, idle = (int(p) for p in read_line(parent, timeout_s=30).split())
         time.sleep(0.2)
         everything = {s.pid for s in Probe(parent.pid, 0.05).start().stop()}
         assert {parent.pid, kept, idle} <= everything
         seen = {s.pid for s in Probe(parent.pid, 0.05, exclude=frozenset({idle})).start().stop()}
         assert idle not in seen and {parent.pid, kept} <= seen
     finally:
-        parent.stdin.write("\n")
-        parent.stdin.flush()
-        parent.wait(timeout=10)
+        try:
+            parent.stdin.write(b"\n")  # the parent kills its two children and exits
+            parent.stdin.flush()
+            parent.wait(timeout=10)
+        finally:
+            stop(parent)  # its children, if it could not kill them, end their 30 s sleep alone
 
 
 def test_an_ok_trials_log_slice_keeps_its_first_and_last_lines(tmp_path):

@@ -16,7 +16,8 @@ from sweeper.errors import SweeperError
 from sweeper.report import build_context, render_report
 from sweeper.report.markdown import markdown
 from sweeper.analysis.aggregate import aggregate_trials
-from sweeper.report.plots import heatmap_axes, knee_rate, pareto_front
+from sweeper.analysis.curves import knee_rate, pareto_front
+from sweeper.report.plots import heatmap_axes
 from sweeper.report.recommend import api_lines, recommend
 from sweeper.report.rundata import read_results, read_run
 

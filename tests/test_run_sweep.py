@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from sweeper.errors import Interrupted
-from sweeper.executors import TrialResult
+from sweeper.trialresult import TrialResult
 from sweeper.plan import expand
 from sweeper.rundir import RunDir
-from sweeper.runner import SweepContext, run_sweep
+from sweeper import results
+from sweeper.context import SweepContext
+from sweeper.runner import run_sweep
 from sweeper.spec import parse_sweep
 
 
@@ -103,6 +105,8 @@ def test_every_trial_is_run_written_and_observed(tmp_path):
         assert (row["trial_id"], row["seq"], row["status"], row["param_model_batch_size"]) == (t.trial_id, seq, "ok", t.model.batch_size)
         files = sorted(str(p.relative_to(run.trial_dir(t.key))) for p in run.trial_dir(t.key).rglob("*") if p.is_file())
         assert files == ["config.properties", "env.json", "logs/ts_log.log", "result.json"]
+    assert not run.results_csv.exists()  # the loop writes trials; the tables are the command's
+    results.write_tables(tmp_path)
     assert len(pd.read_csv(run.results_csv)) == len(trials)
 
 
@@ -151,6 +155,7 @@ def test_an_interrupt_marks_the_trial_in_flight_and_keeps_the_finished_ones(tmp_
     row = run.result(trials[1].key)
     assert (row["status"], row["error"], row["seq"]) == ("interrupted", f"interrupted by signal {int(signum)}", 2)
     assert run.result(trials[2].key) == {}  # never started
+    results.write_tables(tmp_path)  # as `sweeper run` does when the loop was interrupted
     assert list(pd.read_csv(run.results_csv)["status"]) == ["ok", "interrupted"]
 
 
@@ -185,7 +190,7 @@ def test_a_file_outside_the_trial_directory_is_refused(tmp_path):
     spec = a_spec()
     (trial, *_) = expand(spec)
     with pytest.raises(ValueError):
-        RunDir(tmp_path).write_trial(TrialResult(trial, {"status": "ok"}, {"../machine.json": b"{}"}), {"status": "ok"})
+        RunDir(tmp_path).write_trial(trial.key, {"../machine.json": b"{}"}, {"status": "ok"})
 
 
 def test_a_trial_returned_in_several_results_stays_in_flight_until_the_final_one(tmp_path):

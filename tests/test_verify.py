@@ -12,6 +12,7 @@ import pytest
 
 from sweeper import verify as v
 from sweeper.report import render_report
+from sweeper.report.verified import summary_line
 
 from fakeserver import FakeServer
 
@@ -116,4 +117,4 @@ def test_ab_refuses_several_payloads(tmp_path):
 def test_the_report_says_which_payloads_verify_sent(sent, says):
     data = {"client": "wrk" if sent == 3 else "ab", "ratio_median": 1.0, "ratio_min": 1.0, "ratio_max": 1.0,
             "pairs": [{}], "request": "files", "request_payloads": 3, "request_payloads_sent": sent}
-    assert says in v.summary_line(data)
+    assert says in summary_line(data)

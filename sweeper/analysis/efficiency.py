@@ -2,7 +2,7 @@
 
 After a sweep (settings.baseline: true, or `sweeper baseline RUN_DIR`), the same model and
 handler code run without TorchServe at every batch size and torch thread count the run used
-(sweeper.analysis.ceiling measures them into `baseline.csv`); this module gives results.csv
+(sweeper.ceiling measures them into `baseline.csv`); this module gives results.csv
 `baseline_samples_per_s` and `efficiency` (served req/s / in-process samples/s; closed
 loop only, since under a fixed rate the client sets the throughput). The ceiling matches
 the trial's batch size, torch threads *and workers* (that many processes measured at once,

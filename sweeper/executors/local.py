@@ -37,10 +37,10 @@ from ..rundir import RunDir
 from ..serve import new_server, register
 from ..torchserve import management
 from ..torchserve.process import TorchServe
-from . import TrialResult
+from ..trialresult import TrialResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..runner import SweepContext
+    from ..context import SweepContext
 
 # kept idle registrations may hold this share of the machine's memory (and half of what
 # is available when the sweep moves on)

@@ -30,7 +30,7 @@ from ..machine import bind_problem, fingerprint, is_loopback, machine_cpus
 from ..plan import Trial
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..runner import SweepContext
+    from ..context import SweepContext
 
 
 def node_problem(settings) -> str | None:

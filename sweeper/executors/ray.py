@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import EnvironmentProblem
 from ..rundir import node_trial_key, trial_key, write_atomic
-from . import TrialResult
+from ..trialresult import TrialResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..plan import Trial
-    from ..runner import SweepContext
+    from ..context import SweepContext
 
 SLOT = "sweeper_slot"
 INSTALL = "--ray needs Ray, an optional extra: pip install 'torchserve-sweeper[ray]' (in this checkout: .venv/bin/pip install -e '.[ray]')"

@@ -127,7 +127,7 @@ def _findings(data: RunData) -> list[str]:
 
 def _verify(data: RunData) -> str:
     """The `sweeper verify` sentence when the run has a verify.json, else ''."""
-    from ..verify import read, summary_line
+    from .verified import read, summary_line
 
     found = read(data.run_dir)
     return summary_line(found) if found else ""

@@ -18,6 +18,7 @@ import pandas as pd
 from sweeper.errors import SweeperError
 from sweeper.report import fmt
 from sweeper.report import plotkit as kit
+from sweeper.analysis.curves import KNEE_FRACTION, knee_rate, pareto_front
 from sweeper.analysis.aggregate import column, param_columns, served_batch_column, varying
 
 TPUT = "client_throughput_rps"
@@ -26,7 +27,6 @@ P99 = "client_latency_p99_ms"
 BATCH = "param_model_batch_size"
 DELAY = "param_model_max_batch_delay_ms"
 MAX_LINES = 6  # lines per plot: more is unreadable
-KNEE_FRACTION = 0.95  # served below 95% of the target rate: the server stopped keeping up
 _THREAD_AXIS = re.compile(r"(?i)worker|thread")
 
 @dataclass(frozen=True)
@@ -232,18 +232,6 @@ def _heatmap(df: pd.DataFrame, a: str, b: str, value: str, name: str, title: str
     )
 
 
-def pareto_front(df: pd.DataFrame) -> pd.DataFrame:
-    """Trials no other trial beats on both throughput (higher) and p99 (lower)."""
-    pts = df[df[f"{TPUT}_mean"].notna() & df[f"{P99}_mean"].notna()]
-    pts = pts.sort_values([f"{P99}_mean", f"{TPUT}_mean"], ascending=[True, False], kind="stable")
-    keep, best = [], -np.inf
-    for idx, t in zip(pts.index, pts[f"{TPUT}_mean"]):
-        if t > best:
-            keep.append(idx)
-            best = t
-    return pts.loc[keep]
-
-
 def _pareto(df: pd.DataFrame, slo: float | None) -> Plot | str:
     # Closed loop only: there throughput is what the server did; in the open loop it is
     # the rate we offered, and those trials belong in the latency vs offered rate view.
@@ -401,17 +389,6 @@ def _config_lines(df: pd.DataFrame, x: str):
         shown += 1
         if shown == MAX_LINES:
             return
-
-
-def knee_rate(line: pd.DataFrame) -> float | None:
-    """The first target rate the server did not keep up with (served < 95% of target, or
-    requests failed), or None if it kept up at every rate tried."""
-    for _, r in line.sort_values("_target").iterrows():
-        served, target = r[f"{TPUT}_mean"], r["_target"]
-        failed = not fmt.is_missing(r.get("client_success_rate_min")) and r["client_success_rate_min"] < 1.0
-        if failed or (target > 0 and served < KNEE_FRACTION * target):
-            return float(target)
-    return None
 
 
 def _latency_lines(ax, lines: list, x: str, mark_knee: bool = False) -> list[tuple[str, float]]:

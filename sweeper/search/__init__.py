@@ -17,63 +17,25 @@ says its best feasible result so far); the runner shows it when there is one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
+
+from .base import SearchOptions, Strategy, StrategyFactory, search_options
+from .confirm import Confirm
+from .grid import GridSearch
+from .optuna import OptunaSearch
+from .random import RandomSearch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..executors import TrialResult
-    from ..plan import Axis, Trial
+    from ..plan import Axis
     from ..spec import SweepSpec
 
-
-@runtime_checkable
-class Strategy(Protocol):
-    @property
-    def total(self) -> int:
-        """Planned number of runs (trials x repeats) for the progress line: the grid's size,
-        or the budget of a search."""
-        ...
-
-    def suggest(self) -> "Trial | None": ...
-
-    def observe(self, trial: "Trial", result: "TrialResult") -> None: ...
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """What a search may be told beyond the sweep itself (a grid uses none of it)."""
-
-    seed: int | None = None  # the same seed proposes the same trials; None: settings.seed
-    budget: int | None = None  # runs (trials x repeats) it may spend; None: its own default
-    # where a search keeps its state so that `--resume` continues it (the run directory);
-    # None: in memory (a replay, a test)
-    storage_dir: Path | None = None
-
-
-def search_options(spec: "SweepSpec", storage_dir: Path | None = None) -> SearchOptions:
-    """The sweep file's `search` group as options: budget_trials configurations, each run
-    settings.repeats times; a search's state kept in `storage_dir` (the run directory)."""
-    budget = spec.search.budget_trials
-    return SearchOptions(
-        seed=spec.search.seed, budget=None if budget is None else budget * spec.settings.repeats, storage_dir=storage_dir
-    )
-
-
-StrategyFactory = Callable[["SweepSpec", "list[Axis]", SearchOptions], Strategy]
-
-# The registry comes last: a strategy's module may import SearchOptions from here.
-from .grid import GridSearch  # noqa: E402
-from .optuna import OptunaSearch  # noqa: E402
-from .random import RandomSearch  # noqa: E402
+__all__ = ["STRATEGIES", "SearchOptions", "Strategy", "StrategyFactory", "make_strategy", "search_options"]
 
 STRATEGIES: dict[str, StrategyFactory] = {
     "grid": GridSearch,
     "random": RandomSearch,
     "optuna": OptunaSearch,
 }
-
-from .confirm import Confirm  # noqa: E402
 
 
 def make_strategy(spec: "SweepSpec", space: "list[Axis]", options: SearchOptions) -> Strategy:

@@ -32,8 +32,8 @@ from ..rundir import RunDir
 from ..spec import SweepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..executors import TrialResult
-    from . import Strategy
+    from ..trialresult import TrialResult
+    from .base import Strategy
 
 
 class Confirm:

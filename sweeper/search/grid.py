@@ -14,8 +14,8 @@ from ..plan import Axis, Trial, default_order, make_trial, order, points
 from ..spec import SweepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..executors import TrialResult
-    from . import SearchOptions
+    from ..trialresult import TrialResult
+    from .base import SearchOptions
 
 
 class PlannedSearch:

@@ -51,8 +51,8 @@ from ..rundir import RunDir
 from ..spec import SweepSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..executors import TrialResult
-    from . import SearchOptions
+    from ..trialresult import TrialResult
+    from .base import SearchOptions
 
 # How many configurations TPE's start-up samples at random before it models the results:
 # a quarter of the budget, at least 4 and at most 10 (Optuna's default). With ~4-6
@@ -62,7 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
 MIN_STARTUP, MAX_STARTUP = 4, 10
 # After the start-up, how many configurations one batch asks at once (constant liar keeps
 # them apart): more saves restarts (one batch is ordered by server group), fewer keeps TPE
-# closer to sequential. See README "Search" for the measured trade-off.
+# closer to sequential (server starts counted per strategy:
+# docs/measurements.md#m10-server-starts-and-registrations-per-strategy).
 BATCH = 3
 # The last part of the budget polishes the best configuration found: its unmeasured
 # neighbours (one step along each ordered axis, every other value of a categorical one) are

@@ -19,7 +19,7 @@ from ..spec import SweepSpec
 from .grid import PlannedSearch
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import SearchOptions
+    from .base import SearchOptions
 
 
 def point_at(axes: list[Axis], index: int) -> dict[str, object]:

@@ -16,10 +16,11 @@ import psutil
 import pytest
 
 from handlers.models import MODELS
-from sweeper.executors import EXECUTORS, TrialResult
+from sweeper.executors import EXECUTORS
 from sweeper.plan import expand
 from sweeper.rundir import RunDir
-from sweeper.runner import SweepContext
+from sweeper.context import SweepContext
+from sweeper.trialresult import TrialResult
 from sweeper.spec import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[2]

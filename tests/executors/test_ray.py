@@ -31,7 +31,8 @@ from sweeper.cli import main  # noqa: E402
 from sweeper.errors import Interrupted  # noqa: E402
 from sweeper.executors.ray import RayExecutor  # noqa: E402
 from sweeper.rundir import RunDir  # noqa: E402
-from sweeper.runner import SweepContext, run_sweep  # noqa: E402
+from sweeper.context import SweepContext  # noqa: E402
+from sweeper.runner import run_sweep  # noqa: E402
 from sweeper.search import STRATEGIES, search_options  # noqa: E402
 from sweeper.plan import expand, space  # noqa: E402
 from sweeper.spec import parse_sweep  # noqa: E402

@@ -12,11 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sweeper.errors import Interrupted
-from sweeper.executors import TrialResult
+from sweeper.trialresult import TrialResult
 from sweeper.machine import machine_cores
 from sweeper.plan import costs, default_point, make_trial, points, space
 from sweeper.rundir import RunDir
-from sweeper.runner import SweepContext, run_sweep
+from sweeper.context import SweepContext
+from sweeper.runner import run_sweep
 from sweeper.search import STRATEGIES, SearchOptions, search_options
 from sweeper.spec import parse_sweep
 

@@ -12,6 +12,7 @@ import pytest
 from sweeper.analysis.search import run_search
 from sweeper.plan import space
 from sweeper.rundir import RunDir
+from sweeper import results
 from sweeper.runner import run_sweep
 from sweeper.search import STRATEGIES, search_options
 from sweeper.spec import dump_resolved
@@ -28,6 +29,7 @@ def a_run(tmp_path, **search):
     run.machine_json.write_text(json.dumps({"cores_usable": 2}))
     strategy = STRATEGIES[spec.search.strategy](spec, space(spec), search_options(spec, tmp_path))
     run_sweep(a_context(tmp_path, spec), strategy, FakeExecutor())
+    results.write_tables(tmp_path)  # as `sweeper run` does after the loop
     return spec, run
 
 
@@ -74,6 +76,7 @@ def test_the_headline_says_which_configurations_were_measured_again(tmp_path):
     run.sweep_yaml.write_text(dump_resolved(spec))
     run.machine_json.write_text(json.dumps({"cores_usable": 2}))
     run_sweep(a_context(tmp_path, spec), make_strategy(spec, space(spec), search_options(spec, tmp_path)), FakeExecutor())
+    results.write_tables(tmp_path)
     summary = run_search(tmp_path, pd.read_csv(run.results_csv))
     assert summary.measured == 8 and (summary.confirmed, summary.confirm_runs) == (3, 6)
     assert "the best 3 were then measured again (6 more runs)" in run.results_md.read_text()

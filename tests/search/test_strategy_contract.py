@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sweeper.executors import TrialResult
+from sweeper.trialresult import TrialResult
 from sweeper.plan import ORDERS, expand, make_trial, order, points, space
 from sweeper.search import STRATEGIES, SearchOptions, Strategy
 from sweeper.spec import parse_sweep

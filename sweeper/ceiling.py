@@ -159,7 +159,7 @@ def _run_children(
         try:
             for k, out in enumerate(outs):
                 command = [
-                    sys.executable, "-m", "sweeper.analysis.ceiling", "--model", model, "--threads", str(threads),
+                    sys.executable, "-m", "sweeper.ceiling", "--model", model, "--threads", str(threads),
                     "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
                     "--path", path, "--out", str(out), "--sync-dir", tmp, "--index", str(k),
                 ] + (["--cpus", ",".join(map(str, cpus))] if cpus else [])
@@ -265,7 +265,7 @@ def _run_for(step: Callable[[], None], duration_s: float) -> tuple[int, float]:
 
 def _child_main(argv: list[str] | None = None) -> int:
     # The child side of _run_child; not a user-facing command.
-    parser = argparse.ArgumentParser(prog="python -m sweeper.analysis.ceiling")
+    parser = argparse.ArgumentParser(prog="python -m sweeper.ceiling")
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--batch-sizes", required=True)
