@@ -876,7 +876,7 @@ class SweepSpec(_Strict):
 
     name: Annotated[str, StringConstraints(pattern=SWEEP_NAME, max_length=80)] = Field(
         ...,
-        description="The sweep's name: its runs go to runs/<name>-<date>-<time>/, and the results' sweep column.",
+        description="The sweep's name: its runs go to `runs/<name>-<date>-<time>/`, and the results' sweep column.",
     )
     description: str = Field(
         "",
@@ -894,7 +894,8 @@ class SweepSpec(_Strict):
         {},
         description=(
             "Environment variables of the server and its workers, e.g. OMP_NUM_THREADS (a restart per value); "
-            "`A+B: value` sets A and B to the same value, as one axis."
+            "`A+B: value` sets A and B to the same value, as one axis; a value may be machine-relative "
+            "(cores, 2*cores, cores/2)."
         ),
     )
     load: Union[LoadAxes, list[LoadAxes], None] = Field(
@@ -907,8 +908,8 @@ class SweepSpec(_Strict):
     request: Union[RequestAxes, list[RequestAxes], None] = Field(
         None,
         description=(
-            "What every request carries; a list of named request sets is an axis. Not set: the example input "
-            "of the sweeper's own model (required for any other model)."
+            "What every request carries: exactly one of files, text or json; a list of named request sets is "
+            "an axis. Not set: the example input of the sweeper's own model (required for any other model)."
         ),
     )
     search: SearchSettings = Field(

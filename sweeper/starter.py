@@ -17,6 +17,7 @@ from .errors import SpecError
 from .spec import machine_cores
 from .mar import read_archive
 from .payload import MAX_FILE_BYTES, guess_content_type
+from .reference import describe_key
 
 
 def _name(model: str) -> str:
@@ -24,8 +25,10 @@ def _name(model: str) -> str:
     return name[:80] if name[0].isalnum() else f"m{name}"[:80]
 
 
-def _c(text: str, comment: str) -> str:
-    return f"{text:<29} # {comment}"
+def _c(text: str, key: str, whole: bool = False) -> str:
+    """A line of YAML and, as its comment, what the schema says of `key` (its first
+    sentence, or all of it), so that the starter never words a key differently."""
+    return f"{text:<29} # {describe_key(key, first_sentence=not whole)}"
 
 
 def starter_sweep(archive: Path, request_files: list[Path], cores: int | None = None) -> str:
@@ -52,36 +55,35 @@ def starter_sweep(archive: Path, request_files: list[Path], cores: int | None = 
         f"# for this machine ({cores} core{'s' if cores != 1 else ''}). Check it with `sweeper plan FILE` (lists the",
         "# trials and the estimated time, starts nothing), run it with `sweeper run FILE`.",
         "# A list is an axis: the trials are the product of every list in the file.",
-        _c(f"name: {_name(info.model_name)}", "runs go to runs/<name>-<date>-<time>/"),
-        "model:                        # per-model settings, applied through the management API (no restart)",
-        "  # your .mar (a relative path is relative to this file); the model's name comes from its manifest",
-        f"  archive: {q(str(info.path))}  # built by torch-model-archiver",
-        "  batch_size: [1, 4, 8]       # requests TorchServe hands the handler at once (its max batch size)",
-        "  max_batch_delay_ms: [5, 50] # how long TorchServe waits to fill a batch before sending a smaller one",
-        _c(f"  min_workers: {many}", "backend worker processes; each loads its own copy of the model"),
-        "  response_timeout_s: 120     # a request slower than this fails (an archive's own responseTimeout wins)",
-        "env:                          # environment of the server and its workers (needs a restart per value)",
-        _c(f"  OMP_NUM_THREADS+MKL_NUM_THREADS: {many}", "torch threads per worker; workers x threads above the cores contend"),
-        "request:                      # what every request carries",
-        "  files:                      # sent round-robin, one file per request, byte for byte",
+        _c(f"name: {_name(info.model_name)}", "name"),
+        _c("model:", "model"),
+        _c(f"  archive: {q(str(info.path))}", "model.archive"),
+        _c("  batch_size: [1, 4, 8]", "model.batch_size"),
+        _c("  max_batch_delay_ms: [5, 50]", "model.max_batch_delay_ms"),
+        _c(f"  min_workers: {many}", "model.min_workers"),
+        _c("  response_timeout_s: 120", "model.response_timeout_s"),
+        _c("env:", "env"),
+        f"  OMP_NUM_THREADS+MKL_NUM_THREADS: {many}  # torch threads per worker; workers x threads above the cores contend",
+        _c("request:", "request"),
+        _c("  files:", "request.files"),
         *[f"    - {q(str(p))}  # {p.stat().st_size:,} bytes" for p in files],
     ]
     if content_type:
-        lines.append(_c(f"  content_type: {content_type}", "from the file extension; TorchServe decodes application/json and text/*"))
+        lines.append(_c(f"  content_type: {content_type}", "request.content_type", whole=True))
     else:
-        lines.append("  # content_type: image/jpeg   # not set: each file's type comes from its extension")
+        lines.append("  # " + _c("content_type: image/jpeg", "request.content_type", whole=True))
     lines += [
-        "  method: POST                # POST or PUT",
-        "  expect_status: 200          # an answer with another status is a failed request",
-        "load:                         # the load fired at the server in each trial",
+        _c("  method: POST", "request.method"),
+        _c("  expect_status: 200", "request.expect_status"),
+        _c("load:", "load"),
         "  # closed loop: 16 requests in flight for 10 s; also {mode: open, rate_rps: [50, 200], duration_s: 10}",
-        "  - {mode: closed, concurrency: 16, duration_s: 10}  # a list of profiles is an axis too",
-        _c("settings:", "how each trial runs and what counts as a failed one"),
-        "  repeats: 1                  # runs of each trial; 2 or more show the run-to-run spread",
-        "  warmup_s: 2                 # load before each measured window, not measured",
-        "  min_success_rate: 0.99      # a trial with a smaller share of expected answers failed (exit 1)",
-        "  slo_p99_ms: 500             # latency objective: the report recommends the best throughput under it",
-        "  ready_timeout_s: 120        # how long a server may take to start",
-        "  max_consecutive_failures: 3 # the sweep stops after this many failed trials in a row",
+        _c("  - {mode: closed, concurrency: 16, duration_s: 10}", "load.mode"),
+        _c("settings:", "settings"),
+        _c("  repeats: 1", "settings.repeats"),
+        _c("  warmup_s: 2", "settings.warmup_s"),
+        _c("  min_success_rate: 0.99", "settings.min_success_rate"),
+        _c("  slo_p99_ms: 500", "settings.slo_p99_ms"),
+        _c("  ready_timeout_s: 120", "settings.ready_timeout_s"),
+        _c("  max_consecutive_failures: 3", "settings.max_consecutive_failures"),
     ]
     return "\n".join(lines) + "\n"
