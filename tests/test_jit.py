@@ -96,7 +96,7 @@ def test_jvm_pid_is_none_for_a_process_without_a_java_child(child):
 
 
 def test_benchmarks_jvm_threads_groups_cpu_by_thread_name(child):
-    """benchmarks/jvm_threads.py, which the README's C2-burst figures come from: the spinning
+    """benchmarks/jvm_threads.py, which measures the JIT compiler's bursts: the spinning
     threads' groups get ticks, the sleeping one none, the numbers of a name are dropped."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import jvm_threads
