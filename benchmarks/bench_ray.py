@@ -9,7 +9,7 @@ machine (each node num_cpus=1, sweeper_slot: 1). Prints the sweep's wall time, t
 mean wall_s, and Ray's overhead per trial: the ray_overhead_s column (the driver's round
 trip of a trial's call, trial and files shipped both ways, minus the trial's wall time on
 the node), plus the actors' start-up once per sweep. Nodes of one machine share its cores:
-two TorchServes on a 2-core machine measure each other, so read the 2-node wall time as
+two TorchServes on a machine with few cores measure each other, so read the 2-node wall time as
 "both nodes were used", not as a speed-up a real cluster would show.
 """
 
