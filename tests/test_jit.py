@@ -4,7 +4,6 @@ thread names: one that burns CPU, then stops; others that must not count."""
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,74 +12,87 @@ import pytest
 
 from sweeper.torchserve import jit
 
+from childproc import BURN, read_line, spawn, stop
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only")
 
-# A process with three named threads: "C2 CompilerThread0" spins until /stop exists,
-# "C1 CompilerThread0" sleeps, "epollEventLoopGroup-3-1" spins all along (not a compiler).
-CHILD = r"""
+# A process with three named threads: "C2 CompilerThread0" burns CPU until /stop exists,
+# "C1 CompilerThread0" sleeps, "epollEventLoopGroup-3-1" burns CPU all along (not a
+# compiler). The burning is C work with the GIL released (childproc.BURN), so neither
+# spinner can keep the main thread or the other threads from running; "ready" comes once
+# every thread has named itself.
+CHILD = BURN + r"""
 import ctypes, os, sys, threading, time
 libc = ctypes.CDLL(None)
 stop = sys.argv[1]
 def named(name, body):
+    named_ = threading.Event()
     def run():
         libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME: the kernel keeps 15 bytes
+        named_.set()
         body()
     threading.Thread(target=run, daemon=True).start()
+    return named_
 def spin_until_stopped():
     while not os.path.exists(stop):
-        for _ in range(100000):
-            pass
+        burn()
 def spin_forever():
     while True:
-        for _ in range(100000):
-            pass
-named("C2 CompilerThread0", spin_until_stopped)
-named("C1 CompilerThread0", lambda: time.sleep(60))
-named("epollEventLoopGroup-3-1", spin_forever)
-print("ready", flush=True)
-time.sleep(60)
+        burn()
+threads = [
+    named("C2 CompilerThread0", spin_until_stopped),
+    named("C1 CompilerThread0", lambda: time.sleep(120)),
+    named("epollEventLoopGroup-3-1", spin_forever),
+]
+if all(t.wait(30) for t in threads):
+    print("ready", flush=True)
+time.sleep(120)
 """
 
 
 @pytest.fixture
 def child(tmp_path):
-    stop = tmp_path / "stop"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(stop)], stdout=subprocess.PIPE, text=True)
+    stop_file = tmp_path / "stop"
+    proc = spawn([sys.executable, "-c", CHILD, str(stop_file)])
     try:
-        assert proc.stdout.readline().strip() == "ready"
-        yield proc, stop
+        assert read_line(proc, timeout_s=30) == "ready"
+        yield proc, stop_file
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
+
+
+def _wait_until(predicate, timeout_s: float, every_s: float = 0.1):
+    """Poll `predicate` until it returns something true (returned) or timeout_s passed (the
+    last value returned): CPU ticks come in 10 ms steps, as the scheduler hands them out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)
 
 
 def test_compiler_threads_are_found_by_name_and_others_are_not(child):
     proc, _ = child
-    time.sleep(0.3)
     first = jit.compiler_cpu(proc.pid)
     assert first is not None and len(first) == 2  # C1 and C2, not the netty-like spinner
-    time.sleep(0.5)
-    later = jit.compiler_cpu(proc.pid)
-    assert sum(later.values()) > sum(first.values())  # the C2 thread burns CPU
+    # the C2 thread burns CPU: its ticks grow (within seconds, however busy the machine)
+    assert _wait_until(lambda: sum(jit.compiler_cpu(proc.pid).values()) > sum(first.values()), timeout_s=10)
 
 
 def test_busy_then_quiet(child):
-    """Busy while the C2 thread spins (with a second spinner on 2 cores it gets a large
-    share of one), quiet once it stopped and span_s has passed."""
-    proc, stop = child
+    """Busy while the C2 thread spins, quiet once it stopped and span_s has passed. The
+    watch is polled until each state shows (bounded), so a machine too busy to give the
+    spinner its share soon delays the test instead of failing it."""
+    proc, stop_file = child
     watch = jit.Watch(proc.pid, pct=5.0, span_s=0.6)
     assert not watch.quiet() and math.isnan(watch.recent_pct())  # one sample: no span yet
-    for _ in range(4):
-        time.sleep(0.25)
-        watch.quiet()
-    assert watch.recent_pct() > 20.0 and not watch.quiet()
-    stop.touch()
-    time.sleep(0.2)
-    watch.sample()  # the last busy stretch
-    for _ in range(4):
-        time.sleep(0.25)
-        watch.sample()
-    assert watch.recent_pct() < 5.0 and watch.quiet()
+    assert _wait_until(lambda: not watch.quiet() and watch.recent_pct() > 20.0, timeout_s=10, every_s=0.25), watch.recent_pct()
+    stop_file.touch()
+    assert _wait_until(watch.quiet, timeout_s=10, every_s=0.25), watch.recent_pct()
+    assert watch.recent_pct() < 5.0
+    time.sleep(0.25)
+    assert watch.quiet()  # and stays quiet: the C2 thread stopped
 
 
 def test_no_jvm_means_no_reading_and_a_fixed_warmup():
@@ -103,16 +115,15 @@ def test_benchmarks_jvm_threads_groups_cpu_by_thread_name(child):
 
     proc, _ = child
     first = jvm_threads.group_cpu(proc.pid)
-    # both spinning threads get CPU ticks (10 ms each); on a busy 2-core machine one of them
-    # may get none in half a second (CI, 2026-12-02), so wait up to 5 s for both
-    deadline = time.monotonic() + 5.0
-    while True:
-        time.sleep(0.5)
+
+    def grew() -> set:
         second = jvm_threads.group_cpu(proc.pid)
-        grew = {name for name in second if second[name] > first.get(name, 0)}
-        if {"C2 CompilerThre", "epollEventLoopG"} <= grew or time.monotonic() > deadline:
-            break
-    assert {"C2 CompilerThre", "epollEventLoopG"} <= grew
-    assert "C1 CompilerThre" not in grew and "C1 CompilerThre" in second
+        return {name for name in second if second[name] > first.get(name, 0)}
+
+    # both spinning threads get CPU ticks (10 ms each); on a busy machine one of them may
+    # get none for a while, so wait (bounded) until both have
+    assert _wait_until(lambda: {"C2 CompilerThre", "epollEventLoopG"} <= grew(), timeout_s=10, every_s=0.25)
+    second = jvm_threads.group_cpu(proc.pid)
+    assert "C1 CompilerThre" in second and second["C1 CompilerThre"] == first["C1 CompilerThre"]  # it sleeps
     with pytest.raises(OSError):
         jvm_threads.group_cpu(2**22 + 1)  # no such process

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,33 +19,41 @@ from sweeper.measure import REGISTRATION_QUIET_S, warm_registration, warm_server
 from sweeper.spec import Settings
 from sweeper.torchserve import jit
 
+from childproc import BURN, read_line, spawn, stop
 from fakeserver import FakeServer
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only")
 
-# The process calls itself "java"; its "C2 CompilerThread0" spins for argv[1] seconds
-# (forever when negative), then sleeps.
-JVM = r"""
+# The process calls itself "java"; its "C2 CompilerThread0" burns CPU for argv[1] seconds
+# (forever when negative), then sleeps. It burns with the GIL released (childproc.BURN),
+# so the main thread still gets to say "ready" on a busy machine.
+JVM = BURN + r"""
 import ctypes, sys, threading, time
 libc = ctypes.CDLL(None)
 libc.prctl(15, b"java", 0, 0, 0)
 busy_s = float(sys.argv[1])
+named = threading.Event()
 def compiler():
     libc.prctl(15, b"C2 CompilerThre", 0, 0, 0)
+    named.set()
     end = time.monotonic() + busy_s
     while busy_s < 0 or time.monotonic() < end:
-        for _ in range(100000):
-            pass
+        burn()
     time.sleep(120)
 threading.Thread(target=compiler, daemon=True).start()
-print("ready", flush=True)
+if named.wait(30):
+    print("ready", flush=True)
 time.sleep(120)
 """
 
 
 def _jvm(busy_s: float):
-    proc = subprocess.Popen([sys.executable, "-c", JVM, str(busy_s)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
+    proc = spawn([sys.executable, "-c", JVM, str(busy_s)])
+    try:
+        assert read_line(proc, timeout_s=30) == "ready"
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
@@ -72,8 +79,7 @@ def test_the_warmup_waits_for_the_compiler_to_go_quiet(server):
         out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=cap))
         took = time.monotonic() - started
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     # past the minimum and the compiling (2.5 s) plus the quiet span, then a second run on
     # new connections for another quiet span; well before the cap
     assert 2.5 + 2 * jit.QUIET_S - 0.5 <= out["server_warmup_s"] <= 2.5 + 2 * jit.QUIET_S + 6 and took < cap
@@ -85,8 +91,7 @@ def test_the_cap_stops_a_warmup_whose_compiler_never_rests(server):
     try:
         out = _warm(server, Settings(server_warmup_s=1, server_warmup_max_s=3))
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     assert 2.5 <= out["server_warmup_s"] <= 3.0 + 1.5  # the cap, plus starting the engine (counted in server_warmup_s)
     assert out["server_warmup_jit_pct"] >= jit.QUIET_PCT  # says the JVM was still compiling
 
@@ -115,8 +120,7 @@ def test_a_new_registration_warms_up_while_the_jvm_compiles_again(server):
     try:
         took = _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=20))
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     # 1 s of quiet judged over the last 1 s (the minimum, shorter than REGISTRATION_QUIET_S)
     assert 3.0 + 1.0 - 0.5 <= took <= 3.0 + 1.0 + 4 and took < 20
 
@@ -126,8 +130,7 @@ def test_the_registration_warmup_cap_stops_it_and_without_a_jvm_it_is_the_minimu
     try:
         took = _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=2.5))
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
     assert 2.0 <= took <= 2.5 + 1.5
     assert 0.9 <= _warm_registration(server, Settings(registration_warmup_s=1, registration_warmup_max_s=20)) <= 2.5
     assert _warm_registration(server, Settings(registration_warmup_s=0)) == 0.0  # none
