@@ -38,6 +38,7 @@ def test_java_problems_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, ve
     assert not out.exists()  # nothing was started or written
 
 
+@pytest.mark.java
 def test_real_java_is_accepted():
     from sweeper.torchserve.process import check_java
 

@@ -26,6 +26,8 @@ from sweeper.report import render_report
 
 aiohttp = pytest.importorskip("aiohttp")
 
+pytestmark = pytest.mark.chromium
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -57,7 +57,7 @@ def _client_or_skip(name):
     return found
 
 
-@pytest.mark.parametrize("name", ["wrk", "ab"])
+@pytest.mark.parametrize("name", [pytest.param("wrk", marks=pytest.mark.wrk), "ab"])
 def test_alternating_pairs_against_the_fake_server(name):
     client = _client_or_skip(name)
     with FakeServer(delay_s=0.005, keep_alive_header=True) as server:
@@ -90,6 +90,7 @@ def test_a_capacity_winner_is_verified_at_the_requests_in_flight_at_its_capacity
     assert v.in_flight(rate, latency_ms) == expected
 
 
+@pytest.mark.wrk
 def test_wrk_and_the_engine_send_a_request_sets_payloads_in_turn():
     """A request set of several payloads: both clients send each in turn, one per request,
     as the sweep's engine did (the fake server counts the bodies by length)."""

@@ -24,6 +24,7 @@ def test_a_node_without_java_says_so_in_one_line(monkeypatch, tmp_path):
     assert problem is not None and "java not found" in problem and "\n" not in problem
 
 
+@pytest.mark.java  # the port is checked after `java -version`
 def test_a_node_with_a_fixed_port_in_use_says_which(monkeypatch):
     import socket
 
@@ -37,6 +38,7 @@ def test_a_node_with_a_fixed_port_in_use_says_which(monkeypatch):
     assert problem is not None and problem.startswith("settings.base_port:") and str(port) in problem
 
 
+@pytest.mark.java  # runs `java -version`
 def test_a_node_that_passes_has_no_problem():
     assert node_problem(settings()) is None
 

@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "SWEEPER_RAY_TEST"
 NODE = {"num_cpus": 1, "resources": {"sweeper_slot": 1}, "object_store_memory": 80 * 2**20}
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
 
 def tagged(tag: str, servers_only: bool) -> list[psutil.Process]:
