@@ -15,9 +15,14 @@ def test_columns_are_the_median_and_the_count():
     assert hostspeed.columns([]) == {}
 
 
+@pytest.mark.timeout(30)
 def test_the_probe_samples_until_stopped():
     probe = hostspeed.SpeedProbe(interval_s=0.02).start()
-    time.sleep(0.3)
+    # about 15 samples in 0.3 s on an idle machine; on a busy one the probe's thread waits
+    # for a CPU, so wait (bounded) for five rather than for a fixed time
+    deadline = time.monotonic() + 10
+    while len(probe.samples) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
     samples = probe.stop()
     assert len(samples) >= 5
     assert all(speed > 0 for _, speed in samples)

@@ -14,7 +14,10 @@ from sweeper.torchserve import jit
 
 from childproc import BURN, read_line, spawn, stop
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only"),
+    pytest.mark.timeout(60),  # a few seconds each; the waits below are bounded well inside this
+]
 
 # A process with three named threads: "C2 CompilerThread0" burns CPU until /stop exists,
 # "C1 CompilerThread0" sleeps, "epollEventLoopGroup-3-1" burns CPU all along (not a

@@ -193,6 +193,7 @@ def _engine_children() -> list:
     return [p for p in multiprocessing.active_children() if p.name.startswith("sweeper-load-")]
 
 
+@pytest.mark.timeout(60)
 def test_a_killed_engine_process_is_a_load_error_and_nothing_is_left_behind():
     def kill_an_engine() -> None:
         deadline = time.monotonic() + 10
@@ -215,6 +216,7 @@ def test_a_killed_engine_process_is_a_load_error_and_nothing_is_left_behind():
     assert _engine_children() == []
 
 
+@pytest.mark.timeout(60)
 def test_ctrl_c_terminates_the_engine_processes():
     with FakeServer(delay_s=0.01) as server:
         timer = threading.Timer(1.0, _thread.interrupt_main)
@@ -266,6 +268,7 @@ def _engines(pid: int) -> tuple[list, list]:
     return servers, forked + [p for p in kids if "spawn" in cmd(p)]
 
 
+@pytest.mark.timeout(60)
 def test_engines_stop_when_the_sweeper_is_killed():
     """SIGKILL of the process that ran run_load leaves no `finally`: the engines notice
     their parent is gone (watchdog, every 0.1 s) and stop instead of loading the server

@@ -274,6 +274,7 @@ def _probe_child(script: str, interval_s: float) -> list:
     return samples
 
 
+@pytest.mark.timeout(60)
 def test_context_switches_of_every_thread_are_counted():
     from sweeper.torchserve.probe import summarize as proc_summary
 
@@ -286,6 +287,7 @@ def test_context_switches_of_every_thread_are_counted():
     assert got["proc_exited_threads"] >= 1  # the six ended before the last sample
 
 
+@pytest.mark.timeout(60)
 def test_cpu_of_children_born_and_gone_between_samples_is_counted():
     from sweeper.torchserve.probe import summarize as proc_summary
 

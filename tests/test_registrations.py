@@ -88,7 +88,7 @@ def test_without_keep_registered_every_change_registers_fresh_workers(tmp_path, 
 def test_a_trial_on_a_registration_made_for_it_gets_the_registration_warmup(tmp_path, monkeypatch, api, keep, fresh):
     """measure() hears which trials registered their model (settings.registration_warmup_s);
     a kept registration the sweep returns to is warm. The server's first trial gets the
-    server warm-up instead (sweeper.measure.trial_warmup_s)."""
+    server warm-up instead (sweeper.warmup)."""
     from sweeper.plan import expand, order
 
     class FakeServer:
@@ -129,7 +129,7 @@ def test_a_trial_on_a_registration_made_for_it_gets_the_registration_warmup(tmp_
 
 
 def test_only_a_registration_made_for_a_later_trial_gets_the_registration_warmup():
-    from sweeper.measure import new_registration
+    from sweeper.warmup import new_registration
 
     assert new_registration(fresh_server=False, fresh_registration=True)  # new workers, new path
     assert not new_registration(fresh_server=False, fresh_registration=False)  # a warm registration
@@ -157,6 +157,7 @@ for k in kids:
 """
 
 
+@pytest.mark.timeout(60)
 def test_the_probe_leaves_out_excluded_processes():
     """The idle workers of other registrations are not the trial's: not sampled."""
     from sweeper.torchserve.probe import Probe
@@ -185,7 +186,7 @@ def test_an_ok_trials_log_slice_keeps_its_first_and_last_lines(tmp_path):
     the rest is; a failed trial keeps everything; keys are redacted either way."""
     from types import SimpleNamespace
 
-    from sweeper.measure import LOG_SLICE_HEAD, LOG_SLICE_TAIL, log_slices
+    from sweeper.trial_logs import LOG_SLICE_HEAD, LOG_SLICE_TAIL, log_slices
     from sweeper.torchserve.process import Keys
 
     workdir = tmp_path / "g-1"

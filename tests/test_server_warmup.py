@@ -1,4 +1,4 @@
-"""sweeper.measure.warm_server: real load on the fake server while a stand-in "JVM" (a child
+"""sweeper.warmup.warm_server: real load on the fake server while a stand-in "JVM" (a child
 process named java, with a thread named like HotSpot's C2 compiler) compiles for a while.
 The warm-up runs at least server_warmup_s, then until the compiler thread is quiet, and
 never past server_warmup_max_s."""
@@ -15,14 +15,17 @@ from types import SimpleNamespace
 import pytest
 
 from sweeper.load import LoadProfile, Target
-from sweeper.measure import REGISTRATION_QUIET_S, warm_registration, warm_server
+from sweeper.warmup import REGISTRATION_QUIET_S, warm_registration, warm_server
 from sweeper.spec import Settings
 from sweeper.torchserve import jit
 
 from childproc import BURN, read_line, spawn, stop
 from fakeserver import FakeServer
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux /proc only"),
+    pytest.mark.timeout(90),  # the longest warm-up here is capped at 22.5 s
+]
 
 # The process calls itself "java"; its "C2 CompilerThread0" burns CPU for argv[1] seconds
 # (forever when negative), then sleeps. It burns with the GIL released (childproc.BURN),
