@@ -5,6 +5,7 @@ The axes: batch size [1, 4, 8] x max batch delay [5, 50] ms x workers [1, cores]
 threads per worker [1, cores] (OMP_NUM_THREADS and MKL_NUM_THREADS together), closed loop
 at 16 requests in flight. Workers times threads above the cores is where thread contention
 shows (see the README's thread-contention study), so the grid has both sides of that line.
+Each key's comment is the schema's own description of it (sweeper.reference.describe_key).
 """
 
 from __future__ import annotations
