@@ -50,6 +50,21 @@ RESERVED_ENV = frozenset({"TS_CONFIG_FILE", "TMPDIR", "TEMP", "LOG_LOCATION", "M
 
 JAVA_INT_MAX = 2**31 - 1  # TorchServe parses these counts as Java ints
 
+GPU_ENV = "CUDA_VISIBLE_DEVICES"
+_GPU_LIST = re.compile(r"^(?:\d{1,4}(?:,\d{1,4})*)?$")
+
+
+def gpu_list_problem(text: str) -> str | None:
+    """Why `text` is not a CUDA_VISIBLE_DEVICES value the sweeper takes (GPU indices
+    separated by commas, such as 0 or 0,1, each once; or empty: no GPU), None when it is one."""
+    if not _GPU_LIST.match(text):
+        return "must be GPU indices separated by commas, such as 0 or 0,1 (no spaces), or empty for no GPU"
+    indices = text.split(",") if text else []
+    if len({int(i) for i in indices}) != len(indices):
+        return "names a GPU twice"
+    return None
+
+
 PosInt = Annotated[int, Field(ge=1, le=JAVA_INT_MAX, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, le=JAVA_INT_MAX, strict=True)]
 PosFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
@@ -274,6 +289,7 @@ class ServerAxes(_Strict):
         "max_response_size",
         "use_native_io",
         "vmargs",
+        "number_of_gpu",
     )
     _relative = ("number_of_netty_threads", "netty_client_threads", "default_workers_per_model")
 
@@ -328,6 +344,15 @@ class ServerAxes(_Strict):
         description=(
             "Options of the frontend's JVM, e.g. `-Xmx4g -XX:+UseG1GC`; a log4j configuration named here "
             "replaces the sweeper's."
+        ),
+    )
+    # TorchServe caps it silently at the GPUs it sees; sweeper.preflight refuses a value
+    # above what this machine has instead (docs/gpu.md)
+    number_of_gpu: Union[NonNegInt, list[NonNegInt], None] = Field(
+        None,
+        description=(
+            "GPUs TorchServe gives the workers, round-robin (gpu_id 0..n-1 of the visible ones); 0 keeps every "
+            "worker on the CPU (TorchServe's default: every GPU it sees)."
         ),
     )
 
@@ -941,6 +966,21 @@ class SweepSpec(_Strict):
             if isinstance(value, list):
                 # 1 and "1" are the same environment value
                 _check_distinct(key, value, as_text=True)
+        return v
+
+    @field_validator("env", mode="after")
+    @classmethod
+    def _gpu_indices(cls, v: dict) -> dict:
+        # TorchServe's frontend counts GPUs by parsing this variable as comma-separated ints
+        # (a UUID or a space stops it); empty hides every GPU from the workers' CUDA.
+        for key, value in v.items():
+            if GPU_ENV not in key.split("+"):
+                continue
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                problem = gpu_list_problem(str(item))
+                if problem:
+                    where = f"{key}[{i}]" if isinstance(value, list) else key
+                    raise ValueError(f"{where}: {problem}, got {show(item)}")
         return v
 
     @model_validator(mode="after")
