@@ -8,8 +8,14 @@ Batching: TorchServe hands over a list of up to batch_size requests. Every valid
 of the batch goes through ONE forward pass under ``torch.inference_mode``; the answers
 come back in request order, one per request, as compact JSON bytes
 ``{"class": int, "probs": [...]}``. Every response carries ``X-Batch-Size`` (the size of
-the batch TorchServe formed) and ``X-Handler-Ms`` (this call's wall time, 3 decimals), so
-a client can see how it was batched.
+the batch TorchServe formed), ``X-Handler-Ms`` (this call's wall time, 3 decimals) and
+``X-Device`` (where the forward pass ran: ``cpu`` or ``cuda:N``), so a client can see how
+it was batched and where it was served.
+
+Device: the worker's GPU when TorchServe gave it one (``gpu_id`` in the context's system
+properties: number_of_gpu >= 1) and torch can use CUDA, else the CPU. TorchServe's own base
+handler chooses the same way; unlike it, this handler leaves torch's TF32 settings alone
+(docs/gpu.md).
 
 Bad requests: a request whose body does not fit the model's format gets HTTP 400 and
 ``{"error": "..."}``, and the rest of its batch is served normally. TorchServe's default
@@ -44,19 +50,23 @@ MODEL_CONFIG_FILE = "sweeper_model.json"
 class SweeperHandler:
     """A model plus the request/answer code around it, independent of TorchServe."""
 
-    def __init__(self, info: models.ModelInfo, model: torch.nn.Module):
+    def __init__(self, info: models.ModelInfo, model: torch.nn.Module, device: str = "cpu"):
         self.info = info
-        self.model = model.eval()
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # what the worker allocates lands on its GPU
+        self.model = model.to(self.device).eval()
+        self.device_name = str(self.device)
         self.batches = 0
 
     @classmethod
-    def for_model(cls, name: str) -> SweeperHandler:
+    def for_model(cls, name: str, device: str = "cpu") -> SweeperHandler:
         """The handler of a registry model with its seeded weights built in this process."""
         info = models.MODELS[name]
-        return cls(info, info.build())
+        return cls(info, info.build(), device)
 
     @classmethod
-    def from_model_dir(cls, model_dir: str) -> SweeperHandler:
+    def from_model_dir(cls, model_dir: str, device: str = "cpu") -> SweeperHandler:
         """The handler of an unpacked archive: model name and weights file from its config."""
         with open(os.path.join(model_dir, MODEL_CONFIG_FILE)) as f:
             config = json.load(f)
@@ -64,7 +74,7 @@ class SweeperHandler:
         model = info.build()
         weights = torch.load(os.path.join(model_dir, config["weights"]), map_location="cpu", weights_only=True)
         model.load_state_dict(weights)
-        return cls(info, model)
+        return cls(info, model, device)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         start = time.perf_counter()
@@ -83,7 +93,12 @@ class SweeperHandler:
                 answers[idx] = json.dumps({"error": f"{self.info.name}: {err}"}).encode()
         if inputs:
             with torch.inference_mode():
-                logits = self.model(torch.stack(inputs))
+                batch = torch.stack(inputs)
+                if self.device.type != "cpu":
+                    batch = batch.to(self.device)
+                # .tolist() below copies back to the CPU, which waits for the GPU: the
+                # handler's time includes the whole forward pass
+                logits = self.model(batch)
                 classes = logits.argmax(dim=1).tolist()
                 probs = torch.softmax(logits, dim=1).tolist()
             for idx, cls, p in zip(served, classes, probs):
@@ -94,7 +109,24 @@ class SweeperHandler:
             context.set_response_content_type(idx, "application/json")
             context.set_response_header(idx, "X-Batch-Size", batch_size)
             context.set_response_header(idx, "X-Handler-Ms", handler_ms)
+            context.set_response_header(idx, "X-Device", self.device_name)
         return answers
+
+
+def choose_device(gpu_id: Any, cuda_available: bool) -> str:
+    """``cuda:<gpu_id>`` when TorchServe gave the worker a GPU and torch can use CUDA, else
+    ``cpu``. A worker gets a gpu_id whenever TorchServe counted GPUs (number_of_gpu >= 1),
+    even where this process's CUDA sees none (CUDA_VISIBLE_DEVICES empty): then the CPU."""
+    if gpu_id is None or not cuda_available:
+        return "cpu"
+    return f"cuda:{int(gpu_id)}"
+
+
+def device_for(context: Any) -> str:
+    """The device of the worker that `context` belongs to (TorchServe's Context)."""
+    properties = getattr(context, "system_properties", None) or {}
+    gpu_id = properties.get("gpu_id")
+    return choose_device(gpu_id, gpu_id is not None and torch.cuda.is_available())
 
 
 def _request_body(row: dict[str, Any]) -> Any:
@@ -138,7 +170,7 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
     """TorchServe's entry point (a function, so the loader does not go hunting for classes)."""
     global _handler
     if _handler is None:
-        _handler = SweeperHandler.from_model_dir(context.system_properties["model_dir"])
+        _handler = SweeperHandler.from_model_dir(context.system_properties["model_dir"], device_for(context))
     if data is None:
         return None
     return _handler.handle(data, context)
