@@ -19,6 +19,9 @@ Records are a numpy structured array with RECORD_DTYPE, one row per request:
     batch_size   served batch size from the X-Batch-Size response header, -1 if absent
     handler_ms   X-Handler-Ms response header, NaN if absent
 
+The X-Device values of the responses are not per-request records: each engine collects the
+distinct ones (LoadRun.devices, the client_device column).
+
 Modules: types (data), http (request bytes, response parser, connection), engine (one
 engine process: closed and open loops), launch (run_load: processes, common t0, merge),
 summary (client_* columns, client-bound rules), records (requests.csv.gz).

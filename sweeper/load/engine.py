@@ -77,6 +77,7 @@ class _Engine:
         self.clock = time.perf_counter
         self.records: list[tuple] = []
         self.record = self.records.append
+        self.devices: set[bytes] = set()  # X-Device values seen (sweeper.load.http)
         self.conns: set[Connection] = set()
         self.addr: tuple | None = None
         self.done: asyncio.Future | None = None
@@ -416,7 +417,7 @@ def child_main(
     -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
     with part.window_s, while running: -> ("windows", [(index, requests, latencies_s)]),
     <- ("stop", None) when the parent's stability rule is met;
-    -> ("done", records, cpu_s, (run_delay_s, timeslices)) | ("error", msg).
+    -> ("done", records, cpu_s, (run_delay_s, timeslices), devices) | ("error", msg).
 
     A warm-up (a closed loop whose records are dropped) runs before "ready", in this same
     process, so a trial pays for one engine start, not two."""
@@ -458,7 +459,8 @@ def child_main(
         cpu_s, sched1 = time.process_time() - cpu0, _schedstat()
         gc.enable()
         waited = (sched1[0] - sched0[0], sched1[1] - sched0[1]) if sched0 and sched1 else (_NAN, 0)
-        pipe.send(("done", engine.records_array(t0), cpu_s, waited))
+        devices = sorted(d.decode("latin-1") for d in engine.devices)
+        pipe.send(("done", engine.records_array(t0), cpu_s, waited, devices))
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:  # reported to the parent, which raises LoadError

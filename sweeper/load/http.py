@@ -5,8 +5,8 @@ TorchServe, and every microsecond the client spends per request is taken from th
 it measures. A per-request coroutine, header dict and body object are the bulk of a
 general client's cost; this client has none of them. The request is built once as bytes;
 a response is parsed just far enough to know its status, where it ends (Content-Length,
-chunked encoding, or connection close) and the two headers the sweeper's handlers set
-(X-Batch-Size, X-Handler-Ms). The body is counted, never kept.
+chunked encoding, or connection close) and the headers the sweeper's handlers set
+(X-Batch-Size, X-Handler-Ms, X-Device). The body is counted, never kept.
 
 One request at a time per connection (no pipelining): a response that carries bytes
 after its end is a protocol error, not a second response.
@@ -79,7 +79,7 @@ def prepare(target: Target) -> Endpoint:
 # The only response headers the engine reads, found in one pass over the lower-cased head
 # (one regex scan costs about a third of five separate searches).
 _HEADERS = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|x-batch-size|x-handler-ms)"
+    rb"\r\n(content-length|transfer-encoding|connection|x-batch-size|x-handler-ms|x-device)"
     rb"[ \t]*:[ \t]*([^\r\n]*)"
 )
 
@@ -88,16 +88,19 @@ class ResponseParser:
     """Incremental parser of one response at a time; `feed` returns True when it is complete.
 
     After completion: status, batch_size (-1 if absent), handler_ms (NaN if absent),
-    keep_alive (False: the server will close, or the body ran until close).
+    keep_alive (False: the server will close, or the body ran until close). `devices`, when
+    given, collects every X-Device value seen (a set shared by the engine's connections:
+    one add per response that has the header, no per-request record).
     """
 
     __slots__ = (
         "no_body", "buf", "in_head", "status", "batch_size", "handler_ms", "keep_alive",
-        "remaining", "chunked", "chunk_left", "in_trailer", "until_close",
+        "remaining", "chunked", "chunk_left", "in_trailer", "until_close", "devices",
     )
 
-    def __init__(self, no_body: bool = False):
+    def __init__(self, no_body: bool = False, devices: set | None = None):
         self.no_body = no_body
+        self.devices = devices
         self.reset()
 
     def reset(self) -> None:
@@ -179,6 +182,9 @@ class ResponseParser:
                     self.handler_ms = float(value)
                 except ValueError:
                     pass
+            elif name == b"x-device":
+                if self.devices is not None:
+                    self.devices.add(value.rstrip())
             else:  # transfer-encoding
                 chunked = value.rstrip().endswith(b"chunked")
         if head[5:8] == b"1.0":
@@ -258,7 +264,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, owner, no_body: bool, clock):
         self.owner = owner
         self.transport = None
-        self.parser = ResponseParser(no_body)
+        self.parser = ResponseParser(no_body, getattr(owner, "devices", None))
         self.busy = False
         self.open = False
         self.sched = 0.0

@@ -269,6 +269,7 @@ def run_load(
         client_cpu_s=float(sum(done[k][2] for k in done)),
         client_sched_wait_s=float(sum(done[k][3][0] for k in done)),
         client_sched_slices=int(sum(done[k][3][1] for k in done)),
+        devices=tuple(sorted({d for k in done for d in done[k][4]})),
         windows=None if stability is None else outcome(records, stability, stopped_at),
     )
 

@@ -196,4 +196,6 @@ def summarize(run: LoadRun, expect_status: int = 200) -> dict:
         "client_batch_size_mean": float(batch.mean()) if len(batch) else _NAN,
         "client_batch_size_per_batch_mean": float(len(batch) / np.sum(1.0 / batch[batch > 0])) if (batch > 0).any() else _NAN,
         "client_handler_ms_mean": float(handler.mean()) if len(handler) else _NAN,
+        # where the handler served the run (X-Device), only when its responses said so
+        **({"client_device": ",".join(run.devices)} if run.devices else {}),
     }

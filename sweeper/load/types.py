@@ -91,3 +91,5 @@ class LoadRun:
     client_sched_wait_s: float = float("nan")
     client_sched_slices: int = 0
     windows: Outcome | None = None  # set when the run measured under a stability rule
+    # the X-Device values the responses carried (the sweeper's handlers: "cpu", "cuda:0")
+    devices: tuple[str, ...] = ()
