@@ -35,7 +35,8 @@ from bench_load_common import torchserve  # noqa: E402
 
 from sweeper.capacity import CapacityRule, find_capacity  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load  # noqa: E402
-from sweeper.measure import capacity_step, warm_server  # noqa: E402
+from sweeper.measure import capacity_step  # noqa: E402
+from sweeper.warmup import warm_server  # noqa: E402
 from sweeper.spec import Settings  # noqa: E402
 from sweeper.torchserve import management  # noqa: E402
 
@@ -100,7 +101,7 @@ def main() -> int:
             target = Target(f"{server.inference_url}/predictions/mlp", info.example_request(),
                             (("Content-Type", "application/json"),))
         load = LoadProfile(mode="open", rate_rps=args.start_rps, duration_s=args.step_s, timeout_s=30.0)
-        # the server warm-up a sweep gives a fresh server (sweeper.measure.warm_server: at least
+        # the server warm-up a sweep gives a fresh server (sweeper.warmup.warm_server: at least
         # --server-warmup-s, then until the JVM's JIT compiler threads are quiet), so that round
         # 1's search, which runs first, does not meet a colder server than its fine sweep
         warm = LoadProfile(mode="closed", concurrency=16, duration_s=args.server_warmup_s)

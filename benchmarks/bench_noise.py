@@ -6,7 +6,7 @@
 
 One TorchServe (OMP_NUM_THREADS and MKL_NUM_THREADS = --threads, as the batching sweep
 sets them: 2 workers of 2 threads each would oversubscribe 2 cores), the MLP registered
-once, warmed up as a sweep warms a fresh server (sweeper.measure.warm_server: at least
+once, warmed up as a sweep warms a fresh server (sweeper.warmup.warm_server: at least
 --server-warmup-s, then until the JVM's JIT compiler threads are quiet), then one closed
 loop of --seconds, cut afterwards
 into 1 s windows (a window holds the requests whose slot became free in it). A sampler
@@ -50,7 +50,7 @@ import psutil  # noqa: E402
 
 from sweeper import hoststat, hostspeed  # noqa: E402
 from sweeper.torchserve import jit  # noqa: E402
-from sweeper.measure import warm_server  # noqa: E402
+from sweeper.warmup import warm_server  # noqa: E402
 from sweeper.spec import Settings  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load  # noqa: E402
 from sweeper.load import windows as load_windows  # noqa: E402

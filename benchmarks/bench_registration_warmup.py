@@ -6,7 +6,7 @@
 
 One TorchServe (OMP_NUM_THREADS = MKL_NUM_THREADS = 1, as the batching sweep sets them),
 the MLP registered as `mlp` and warmed as a sweep warms a fresh server
-(sweeper.measure.warm_server). Then, --registrations times:
+(sweeper.warmup.warm_server). Then, --registrations times:
 
 1. register the MLP again under a new name (mlp_1, mlp_2, ...; --batch-size, --delay-ms),
    as the sweep's local executor does when a trial needs per-model settings not yet
@@ -41,7 +41,7 @@ from bench_load_common import torchserve  # noqa: E402
 from sweeper.load import LoadProfile, Target, run_load  # noqa: E402
 from sweeper.load import windows as load_windows  # noqa: E402
 from sweeper.load.launch import START_DELAY_S  # noqa: E402
-from sweeper.measure import warm_server  # noqa: E402
+from sweeper.warmup import warm_server  # noqa: E402
 from sweeper.spec import Settings  # noqa: E402
 from sweeper.torchserve import jit, management  # noqa: E402
 

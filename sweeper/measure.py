@@ -16,7 +16,6 @@ server (`measure_capacity`).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 
 import psutil
@@ -31,11 +30,10 @@ from .load.types import LoadRun, Stability
 from .payload import RequestSet
 from .plan import Trial
 from .spec import Settings
-from .torchserve import jit, metrics, probe
+from .torchserve import metrics, probe
 from .torchserve.process import TorchServe, redact
+from .warmup import new_registration, warm_registration, warm_server, warm_server_columns, warmup_profile
 
-WARMUP_MAX_CONCURRENCY = 16
-LOG_FILES = ("ts_log.log", "model_log.log", "stdout.log")
 
 
 def measure(
@@ -286,126 +284,6 @@ def abandoned_requests(row: dict) -> int:
     return out + (int(extra) if isinstance(extra, (int, float)) and not math.isnan(extra) else 0)
 
 
-def warm_server(server: TorchServe, target, load: LoadProfile, settings: Settings) -> dict:
-    """The server warm-up before the first trial on a newly started TorchServe, in two
-    closed-loop runs (as wide as the trial's warm-up) whose requests are not measured:
-
-    1. at least settings.server_warmup_s, then until the JVM's JIT compiler threads are
-       quiet (sweeper.torchserve.jit);
-    2. on new connections (a second engine run, as every trial is), until the compiler is
-       quiet again, at least jit.QUIET_S.
-
-    Each run starts with a scrape of /metrics, as every trial's window does.
-
-    Both together last at most settings.server_warmup_cap_s. Why two: HotSpot compiles
-    what the warm-up did; what a trial adds (new connections, a metrics scrape) made it
-    compile again at the first trial: after a warm-up that ended quiet, C2 came back in the
-    first repeat, which then read well below the later ones; with the second run the burst
-    falls inside the warm-up (docs/measurements.md#code-server-warmup-two-runs).
-
-    Returns the row's server_warmup_s (how long both ran) and server_warmup_jit_pct (the
-    compiler threads' CPU, % of one core, over the last jit.QUIET_S seconds, or all of the
-    second run when shorter: at or above jit.QUIET_PCT, the cap stopped it while the JVM
-    was still compiling; NaN where it cannot be read)."""
-    minimum, cap = settings.server_warmup_s, settings.server_warmup_cap_s
-    if cap <= 0:
-        return warm_server_columns()
-    pid = jit.jvm_pid(server.root_pid)
-    watch = jit.Watch(pid)
-    window_s = 1.0
-    started = time.monotonic()
-    # without a JVM to watch (not Linux, no java under the server) the minimum is all
-    for phase_minimum in (minimum, jit.QUIET_S) if pid is not None else (minimum,):
-        budget = cap - (time.monotonic() - started)
-        if budget < window_s:
-            break
-        watch = jit.Watch(pid)  # quiet is judged on this run's samples only
-        _warm_until_quiet(
-            target, load, phase_minimum, budget, watch, window_s,
-            on_ready=lambda: _scrape_quietly(server),  # as a trial scrapes before its window
-        )
-    watch.sample()  # the end of the warm-up
-    return warm_server_columns(time.monotonic() - started, watch.recent_pct(full_span=False))
-
-
-def _scrape_quietly(server: TorchServe) -> None:
-    """A /metrics scrape during the warm-up; one that fails is left to the trial's own
-    scrape to report."""
-    try:
-        metrics.scrape(server.metrics_url)
-    except ServerError:
-        pass
-
-
-def new_registration(fresh_server: bool, fresh_registration: bool) -> bool:
-    """Whether the trial gets the registration warm-up: its model was registered for it,
-    and it is not the server's first trial (whose registration the server warm-up warmed)."""
-    return fresh_registration and not fresh_server
-
-
-# The registration warm-up's quiet span: shorter than the server warm-up's (jit.QUIET_S),
-# since the compiling after a registration is a burst on a warm JVM, not a whole cold start.
-REGISTRATION_QUIET_S = 3.0
-
-
-def warm_registration(server: TorchServe, target, load: LoadProfile, settings: Settings) -> float:
-    """The warm-up of a trial on a model registration made for it: one closed-loop run (as
-    wide as the trial's warm-up) of at least settings.registration_warmup_s, then until the
-    JVM's JIT compiler threads are quiet over REGISTRATION_QUIET_S (or the minimum, when
-    shorter), at most
-    settings.registration_warmup_cap_s. Returns how long it ran.
-
-    Why: new workers and the frontend's path for a new model serve slower at first, and the
-    JVM compiles again (docs/measurements.md#code-registration-jit), most after the first
-    few new registrations after the server warm-up and little after later ones
-    (docs/measurements.md#code-registration-jit-bursts)."""
-    minimum, cap = settings.registration_warmup_s, settings.registration_warmup_cap_s
-    if cap <= 0:
-        return 0.0
-    span_s = min(REGISTRATION_QUIET_S, minimum) if minimum > 0 else REGISTRATION_QUIET_S
-    watch = jit.Watch(jit.jvm_pid(server.root_pid), span_s=span_s)
-    started = time.monotonic()
-    watch.sample()  # the span starts with the run, so a quiet JVM ends it at the minimum
-    _warm_until_quiet(target, load, minimum, cap, watch, 1.0 if minimum >= 1.0 else max(minimum, 0.1))
-    return time.monotonic() - started
-
-
-def _warm_until_quiet(target, load: LoadProfile, minimum: float, budget: float, watch: jit.Watch,
-                      window_s: float, on_ready=None) -> None:
-    """One closed-loop warm-up run (as wide as the trial's warm-up) in windows of window_s:
-    at least `minimum`, then until `watch` says the JIT compiler threads are quiet (always,
-    without a JVM to read), at most `budget`."""
-
-    def warm_enough(windows: list) -> bool:
-        quiet = watch.quiet()  # sampled at every window, so the span is there at the minimum
-        return len(windows) * window_s >= minimum and quiet
-
-    run_load(
-        target,
-        warmup_profile(load, budget),
-        on_ready=on_ready,
-        stability=Stability(window_s=window_s, windows=1, max_cv=1.0, max_duration_s=budget),
-        stop_when=warm_enough,
-    )
-
-
-def warm_server_columns(seconds: float = 0.0, jit_pct: float = math.nan) -> dict:
-    return {"server_warmup_s": round(seconds, 3), "server_warmup_jit_pct": jit_pct}
-
-
-def warmup_profile(load: LoadProfile, warmup_s: float) -> LoadProfile:
-    """A closed-loop warm-up as wide as the trial's load (open loop: 5% of a second's
-    requests in flight, at most WARMUP_MAX_CONCURRENCY)."""
-    if load.mode == "closed":
-        concurrency = load.concurrency
-    else:
-        concurrency = max(1, min(WARMUP_MAX_CONCURRENCY, int(load.rate_rps * 0.05)))
-    concurrency = max(concurrency, load.processes)  # every engine process warms its connections
-    return LoadProfile(
-        mode="closed", concurrency=concurrency, duration_s=warmup_s, timeout_s=load.timeout_s, processes=load.processes
-    )
-
-
 def worker_pids(server: TorchServe) -> set[int]:
     """The pids of the server's backend workers."""
     out = set()
@@ -415,54 +293,4 @@ def worker_pids(server: TorchServe) -> set[int]:
                 out.add(p.pid)
         except psutil.Error:  # the process went away while we looked
             continue
-    return out
-
-
-def log_offsets(server: TorchServe) -> dict[str, int]:
-    """Where each server log ends now: a trial's slice starts there."""
-    out = {}
-    for name in LOG_FILES:
-        path = server.log_dir / name
-        out[name] = path.stat().st_size if path.exists() else 0
-    return out
-
-
-# an ok trial's slice of each server log keeps its first and last lines up to these sizes;
-# the server's whole log stays in servers/<dir>/logs. At TorchServe's default levels a
-# closed-loop trial of the batching sweep writes 1-2 KB of logs per request, so whole
-# slices would add up to about a gigabyte per run (docs/measurements.md#code-log-slices).
-LOG_SLICE_HEAD = 256 * 1024
-LOG_SLICE_TAIL = 768 * 1024
-
-
-def log_slices(server: TorchServe, offsets: dict[str, int], whole: bool = False) -> dict[str, bytes]:
-    """The slice of each server log written since `offsets`, keys redacted, as
-    logs/<name> files of the trial. Unless `whole` (a failed trial keeps everything), a
-    slice larger than LOG_SLICE_HEAD + LOG_SLICE_TAIL keeps its first and last whole lines
-    within those sizes, with a line saying how much was left out and where the rest is.
-    A log that rolled over during the trial (smaller than its offset) is taken from its
-    start."""
-    out = {}
-    for name in LOG_FILES:
-        path = server.log_dir / name
-        if not path.exists():
-            continue
-        with open(path, "rb") as f:
-            end = f.seek(0, 2)
-            start = offsets.get(name, 0)
-            start = start if start <= end else 0
-            f.seek(start)
-            if whole or end - start <= LOG_SLICE_HEAD + LOG_SLICE_TAIL:
-                data = f.read(end - start)
-            else:
-                head = f.read(LOG_SLICE_HEAD)
-                head = head[: head.rfind(b"\n") + 1]
-                f.seek(end - LOG_SLICE_TAIL)
-                tail = f.read(LOG_SLICE_TAIL)
-                tail = tail[tail.find(b"\n") + 1 :]
-                left_out = end - start - len(head) - len(tail)
-                note = (f"[sweeper: {left_out:,} bytes of this trial's log left out here; the server's whole log is "
-                        f"{server.workdir.name}/logs/{name} under the run's servers/]\n").encode()
-                data = head + note + tail
-        out[f"logs/{name}"] = redact(data.decode(errors="replace"), server.keys).encode()
     return out

@@ -525,7 +525,7 @@ class Settings(_Strict):
     # moved on to per-model settings not yet registered on this server), before the
     # trial's own warmup_s; the first trial on a fresh server gets the server warm-up
     # instead. At least registration_warmup_s, then on while the JVM's JIT compiler threads
-    # are busy (sweeper.measure.warm_registration), at most registration_warmup_max_s
+    # are busy (sweeper.warmup.warm_registration), at most registration_warmup_max_s
     # (default 3x registration_warmup_s). New workers and the frontend's new path serve
     # slower at first while the JIT compiles again, and without this warm-up the first
     # window of a trial on a new registration reads low where a kept one does not: a bias

@@ -306,7 +306,7 @@ def verify(
 ) -> dict:
     """Rerun the winner, measure `count` alternating pairs, write verify.json; return it."""
     from .load import LoadProfile
-    from .measure import warm_server
+    from .warmup import warm_server
     from .serve import new_server, register
 
     client = find_client(preference)
@@ -335,7 +335,7 @@ def verify(
         req = Request(url, sent[0].body, sent[0].content_type, auth, method=requests.method,
                       more=tuple((p.body, p.content_type) for p in sent[1:]))
         # warm the server up as a sweep warms a fresh server's first trial (the JVM's JIT:
-        # sweeper.measure.warm_server, whose last run is our engine on new connections),
+        # sweeper.warmup.warm_server, whose last run is our engine on new connections),
         # then the other client once, unrecorded
         warm = min(2.0, duration_s)
         warmed = warm_server(server, engine_target(req), LoadProfile("closed", concurrency=connections,

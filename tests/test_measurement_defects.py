@@ -586,7 +586,7 @@ def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_pat
             raise ServerError("TorchServe died during the measured window", "")
         return {"measure_s": 1.0}
 
-    monkeypatch.setattr(local, "TorchServe", FakeServer)
+    monkeypatch.setattr(local, "new_server", lambda *a, **k: FakeServer())
     monkeypatch.setattr(executor, "_ensure_model", lambda server, model: model.name)
     monkeypatch.setattr(local, "measure", fake_measure)
     monkeypatch.setattr(local, "log_offsets", lambda server: {})

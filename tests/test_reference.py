@@ -19,7 +19,7 @@ from sweeper.capacity import Capacity
 from sweeper.load import summarize
 from sweeper.load import windows as load_windows
 from sweeper.load.types import RECORD_DTYPE, LoadProfile, LoadRun
-from sweeper.measure import warm_server_columns
+from sweeper.warmup import warm_server_columns
 from sweeper import hostspeed, hoststat, serverlog
 from sweeper.plan import expand
 from sweeper.torchserve import metrics, probe

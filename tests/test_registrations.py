@@ -116,7 +116,7 @@ def test_a_trial_on_a_registration_made_for_it_gets_the_registration_warmup(tmp_
         seen.append((trial.model.batch_size, fresh_server, fresh_registration))
         return {"measure_s": 1.0}
 
-    monkeypatch.setattr(local, "TorchServe", FakeServer)
+    monkeypatch.setattr(local, "new_server", lambda *a, **k: FakeServer())
     monkeypatch.setattr(local, "measure", fake_measure)
     monkeypatch.setattr(local, "log_offsets", lambda server: {})
     monkeypatch.setattr(local, "log_slices", lambda server, offsets, whole=False: {})

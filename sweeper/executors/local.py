@@ -31,7 +31,8 @@ import psutil
 from .. import serverlog
 from ..errors import LoadError, ManagementError, RequestsFailed, ServerError
 from ..inputs import trial_files
-from ..measure import abandoned_requests, log_offsets, log_slices, measure, worker_pids
+from ..measure import abandoned_requests, measure, worker_pids
+from ..trial_logs import log_offsets, log_slices
 from ..plan import ModelParams, Trial
 from ..rundir import RunDir
 from ..serve import new_server, register

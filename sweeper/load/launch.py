@@ -195,7 +195,7 @@ def run_load(
     every record and, in `windows`, which windows the figures come from. `stop_when`
     (with `stability`) replaces the agreement test: it gets the complete windows so far,
     each time one completes, and True stops the engines (the server warm-up stops so
-    when the JVM has stopped compiling: sweeper.measure.warm_server).
+    when the JVM has stopped compiling: sweeper.warmup.warm_server).
 
     Failed requests are data (4xx, 5xx, or a negative or zero status: types.STATUS_*). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child

@@ -9,7 +9,7 @@ share from the server, on a machine with few cores a large one.
 A fixed warm-up can end while they are still busy: after 15 s of load the compiler
 threads still took a quarter to a half of a core, and those seconds served markedly less
 than the later ones (docs/measurements.md#code-jit-after-fixed-warmup). So the server warm-up
-(sweeper.measure.warm_server) runs at least settings.server_warmup_s and then until the
+(sweeper.warmup.warm_server) runs at least settings.server_warmup_s and then until the
 compiler threads are quiet: below QUIET_PCT of one core over the last QUIET_S seconds.
 
 Linux only (/proc); elsewhere `Watch.quiet()` is always true and the warm-up is the fixed
@@ -31,7 +31,7 @@ COMPILER_THREAD_PREFIXES = ("C1 CompilerThre", "C2 CompilerThre")
 # seconds. Settled servers read a few percent, compiling ones 10-50%; the span is 5 s
 # because C2 compiles in bursts with lulls of 2-4 s, which a 3 s span took for quiet
 # (docs/measurements.md#code-jit-quiet). (A longer span alone does not cure the cold
-# first trial: see sweeper.measure.warm_server.)
+# first trial: see sweeper.warmup.warm_server.)
 QUIET_PCT = 5.0
 QUIET_S = 5.0
 
