@@ -46,7 +46,8 @@ from sweeper.analysis.objective import _number  # noqa: E402  (the same parsing 
 from sweeper.trialresult import TrialResult  # noqa: E402
 from sweeper.plan import Axis, Trial, make_trial, points, space  # noqa: E402
 from sweeper.search import STRATEGIES, SearchOptions  # noqa: E402
-from sweeper.spec import SweepSpec, load_sweep  # noqa: E402
+from sweeper.spec import SweepSpec  # noqa: E402
+from sweeper.sweepfile import load_sweep
 
 DATA = Path(__file__).resolve().parent / "data"
 WITHIN = 0.05  # "within 5% of the best"

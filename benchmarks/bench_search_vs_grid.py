@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sweeper.analysis.aggregate import aggregate_trials, param_columns  # noqa: E402
 from sweeper.analysis.search import _costs  # noqa: E402
 from sweeper.report.recommend import recommend  # noqa: E402
-from sweeper.spec import load_sweep  # noqa: E402
+from sweeper.sweepfile import load_sweep  # noqa: E402
 
 THROUGHPUT = "client_throughput_rps_mean"
 

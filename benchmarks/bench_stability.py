@@ -27,7 +27,7 @@ from sweeper.analysis import speed  # noqa: E402
 from sweeper.analysis.aggregate import aggregate_trials  # noqa: E402
 from sweeper.hoststat import STEAL_NOTE_PCT  # noqa: E402
 from sweeper.report.recommend import recommend  # noqa: E402
-from sweeper.spec import load_sweep  # noqa: E402
+from sweeper.sweepfile import load_sweep  # noqa: E402
 
 GOALS = {"closed_median": 3.0, "closed_worst": 8.0, "open_median": 8.0, "time_ratio": 1.5}
 

@@ -61,7 +61,7 @@ def cmd_run(args) -> int:
     from .context import SweepContext
     from .runner import run_sweep
     from .search import make_strategy, search_options
-    from .spec import dump_resolved
+    from .sweepfile import dump_resolved
 
     if args.ray:
         from .executors.ray import import_ray

@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import EnvironmentProblem, SpecError
 from .inputs import trial_config
 from .plan import costs, count_trials, default_order, expand, order
-from .spec import load_sweep, resolve_sweep_path
+from .sweepfile import load_sweep, resolve_sweep_path
 from .torchserve.config import PLACEHOLDER_PORTS
 from .usermodel import resolve as resolve_user_model
 

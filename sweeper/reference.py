@@ -23,7 +23,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from . import columns
-from .spec import RELATIVE_FORMS, SweepSpec
+from .spec import SweepSpec
+from .spec_axes import RELATIVE_FORMS
 from .spec_rules import PATTERN_RULES, STORE_PATH
 
 ROOT = Path(__file__).resolve().parents[1]

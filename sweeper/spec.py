@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-import yaml
 from pydantic import (
     StrictBool,
     BaseModel,
@@ -30,15 +29,14 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from .errors import SpecError
 from .defaults import MIN_SUCCESS_RATE
 from .machine import IPV4, is_loopback, machine_cores
-from .spec_errors import describe, key_text, kind, one_line, show
+from .spec_axes import check_distinct, prepare_axis
+from .spec_errors import key_text, show
 from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME
 
 SafeText = Annotated[str, StringConstraints(pattern=SAFE_TEXT, max_length=200)]
@@ -71,30 +69,6 @@ PosFloat = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
 
 # cores, 2*cores, cores*2, cores/2, 3*cores/2 (small numbers: no 5000-digit ints)
-_RELATIVE = re.compile(r"^\s*(?:(\d{1,6})\s*\*\s*)?cores(?:\s*\*\s*(\d{1,6}))?(?:\s*/\s*(\d{1,6}))?\s*$")
-_LOOKS_RELATIVE = re.compile(r"\*|\bcores\b", re.IGNORECASE)
-RELATIVE_FORMS = "cores, 2*cores or cores/2"
-
-
-def resolve_count(value: Any, cores: int) -> Any:
-    """`2*cores` -> 2*cores, `cores/2` -> max(1, cores//2); anything else unchanged.
-
-    Raises ValueError for a zero multiplier or divisor.
-    """
-    if isinstance(value, str):
-        m = _RELATIVE.match(value)
-        if m:
-            mul = int(m.group(1) or 1) * int(m.group(2) or 1)
-            div = int(m.group(3) or 1)
-            if mul == 0 or div == 0:
-                raise ValueError(f"a machine-relative count needs factors >= 1, got {value!r}")
-            return max(1, (mul * cores) // div)
-    return value
-
-
-# --- schema ----------------------------------------------------------------------------
-
-
 class _Strict(BaseModel):
     """Unknown keys forbidden; list-valued fields in `_lists` are checked as axes.
 
@@ -115,7 +89,7 @@ class _Strict(BaseModel):
         cores = machine_cores() if cls._relative else 0
         for key in cls._lists:
             if key in data:
-                out[key] = _prepare_axis(key, data[key], cores, relative=key in cls._relative, text_ok=False)
+                out[key] = prepare_axis(key, data[key], cores, relative=key in cls._relative, text_ok=False)
         return out
 
     @model_validator(mode="after")
@@ -123,81 +97,8 @@ class _Strict(BaseModel):
         for key in self._lists:  # a safety net: _prepare_axis reports with the file's indices
             value = getattr(self, key)
             if isinstance(value, list):
-                _check_distinct(key, value)
+                check_distinct(key, value)
         return self
-
-
-def _resolve_one(key: str, value: Any, cores: int, text_ok: bool) -> tuple[Any, bool]:
-    """(resolved value, whether it was machine-relative)."""
-    if not isinstance(value, str):
-        return value, False
-    if _RELATIVE.match(value):
-        try:
-            return resolve_count(value, cores), True
-        except ValueError as exc:
-            raise ValueError(f"{key}: {exc}") from None
-    if not text_ok or _LOOKS_RELATIVE.search(value):
-        what = "an integer or a machine-relative count" if not text_ok else "a machine-relative count"
-        raise ValueError(f"{key}: must be {what} ({RELATIVE_FORMS}), got {show(value)}")
-    return value, False
-
-
-def _marker(value: Any, as_text: bool) -> Any:
-    """What makes two written values the same: 100 and 100.0 are; true and 1 are not;
-    for environment values 1 and "1" are."""
-    if isinstance(value, bool):
-        return ("bool", value)
-    if as_text and isinstance(value, (int, str)):
-        return ("text", str(value))
-    if isinstance(value, (int, float)):
-        if value != value:  # nan: "must be a finite number" says more than "duplicate"
-            return None
-        return ("number", float(value)) if abs(value) < 2**53 else ("number", value)
-    if isinstance(value, str):
-        return ("text", value)
-    return None  # lists, mappings: the type check reports them
-
-
-def _prepare_axis(key: str, value: Any, cores: int, relative: bool, text_ok: bool = False, as_text: bool = False) -> Any:
-    """Check a list-valued field (not empty, no value twice: reported with the file's
-    indices) and resolve `cores` forms where allowed. Values that only coincide because of
-    this machine's core count (`[1, cores]` on one core) collapse into one."""
-    if not isinstance(value, list):
-        return _resolve_one(key, value, cores, text_ok)[0] if relative else value
-    if not value:
-        raise ValueError(f"{key}: must not be empty (give at least one value)")
-    first: dict[Any, int] = {}
-    for i, item in enumerate(value):
-        marker = _marker(item, as_text)
-        if marker is None:
-            continue
-        if marker in first:
-            raise ValueError(f"{key}[{i}]: duplicate of {key}[{first[marker]}], got {show(item)}")
-        first[marker] = i
-    if not relative:
-        return value
-    out: list = []
-    seen: set = set()
-    for i, item in enumerate(value):
-        resolved, _ = _resolve_one(f"{key}[{i}]", item, cores, text_ok)
-        marker = _marker(resolved, as_text)
-        if marker is not None and marker in seen:
-            continue  # literal duplicates were refused above: this one came from `cores`
-        if marker is not None:
-            seen.add(marker)
-        out.append(resolved)
-    return out
-
-
-def _check_distinct(key: str, values: list, as_text: bool = False) -> None:
-    seen: dict[Any, int] = {}
-    for i, v in enumerate(values):
-        marker = _marker(v, as_text)
-        if marker is None:
-            continue  # mappings (load profiles) are compared by SweepSpec._distinct_loads
-        if marker in seen:
-            raise ValueError(f"{key}[{i}]: duplicate of {key}[{seen[marker]}], got {show(v)}")
-        seen[marker] = i
 
 
 class ModelAxes(_Strict):
@@ -949,7 +850,7 @@ class SweepSpec(_Strict):
         if not isinstance(v, dict):
             return v
         cores = machine_cores()
-        return {key: _prepare_axis(key_text(key), value, cores, relative=True, text_ok=True, as_text=True) for key, value in v.items()}
+        return {key: prepare_axis(key_text(key), value, cores, relative=True, text_ok=True, as_text=True) for key, value in v.items()}
 
     @field_validator("env", mode="after")
     @classmethod
@@ -965,7 +866,7 @@ class SweepSpec(_Strict):
                 owner[name] = key
             if isinstance(value, list):
                 # 1 and "1" are the same environment value
-                _check_distinct(key, value, as_text=True)
+                check_distinct(key, value, as_text=True)
         return v
 
     @field_validator("env", mode="after")
@@ -1052,82 +953,3 @@ def _profile_text(p: tuple) -> str:
     what = f"concurrency {concurrency}" if mode == "closed" else f"rate_rps {rate:g}"
     length = f"duration_s {duration:g}" if duration is not None else f"requests {requests}"
     return f"mode {mode}, {what}, {length}"
-
-
-def parse_sweep(data: Any, source: str) -> SweepSpec:
-    """Validate a loaded document; every problem becomes one SpecError."""
-    if data is None:
-        raise SpecError(source, "", "the file is empty (a sweep needs at least name and load)")
-    if not isinstance(data, dict):
-        raise SpecError(source, "", f"the top level must be a mapping of keys (name, model, load, ...), got {kind(data)}")
-    try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        key, rule = describe(exc.errors(include_url=False), data, SweepSpec)
-        raise SpecError(source, one_line(key), one_line(rule)) from None
-
-
-def resolve_sweep_path(name_or_path: str, sweeps_dir: Path) -> Path:
-    """`batching` -> sweeps/batching.yaml; a path is used as given."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
-        return p
-    return sweeps_dir / f"{name_or_path}.yaml"
-
-
-def load_sweep(path: Path | str) -> SweepSpec:
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(source, "", "file not found") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, "", f"cannot read: not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise SpecError(source, "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
-        raise SpecError(source, "", one_line(f"malformed YAML: {where}{problem}")) from None
-    except RecursionError:
-        raise SpecError(source, "", "malformed YAML: nested too deeply") from None
-    except (ValueError, TypeError, OverflowError) as exc:
-        # PyYAML's constructors raise these for e.g. `2020-13-45` (not a date) or a
-        # 5000-digit integer
-        raise SpecError(source, "", one_line(f"malformed YAML: {str(exc)[:100]}")) from None
-    return parse_sweep(data, source)
-
-
-def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
-    """The sweep with every default filled in and machine-relative values resolved.
-
-    `model_store`: the directory the run really uses, so that a relative
-    settings.model_store still points there when the dump is read from another place
-    (`sweeper run --resume` reads RUN_DIR/sweep.yaml).
-    """
-    data = spec.model_dump(mode="json", by_alias=True)
-    if data.get("request") is None:
-        data.pop("request", None)  # keeps sweep.yaml of runs without one as it was
-    else:
-        sets = data["request"] if isinstance(data["request"], list) else [data["request"]]
-        for given, dumped in zip(spec.requests, sets):
-            if not given.has_json:
-                dumped.pop("json", None)
-            for key in ("files", "text"):
-                if dumped.get(key) is None:
-                    dumped.pop(key, None)
-    if data.get("load") is None:
-        data.pop("load", None)  # objective capacity: the rate search replaces it
-    if spec.search.rate_search is not None:  # objective capacity: its defaults spelled out
-        data["search"]["capacity"] = spec.search.rate_search.model_dump(mode="json")
-    elif data["search"].get("capacity") is None:
-        data["search"].pop("capacity", None)
-    if data["model"].get("archive") is None:
-        data["model"].pop("archive", None)
-    if model_store is not None and data["settings"].get("model_store") is not None:
-        data["settings"]["model_store"] = str(model_store)
-    return yaml.safe_dump(data, sort_keys=False)

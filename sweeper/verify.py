@@ -259,7 +259,7 @@ def winner(run_dir: Path):
     from .analysis.objective import best
     from .plan import expand
     from .report.rundata import read_run
-    from .spec import load_sweep
+    from .sweepfile import load_sweep
 
     data = read_run(run_dir)
     spec = load_sweep(RunDir(run_dir).sweep_yaml)

@@ -19,7 +19,7 @@ from sweeper.plan import expand, make_trial, space
 from sweeper.report.markdown import markdown
 from sweeper.report.recommend import recommend
 from sweeper.search import STRATEGIES, search_options
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 from fakeserver import FakeServer
 
@@ -196,7 +196,7 @@ def test_schema_errors_name_the_key_and_the_rule(data, key, rule_start):
 def test_defaults_and_resolved_dump():
     import yaml
 
-    from sweeper.spec import dump_resolved
+    from sweeper.sweepfile import dump_resolved
 
     s = parse_sweep({**CAPACITY_SWEEP, "search": {"objective": "capacity"}}, "x.yaml")
     c = s.search.rate_search

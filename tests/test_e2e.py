@@ -218,7 +218,7 @@ def test_tokens_are_refreshed_on_a_long_lived_server(tmp_path):
     from sweeper.plan import expand
     from sweeper.inputs import trial_config, trial_env
     from sweeper.torchserve.process import LOG4J_CONFIG, TorchServe
-    from sweeper.spec import load_sweep
+    from sweeper.sweepfile import load_sweep
 
     spec = load_sweep(ROOT / "sweeps" / "smoke.yaml")
     trial = expand(spec)[0]

@@ -405,7 +405,7 @@ def test_a_trial_that_abandoned_requests_leaves_its_server_behind(tmp_path, monk
     from sweeper.executors import local
     from sweeper.plan import expand
     from sweeper.context import SweepContext
-    from sweeper.spec import parse_sweep
+    from sweeper.sweepfile import parse_sweep
 
     spec = parse_sweep({"name": "a", "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}}, "a.yaml")
     executor = local.LocalExecutor(SweepContext(spec, tmp_path, "a", tmp_path, b"[]"))
@@ -554,7 +554,7 @@ def test_only_the_first_trial_on_a_started_server_gets_the_server_warmup(tmp_pat
     from sweeper.executors import local
     from sweeper.plan import expand
     from sweeper.context import SweepContext
-    from sweeper.spec import parse_sweep
+    from sweeper.sweepfile import parse_sweep
 
     class FakeServer:
         started = 0

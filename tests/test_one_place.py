@@ -84,7 +84,7 @@ settings: {slo_p99_ms: 20, base_port: 23000}
 def test_verify_verifies_the_configuration_the_recommendation_picks(tmp_path):
     """The winner honours the sweep's SLO (the highest throughput broke it)."""
     from sweeper.plan import expand
-    from sweeper.spec import parse_sweep
+    from sweeper.sweepfile import parse_sweep
     from sweeper.verify import winner
     import yaml
 
@@ -111,7 +111,7 @@ def test_every_server_is_made_by_one_function_with_the_sweeps_ports(tmp_path):
 
     from sweeper.plan import expand
     from sweeper.serve import new_server
-    from sweeper.spec import parse_sweep
+    from sweeper.sweepfile import parse_sweep
 
     package = Path(__file__).resolve().parents[1] / "sweeper"
     builders = set()
@@ -130,7 +130,7 @@ def test_a_finished_runs_sweep_yaml_loads_on_any_machine(tmp_path):
     machine load; preflight refuses them here, with the key."""
     from sweeper.errors import SpecError
     from sweeper.preflight import check_machine
-    from sweeper.spec import load_sweep
+    from sweeper.sweepfile import load_sweep
 
     path = tmp_path / "sweep.yaml"
     path.write_text("name: elsewhere\nmodel: {name: mlp}\nload: {mode: closed, concurrency: 4, duration_s: 2}\n"

@@ -10,7 +10,7 @@ import pytest
 
 from sweeper.plan import Trial, count_trials, expand
 from sweeper.torchserve.config import render_env
-from sweeper.spec import load_sweep, parse_sweep
+from sweeper.sweepfile import load_sweep, parse_sweep
 
 SWEEPS = {p.stem: p for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")}
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from sweeper import columns, reference, results, spec
+from sweeper import columns, reference, results, spec, sweepfile
 from sweeper.analysis.agreement import CLIENT_SERVER_BOUND_FRACTION, CLIENT_SERVER_BOUND_MS, client_server_columns
 from sweeper.capacity import Capacity
 from sweeper.load import summarize
@@ -99,7 +99,7 @@ def test_the_committed_reference_page_is_current(path):
 def test_the_sweep_file_page_shows_the_shipped_example_verbatim_and_it_loads():
     example = (ROOT / "sweeps" / "batching.yaml").read_text(encoding="utf-8")
     assert f"```yaml\n{example.rstrip()}\n```" in reference.sweep_file_page()
-    assert spec.load_sweep(ROOT / "sweeps" / "batching.yaml").name == "batching"
+    assert sweepfile.load_sweep(ROOT / "sweeps" / "batching.yaml").name == "batching"
 
 
 def test_the_pages_link_only_to_their_own_headings():
@@ -127,8 +127,8 @@ def _trial_params() -> list[dict]:
     """param_* and load_* columns of every shipped sweep, and of a sweep with request sets."""
     out = []
     for path in sorted((ROOT / "sweeps").glob("*.yaml")):
-        out += [t.params() for t in expand(spec.load_sweep(path))]
-    with_requests = spec.parse_sweep(
+        out += [t.params() for t in expand(sweepfile.load_sweep(path))]
+    with_requests = sweepfile.parse_sweep(
         yaml.safe_load("""
             name: r
             request: [{name: short, text: "x"}, {name: long, text: "xxxx"}]

@@ -15,7 +15,7 @@ import pytest
 from sweeper.executors import local
 from sweeper.plan import ModelParams
 from sweeper.context import SweepContext
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 GB = 2**30
 

@@ -19,7 +19,7 @@ from sweeper.torchserve.config import (
     render_config,
     render_env,
 )
-from sweeper.spec import load_sweep, parse_sweep
+from sweeper.sweepfile import load_sweep, parse_sweep
 
 SWEEPS = {p.stem: p for p in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml")}
 FIXED = {

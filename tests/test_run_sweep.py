@@ -17,7 +17,7 @@ from sweeper.rundir import RunDir
 from sweeper import results
 from sweeper.context import SweepContext
 from sweeper.runner import run_sweep
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 
 def a_spec(**settings):

@@ -17,11 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sweeper.spec as spec
+import sweeper.spec_axes as spec_axes
 from sweeper.errors import SpecError
 from sweeper.plan import count_trials, expand
 from sweeper.inputs import trial_config, trial_env
 from sweeper.torchserve.config import PLACEHOLDER_PORTS
-from sweeper.spec import SweepSpec, dump_resolved, load_sweep, parse_sweep
+from sweeper.spec import SweepSpec
+from sweeper.sweepfile import dump_resolved, load_sweep, parse_sweep
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
 PATHS = {p.stem: p for p in SWEEPS}
@@ -161,18 +163,18 @@ def test_the_valid_keys_are_listed_when_nothing_is_close():
     ],
 )
 def test_resolve_count(written, cores, expected):
-    assert spec.resolve_count(written, cores) == expected
+    assert spec_axes.resolve_count(written, cores) == expected
 
 
 @pytest.mark.parametrize("value", ["core", "3*corez", "2cores", "cores-1", "2**cores", "cores/", 7, None])
 def test_resolve_count_leaves_other_values(value):
-    assert spec.resolve_count(value, 4) == value
+    assert spec_axes.resolve_count(value, 4) == value
 
 
 @pytest.mark.parametrize("written", ["0*cores", "cores/0", "cores*0"])
 def test_resolve_count_refuses_zero_factors(written):
     with pytest.raises(ValueError):
-        spec.resolve_count(written, 4)
+        spec_axes.resolve_count(written, 4)
 
 
 def test_relative_values_everywhere_they_are_allowed(monkeypatch):

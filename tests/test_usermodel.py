@@ -21,7 +21,7 @@ from sweeper.mar import read_archive
 from sweeper.payload import MAX_FILE_BYTES, load_request_sets
 from sweeper.plan import expand
 from sweeper.serverlog import count_batches, last_worker_error
-from sweeper.spec import dump_resolved, parse_sweep
+from sweeper.sweepfile import dump_resolved, parse_sweep
 from sweeper.usermodel import resolve
 
 LOAD = {"mode": "closed", "concurrency": 2, "duration_s": 1}

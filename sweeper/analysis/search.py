@@ -93,7 +93,7 @@ def run_search(run_dir: Path, results: pd.DataFrame) -> "SearchSummary | None":
     grid, an empty table, or a sweep.yaml this version cannot read)."""
     from ..errors import SweeperError
     from ..rundir import RunDir
-    from ..spec import load_sweep
+    from ..sweepfile import load_sweep
 
     run = RunDir(run_dir)
     if results.empty or not run.sweep_yaml.is_file():

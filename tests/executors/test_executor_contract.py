@@ -21,7 +21,7 @@ from sweeper.plan import expand
 from sweeper.rundir import RunDir
 from sweeper.context import SweepContext
 from sweeper.trialresult import TrialResult
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "SWEEPER_EXECUTOR_CONTRACT"  # inherited by every process an executor starts

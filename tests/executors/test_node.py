@@ -10,7 +10,7 @@ import pytest
 
 from sweeper.cli import main
 from sweeper.executors.node import node_problem
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 
 def settings(**kw):

@@ -35,7 +35,7 @@ from sweeper.context import SweepContext  # noqa: E402
 from sweeper.runner import run_sweep  # noqa: E402
 from sweeper.search import STRATEGIES, search_options  # noqa: E402
 from sweeper.plan import expand, space  # noqa: E402
-from sweeper.spec import parse_sweep  # noqa: E402
+from sweeper.sweepfile import parse_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "SWEEPER_RAY_TEST"

@@ -18,7 +18,7 @@ from sweeper.analysis.objective import best
 from sweeper.plan import expand, space
 from sweeper.search import STRATEGIES
 from sweeper.search.random import RandomSearch
-from sweeper.spec import dump_resolved, parse_sweep
+from sweeper.sweepfile import dump_resolved, parse_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("bench_search", ROOT / "benchmarks" / "bench_search.py")

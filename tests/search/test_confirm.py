@@ -13,7 +13,7 @@ from sweeper.errors import Interrupted
 from sweeper.plan import space
 from sweeper.runner import run_sweep
 from sweeper.search import Confirm, GridSearch, make_strategy, search_options
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 from test_optuna import SWEEP, FakeExecutor, a_context, drive, surface
 

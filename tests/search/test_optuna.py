@@ -19,7 +19,7 @@ from sweeper.rundir import RunDir
 from sweeper.context import SweepContext
 from sweeper.runner import run_sweep
 from sweeper.search import STRATEGIES, SearchOptions, search_options
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 optuna = pytest.importorskip("optuna")
 

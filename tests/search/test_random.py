@@ -9,7 +9,7 @@ from sweeper.errors import SpecError
 from sweeper.plan import points, space
 from sweeper.search import STRATEGIES, SearchOptions, search_options
 from sweeper.search.random import point_at
-from sweeper.spec import dump_resolved, parse_sweep
+from sweeper.sweepfile import dump_resolved, parse_sweep
 
 SWEEP = {
     "name": "rnd",

@@ -15,7 +15,7 @@ from sweeper.rundir import RunDir
 from sweeper import results
 from sweeper.runner import run_sweep
 from sweeper.search import STRATEGIES, search_options
-from sweeper.spec import dump_resolved
+from sweeper.sweepfile import dump_resolved
 
 from test_optuna import FakeExecutor, a_context, a_spec  # tests/search is on sys.path (rootdir import mode)
 

@@ -10,7 +10,7 @@ import pytest
 from sweeper.trialresult import TrialResult
 from sweeper.plan import ORDERS, expand, make_trial, order, points, space
 from sweeper.search import STRATEGIES, SearchOptions, Strategy
-from sweeper.spec import parse_sweep
+from sweeper.sweepfile import parse_sweep
 
 SPEC = parse_sweep(
     {
