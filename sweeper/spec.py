@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from .defaults import MIN_SUCCESS_RATE
+from .gpu import GPU_ENV, gpu_list_problem
 from .machine import IPV4, is_loopback, machine_cores
 from .spec_axes import check_distinct, prepare_axis
 from .spec_errors import key_text, show
@@ -47,21 +48,6 @@ EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=200)]
 RESERVED_ENV = frozenset({"TS_CONFIG_FILE", "TMPDIR", "TEMP", "LOG_LOCATION", "METRICS_LOCATION"})
 
 JAVA_INT_MAX = 2**31 - 1  # TorchServe parses these counts as Java ints
-
-GPU_ENV = "CUDA_VISIBLE_DEVICES"
-_GPU_LIST = re.compile(r"^(?:\d{1,4}(?:,\d{1,4})*)?$")
-
-
-def gpu_list_problem(text: str) -> str | None:
-    """Why `text` is not a CUDA_VISIBLE_DEVICES value the sweeper takes (GPU indices
-    separated by commas, such as 0 or 0,1, each once; or empty: no GPU), None when it is one."""
-    if not _GPU_LIST.match(text):
-        return "must be GPU indices separated by commas, such as 0 or 0,1 (no spaces), or empty for no GPU"
-    indices = text.split(",") if text else []
-    if len({int(i) for i in indices}) != len(indices):
-        return "names a GPU twice"
-    return None
-
 
 PosInt = Annotated[int, Field(ge=1, le=JAVA_INT_MAX, strict=True)]
 NonNegInt = Annotated[int, Field(ge=0, le=JAVA_INT_MAX, strict=True)]
