@@ -13,6 +13,8 @@ from importlib import metadata
 
 import psutil
 
+from . import gpu
+
 
 def machine_cores() -> int:
     """Cores this process may use (affinity-aware), the unit of `cores` in sweep files."""
@@ -91,6 +93,7 @@ def fingerprint() -> dict[str, object]:
         "torch_model_archiver": _version("torch-model-archiver"),
         "java": _java(),
         "sweeper": _version("torchserve-sweeper"),
+        **gpu.machine_info(),  # GPUs, driver, CUDA versions; nothing on a machine without GPUs
     }
 
 

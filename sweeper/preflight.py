@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import EnvironmentProblem, SpecError
+from .gpu import check_trials as check_gpus
 from .inputs import trial_config
 from .plan import costs, count_trials, default_order, expand, order
 from .sweepfile import load_sweep, resolve_sweep_path
@@ -107,6 +108,9 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
         raise SpecError(source, "request", f"required for model {spec.model.name!r} (not one of the sweeper's): give files, text or json that its handler accepts")
     for t in trials:
         trial_config(t, PLACEHOLDER_PORTS, store, spec.settings)
+    # the GPUs the trials ask for (number_of_gpu, CUDA_VISIBLE_DEVICES) must exist here: a
+    # machine's fact, so checked here and not in the schema; `sweeper plan` too
+    check_gpus(trials, source)
     if check_environment:
         from .torchserve.process import check_java, check_ports
 
