@@ -80,6 +80,14 @@ GROUPS: tuple[Group, ...] = (
         "probe (sweeper.hostspeed). Absent where they cannot be read.",
     ),
     Group(
+        "gpu",
+        "GPUs",
+        "NVML samples (nvidia-ml-py, the optional extra `gpu`) of the GPUs the trial's workers could use, "
+        "every settings.probe_interval_s during the window (sweeper.gpu): means and peaks over the samples "
+        "and over those GPUs. Absent on a machine without GPUs or without nvidia-ml-py; a trial with "
+        "number_of_gpu 0 on a GPU machine has gpu_count 0 only.",
+    ),
+    Group(
         "capacity",
         "Capacity",
         "With search.objective capacity (sweeper.capacity): load_mode is then capacity and load_rate_rps "
@@ -165,6 +173,7 @@ COLUMNS: tuple[Column, ...] = (
     _C("client_batch_size_mean", "client", "count", "Served batch size per request, from the handler's X-Batch-Size header: a batch of 8 counts 8 times."),
     _C("client_batch_size_per_batch_mean", "client", "count", "Mean size of the served batches, from the X-Batch-Size header."),
     _C("client_handler_ms_mean", "client", "ms", "Mean handler time the handler reported (X-Handler-Ms header)."),
+    _C("client_device", "client", "", "Where the handler ran the model, from its X-Device header: cpu, cuda:0, ... (the distinct values seen, comma-separated); absent when the handler does not say."),
     _C("client_warmup_s", "client", "s", "Load sent before the window and not measured: the registration warm-up (when there was one) plus settings.warmup_s."),
     # windows
     _C("client_windows", "windows", "", "JSON list, one object per complete window: start_s, n, ok, rps, p99_ms, mean_ms, used (whether the figures come from it)."),
@@ -209,6 +218,22 @@ COLUMNS: tuple[Column, ...] = (
     _C("host_steal_pct", "host", "% of all CPUs", "CPU time the hypervisor gave to other guests (steal), as a share of all the machine's CPU time."),
     _C("host_speed", "host", "work per CPU ms", "Median speed of a fixed piece of work per CPU millisecond: relative, compare it between trials of one run on one machine."),
     _C("host_speed_n", "host", "count", "Samples behind host_speed."),
+    # gpu
+    _C("gpu_count", "gpu", "count", "GPUs the trial's workers could use: the first number_of_gpu of those its server sees (CUDA_VISIBLE_DEVICES)."),
+    _C("gpu_name", "gpu", "", "Their model names (distinct, separated by '; ')."),
+    _C("gpu_util_pct_mean", "gpu", "%", "NVML's utilization (share of time a kernel ran), mean over the samples and the GPUs."),
+    _C("gpu_util_pct_max", "gpu", "%", "The highest utilization of one GPU in one sample."),
+    _C("gpu_util_pct_by_gpu", "gpu", "%", "Each GPU's mean utilization, 'index:pct' separated by spaces: how evenly round-robin spread the workers."),
+    _C("gpu_mem_used_mb_mean", "gpu", "MiB", "Memory used on a GPU (every process on it), mean over the samples and the GPUs."),
+    _C("gpu_mem_used_mb_max", "gpu", "MiB", "The most memory used on one GPU in one sample."),
+    _C("gpu_power_w_mean", "gpu", "W", "Board power draw of a GPU, mean over the samples and the GPUs."),
+    _C("gpu_power_w_max", "gpu", "W", "The highest power draw of one GPU in one sample."),
+    _C("gpu_sm_clock_mhz_mean", "gpu", "MHz", "SM clock, mean over the samples and the GPUs."),
+    _C("gpu_sm_clock_mhz_min", "gpu", "MHz", "The lowest SM clock seen: low when clocks were held down (gpu_throttle_reasons)."),
+    _C("gpu_temp_c_max", "gpu", "°C", "The hottest GPU temperature seen."),
+    _C("gpu_throttle_reasons", "gpu", "", "Why clocks were held down, NVML's reason names with the share of samples, largest first ('SwPowerCap 40%, GpuIdle 5%'); 'none' when never."),
+    _C("gpu_samples_n", "gpu", "count", "NVML samples behind the gpu_* figures (every GPU's)."),
+    _C("gpu_note", "gpu", "", "One line, only when something was not measured: a GPU in MIG mode (not sampled: NVML reports no utilization for it) or an NVML call that failed (that figure left empty)."),
     # capacity
     _C("capacity_rps_at_slo", "capacity", "req/s", "The highest open-loop rate whose step met p99 <= settings.slo_p99_ms and settings.min_success_rate; 0.0 when even start_rps failed."),
     _C("capacity_limited_by", "capacity", "", "What failed at the next rate: p99, success or client; max_rps or steps when nothing failed; +steps appended when max_steps ran out before the precision."),
