@@ -2,8 +2,8 @@
 the first answers checked (a refused payload fails before the warm-up), the warm-up and
 the measured load window (sweeper.load), /metrics scraped at the window's edges, the
 served batches read from the server's log, the process tree sampled during the window, the
-machine's CPU speed sampled (sweeper.hostspeed), the
-backend workers checked to have survived it and the success rate held to
+machine's CPU speed sampled (sweeper.hostspeed), the trial's GPUs sampled where there
+are any (sweeper.gpu), the backend workers checked to have survived it and the success rate held to
 settings.min_success_rate. The result is the trial's row (client_*, server_*, proc_* columns) and its
 files as bytes. Where the server runs, and when it is started or reused, is the
 executor's business (sweeper.executors).
@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import psutil
 
-from . import answers, hostspeed, hoststat, serverlog
+from . import answers, gpu, hostspeed, hoststat, serverlog
 from .analysis.agreement import client_server_columns
 from .capacity import CapacityRule, Step, find_capacity, judge
 from .errors import ServerError
@@ -98,12 +98,14 @@ def measure(
         window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s, exclude=other_workers).start()
         window["host"] = hoststat.cpu_times()
         window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
+        window["gpu"] = gpu.start_probe(trial.server, trial.env, settings.probe_interval_s)  # None: no GPU
 
     try:
         run = run_load(target, trial.load, warmup=warmup, on_ready=before_window, stability=rule)
     finally:
         samples = window["probe"].stop() if "probe" in window else []
         speeds = window["speed"].stop() if "speed" in window else []
+        gpus = window["gpu"].stop() if window.get("gpu") else None
     host_after = hoststat.cpu_times()
     before, workers_before = window["metrics"], window["workers"]
     after = metrics.scrape(server.metrics_url) if server.alive() else {}
@@ -128,6 +130,7 @@ def measure(
     row.update(probe.summarize(samples, served_all))
     row.update(hoststat.columns(window.get("host"), host_after))
     row.update(hostspeed.columns(speeds))
+    row.update(gpu.columns(gpus))
     row.update(server_warmup)
     row["client_warmup_s"] = round(registration_s + warmup_s, 3)
     row["measure_s"] = measured.wall_s
@@ -196,6 +199,7 @@ def measure_capacity(
             window["metrics"] = metrics.scrape(server.metrics_url)
             window["probe"] = probe.Probe(server.root_pid, settings.probe_interval_s, exclude=other_workers).start()
             window["speed"] = hostspeed.SpeedProbe(settings.probe_interval_s).start()
+            window["gpu"] = gpu.start_probe(trial.server, trial.env, settings.probe_interval_s)
 
         try:
             verdict, judged, lost_requests, served = capacity_step(
@@ -204,6 +208,7 @@ def measure_capacity(
         finally:
             samples = window["probe"].stop() if "probe" in window else []
             speeds = window["speed"].stop() if "speed" in window else []
+            gpus = window["gpu"].stop() if window.get("gpu") else None
         warmup = None  # the server is warm from here on
         runs.append(judged)
         abandoned += lost_requests
@@ -212,6 +217,7 @@ def measure_capacity(
             seen.update(metrics.server_columns(window["metrics"], metrics.scrape(server.metrics_url), name, served))
         seen.update(probe.summarize(samples, served))
         seen.update(hostspeed.columns(speeds))
+        seen.update(gpu.columns(gpus))
         observed.append(seen)
         if not server.alive():
             raise ServerError(f"TorchServe died during the capacity search (step at {rate:g} req/s)", server.log_tail())
