@@ -31,7 +31,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, replace
-from typing import Iterator, Mapping
+from typing import Hashable, Iterable, Iterator, Mapping
 
 from .capacity import CapacityRule
 from .load.types import LoadProfile
@@ -414,15 +414,21 @@ def costs(trials: list[Trial], keep_registered: bool = False) -> tuple[int, int]
     is registered when its settings change; with `keep_registered`
     (settings.keep_registered), only the first time each setting runs on a server, as
     long as the kept ones fit in memory."""
+    return run_costs(((t.group_id, t.model) for t in trials), keep_registered)
+
+
+def run_costs(runs: Iterable[tuple[Hashable, Hashable]], keep_registered: bool = False) -> tuple[int, int]:
+    """(server starts, model registrations) of runs given as (server group, model
+    settings) in the order they ran: `costs` of a plan, and of a finished run's rows."""
     starts = registrations = 0
     group = model = None
     seen: set = set()
-    for t in trials:
-        if t.group_id != group:
+    for run_group, run_model in runs:
+        if run_group != group:
             starts += 1
-            group, model, seen = t.group_id, None, set()
-        if t.model != model and not (keep_registered and t.model in seen):
+            group, model, seen = run_group, None, set()
+        if run_model != model and not (keep_registered and run_model in seen):
             registrations += 1
-        model = t.model
-        seen.add(t.model)
+        model = run_model
+        seen.add(run_model)
     return starts, registrations

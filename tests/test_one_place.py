@@ -16,6 +16,7 @@ from sweeper.compare import compare
 from sweeper.load import RECORD_DTYPE, LoadProfile, LoadRun, summarize
 from sweeper.report import markdown as report_markdown
 from sweeper.spec import Settings
+from sweeper.sweepfile import parse_sweep
 
 
 def test_every_default_success_floor_is_the_schemas():
@@ -150,3 +151,19 @@ def test_a_resumed_run_keeps_the_fingerprint_it_started_on(tmp_path):
     machine = run.machine()
     assert machine["hostname"] == "first" and run.cores() == 2
     assert machine["resumed_on"] == [{"at": "t1", "hostname": "second", "cores_usable": 8}]
+
+
+def test_a_finished_run_counts_starts_and_registrations_as_its_plan_does():
+    """The search summary's counts of a finished run and sweeper plan's come from one
+    function (plan.run_costs)."""
+    import yaml
+
+    from sweeper.analysis.search import _costs
+    from sweeper.plan import costs, expand, order
+
+    spec = parse_sweep(yaml.safe_load(
+        "name: c\nmodel: {name: mlp, batch_size: [1, 8]}\nserver: {number_of_netty_threads: [1, 2]}\n"
+        "load: {mode: closed, concurrency: 4, duration_s: 1}\nsettings: {repeats: 2}\n"), "c.yaml")
+    trials = order(expand(spec), "interleaved", 0)
+    rows = pd.DataFrame([{**t.params(), "group_id": t.group_id} for t in trials])
+    assert _costs(rows) == costs(trials) == (3, 8)  # interleaved passes meet at the middle group

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..plan import count_trials, default_point, make_trial, space, value_label
+from ..plan import count_trials, default_point, make_trial, run_costs, space, value_label
 from ..spec import SweepSpec
 from .objective import MAXIMIZE, RunScore, config_score, searchable
 
@@ -219,24 +219,13 @@ def _importances(by_trial, scores, axes, objective) -> tuple[tuple[tuple[str, fl
 
 
 def _costs(df: pd.DataFrame) -> tuple[int, int]:
-    """Server starts and model registrations of running the rows in their order, one
-    server kept while the group stays the same (plan.costs over the rows as run). The
-    registrations are the rows' own count (server_registered) where they have it; older
-    runs: a registration whenever the per-model settings changed."""
-    starts = registrations = 0
-    group = model = None
+    """Server starts and model registrations of running the rows in their order
+    (plan.run_costs over the rows as run). The registrations are the rows' own count
+    (server_registered) where they have it; older runs: a registration whenever the
+    per-model settings changed."""
     model_cols = [c for c in df.columns if c.startswith("param_model_")]
-    counted = "server_registered" in df.columns
-    for _, row in df.iterrows():
-        g = row.get("group_id")
-        m = tuple(str(row.get(c)) for c in model_cols)
-        if g != group:
-            starts += 1
-            group, model = g, None
-        if counted:
-            flag = pd.to_numeric(row.get("server_registered"), errors="coerce")
-            registrations += int(flag == 1)
-        elif m != model:
-            registrations += 1
-        model = m
+    runs = [(row.get("group_id"), tuple(str(row.get(c)) for c in model_cols)) for _, row in df.iterrows()]
+    starts, registrations = run_costs(runs)
+    if "server_registered" in df.columns:
+        registrations = int((pd.to_numeric(df["server_registered"], errors="coerce") == 1).sum())
     return starts, registrations

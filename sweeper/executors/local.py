@@ -30,7 +30,6 @@ import psutil
 
 from .. import serverlog
 from ..errors import LoadError, ManagementError, RequestsFailed, ServerError
-from ..inputs import trial_files
 from ..measure import abandoned_requests, measure, worker_pids
 from ..trial_logs import log_offsets, log_slices
 from ..plan import ModelParams, Trial
@@ -43,9 +42,11 @@ from ..trialresult import TrialResult
 if TYPE_CHECKING:  # pragma: no cover
     from ..context import SweepContext
 
-# kept idle registrations may hold this share of the machine's memory (and half of what
-# is available when the sweep moves on)
+# kept idle registrations may hold this share of the machine's memory, and at most
+# KEEP_AVAILABLE_SHARE of what would be available without them: the trial that runs next
+# must still find room for its own new workers (226 MB each for the MLP) and the engine.
 KEEP_MEMORY_SHARE = 0.25
+KEEP_AVAILABLE_SHARE = 0.5
 
 
 @dataclass
@@ -98,7 +99,7 @@ class LocalExecutor:
         started = time.monotonic()
         row: dict = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         settings = self.ctx.spec.settings
-        files = trial_files(trial, self.ctx.model_store, settings)
+        files: dict[str, bytes] = {}  # its inputs (config.properties, env.json) the sweep loop wrote before
         offsets: dict[str, int] = {}
         try:
             server = self._ensure_server(trial)
@@ -234,4 +235,4 @@ def keep_budget(held: int) -> int:
     """Bytes that idle registrations may hold: KEEP_MEMORY_SHARE of the machine's memory,
     and not more than half of what would be available without them (`held` bytes)."""
     memory = psutil.virtual_memory()
-    return int(min(KEEP_MEMORY_SHARE * memory.total, 0.5 * (memory.available + held)))
+    return int(min(KEEP_MEMORY_SHARE * memory.total, KEEP_AVAILABLE_SHARE * (memory.available + held)))

@@ -122,7 +122,7 @@ def test_the_ray_executor_meets_the_executor_contract(cluster, tmp_path):
     (result,) = results
     assert result.trial == trial and result.final and result.dir_key == trial.key
     assert result.status == "ok", result.row.get("error")
-    assert {"config.properties", "env.json", "requests.csv.gz", "logs/ts_log.log"} <= set(result.artifacts)
+    assert {"requests.csv.gz", "logs/ts_log.log"} <= set(result.artifacts)  # the inputs: the runner
     assert result.row["node_id"] in {n.node_id for n in executor.nodes}
     assert not RunDir(tmp_path).trial_dir(trial.key).exists()  # the runner writes, not the executor
     assert not wait_gone(cluster.tag, servers_only=True)
