@@ -77,7 +77,7 @@ LAYERS = (
     ("report", ("sweeper.report",)),
     ("analysis", ("sweeper.analysis",)),
     ("sweep and run data", ("sweeper.spec", "sweeper.sweepfile", "sweeper.plan", "sweeper.rundir", "sweeper.context", "sweeper.trialresult",
-                            "sweeper.payload", "sweeper.machine", "sweeper.hoststat", "sweeper.columns",
+                            "sweeper.payload", "sweeper.machine", "sweeper.hoststat", "sweeper.gpu", "sweeper.columns",
                             "sweeper.load.types", "sweeper.capacity")),
     ("foundation", ("sweeper.errors", "sweeper.defaults", "sweeper.spec_rules", "sweeper.spec_errors", "sweeper.spec_axes")),
 )
