@@ -18,6 +18,11 @@ JVM's environment; setting them in an already-running process has no reliable ef
 
 ``path="forward"`` measures the model's forward pass alone (the torch-only figure), to
 show how much of the ceiling the request/answer code costs.
+
+The device is the trials' too: where the run's served trials reported GPUs (client_device,
+the handler's X-Device), the W processes run on those GPUs, round-robin as TorchServe
+hands out gpu_id; otherwise on the CPU. A run that mixed CPU and GPU trials gets GPU
+ceilings only (docs/gpu.md).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class BaselineResult:
     threads x duration_s means it was starved by other processes, and the figure is low."""
     workers: int = 1  # processes measured at once; the figures are their sums
     cpus: str = ""  # the CPUs they were pinned to ("0,1"); "" = not pinned
+    device: str = "cpu"  # where the model ran: cpu, cuda:0 (several: "cuda:0,cuda:1")
 
 
 def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float = 2.0) -> "pd.DataFrame":
@@ -68,22 +74,35 @@ def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float =
     from sweeper.analysis.efficiency import needed
 
     cpus = server_cpus(run_dir)
+    devices = trial_devices(rows)
     results = []
     keys = needed(rows, cores)
     for model, workers in sorted({(m, w) for m, _, _, w in keys}):
         mine = [k for k in keys if k[0] == model and k[3] == workers]
         batch_sizes = sorted({b for _, b, _, _ in mine})
         threads = sorted({t for _, _, t, _ in mine})
-        results += measure_grid(model, batch_sizes, threads, duration_s, workers=workers, cpus=cpus)
+        results += measure_grid(model, batch_sizes, threads, duration_s, workers=workers, cpus=cpus, devices=devices)
     df = pd.DataFrame(
         [
             {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "workers": r.workers,
-             "cpus": r.cpus, "samples_per_s": r.samples_per_s, "cpu_s": r.cpu_s, "duration_s": r.duration_s}
+             "cpus": r.cpus, "samples_per_s": r.samples_per_s, "cpu_s": r.cpu_s, "duration_s": r.duration_s,
+             **({"device": r.device} if devices else {})}
             for r in results
         ]
     )
     df.to_csv(RunDir(run_dir).baseline_csv, index=False)
     return df
+
+
+def trial_devices(rows: list[dict]) -> list[str]:
+    """The GPUs the run's served trials ran on (their client_device: cuda:N), in index
+    order; [] when none reported one."""
+    seen: set[str] = set()
+    for row in rows:
+        value = row.get("client_device")
+        if row.get("status") == "ok" and isinstance(value, str):
+            seen |= {d for d in value.split(",") if d.startswith("cuda")}
+    return sorted(seen, key=lambda d: int(d.partition(":")[2] or 0))
 
 
 def server_cpus(run_dir: Path) -> tuple[int, ...] | None:
@@ -113,15 +132,17 @@ def measure_grid(
     path: str = "handler",
     workers: int = 1,
     cpus: Sequence[int] | None = None,
+    devices: Sequence[str] = (),
 ) -> list[BaselineResult]:
     """Every (threads, batch size) pair, threads-major: `workers` child processes per thread
-    count, measuring at the same time, pinned to `cpus` when given; figures summed."""
+    count, measuring at the same time, pinned to `cpus` when given, child k on
+    devices[k % len(devices)] when given (else the CPU); figures summed."""
     _validate(model, batch_sizes, threads_list, duration_s, path)
     if not isinstance(workers, int) or workers < 1:
         raise SpecError("baseline", "workers", f"must be an integer >= 1, got {workers!r}")
     results: list[BaselineResult] = []
     for threads in threads_list:
-        results.extend(_run_children(model, list(batch_sizes), threads, duration_s, path, workers, cpus))
+        results.extend(_run_children(model, list(batch_sizes), threads, duration_s, path, workers, cpus, devices))
     return results
 
 
@@ -145,7 +166,7 @@ def _validate(model: str, batch_sizes: Sequence[int], threads_list: Sequence[int
 
 def _run_children(
     model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str, workers: int,
-    cpus: Sequence[int] | None,
+    cpus: Sequence[int] | None, devices: Sequence[str] = (),
 ) -> list[BaselineResult]:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -162,7 +183,8 @@ def _run_children(
                     sys.executable, "-m", "sweeper.ceiling", "--model", model, "--threads", str(threads),
                     "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
                     "--path", path, "--out", str(out), "--sync-dir", tmp, "--index", str(k),
-                ] + (["--cpus", ",".join(map(str, cpus))] if cpus else [])
+                ] + (["--cpus", ",".join(map(str, cpus))] if cpus else []) + (
+                    ["--device", devices[k % len(devices)]] if devices else [])
                 procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
             _release_together(Path(tmp), procs, batch_sizes, time.monotonic() + timeout_s, what)
             errors = []
@@ -208,19 +230,21 @@ def _sum(parts: list[BaselineResult]) -> BaselineResult:
         cpu_s=sum(r.cpu_s for r in parts),
         workers=len(parts),
         cpus=first.cpus,
+        device=",".join(sorted({r.device for r in parts})),
     )
 
 
 def _measure_in_this_process(
     model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str,
-    ready: Callable[[int], None] | None = None, cpus: str = "",
+    ready: Callable[[int], None] | None = None, cpus: str = "", device: str = "cpu",
 ) -> list[BaselineResult]:
     import torch
 
     from handlers.handler import LocalContext, SweeperHandler
 
     torch.set_num_threads(threads)
-    handler = SweeperHandler.for_model(model)
+    handler = SweeperHandler.for_model(model, device)
+    on_gpu = handler.device.type == "cuda"
     body = handler.info.example_request()
     results = []
     for batch_size in batch_sizes:
@@ -231,11 +255,13 @@ def _measure_in_this_process(
             def step() -> None:
                 handler.handle(data, LocalContext(batch_size))
         else:
-            inputs = torch.stack([handler.info.parse(json.loads(body)) for _ in range(batch_size)])
+            inputs = torch.stack([handler.info.parse(json.loads(body)) for _ in range(batch_size)]).to(handler.device)
 
             def step() -> None:
                 with torch.inference_mode():
                     handler.model(inputs)
+                if on_gpu:
+                    torch.cuda.synchronize(handler.device)  # kernels run asynchronously: time them done
 
         _run_for(step, min(0.5, duration_s / 4))  # warm-up: allocator, thread pool, caches
         if ready is not None:
@@ -246,7 +272,7 @@ def _measure_in_this_process(
         results.append(
             BaselineResult(
                 model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path, cpu_s,
-                cpus=cpus,
+                cpus=cpus, device=handler.device_name,
             )
         )
     return results
@@ -275,6 +301,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-dir", type=Path)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--cpus", default="")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -289,7 +316,8 @@ def _child_main(argv: list[str] | None = None) -> int:
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     results = _measure_in_this_process(
-        args.model, batch_sizes, args.threads, args.duration_s, args.path, ready=ready, cpus=args.cpus
+        args.model, batch_sizes, args.threads, args.duration_s, args.path, ready=ready, cpus=args.cpus,
+        device=args.device,
     )
     args.out.write_text(json.dumps([asdict(r) for r in results]))
     return 0
