@@ -192,6 +192,7 @@ def test_interrupt_then_resume(tmp_path, sig, code):
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate(timeout=10)  # reaped, its stderr pipe drained and closed
     assert proc.returncode == code, err
     assert "interrupted" in err and "sweeper run --resume" in err
     run_dir, df = _results(out)
