@@ -23,6 +23,7 @@ import yaml
 
 from sweeper.report import fmt
 from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, varying
+from sweeper.report.gpu import gpu_section
 from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import (
@@ -102,6 +103,7 @@ def build_context(
         "findings": _findings(data),
         "verify": _verify(data),
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
+        "gpu": gpu_section(data.results, trials),  # None: no trial used a GPU
     }
 
 
