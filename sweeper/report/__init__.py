@@ -23,8 +23,6 @@ import yaml
 
 from sweeper.report import fmt
 from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, varying
-from sweeper.report.gpu import gpu_section
-from sweeper.report.plots import make_plots
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import (
     MAX_FAILURE_TAILS,
@@ -74,6 +72,11 @@ def build_context(
     data: RunData, slo_p99_ms: float | None = None, heatmap_axes: tuple[str, str] | None = None
 ) -> dict[str, Any]:
     """Everything the templates show, as plain values."""
+    # the plots' modules (matplotlib) load here: writing results.md through this package
+    # (sweeper.report.markdown) needs none of them
+    from sweeper.report.gpu import gpu_section
+    from sweeper.report.plots import make_plots
+
     if slo_p99_ms is not None:
         slo, source = float(slo_p99_ms), "given on the command line"
     else:
