@@ -22,10 +22,11 @@ def cmd_plan(args) -> int:
     from .preflight import estimate_s, prepare
 
     path, spec, trials, store, _ = prepare(args.sweep, args.yes, check_environment=False)
-    starts, regs = costs(trials, spec.settings.keep_registered)
+    starts, regs, scalings = costs(trials, spec.settings.keep_registered, spec.settings.scale_workers)
     how = spec.settings.order or default_order(spec.settings.repeats)
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
-          f"order {how}: {starts} server start(s), {regs} model registration(s), model store {store}")
+          f"order {how}: {starts} server start(s), {regs} model registration(s)"
+          + (f", {scalings} worker scaling(s)" if scalings else "") + f", model store {store}")
     for t in trials:
         if t.repeat:
             continue
@@ -71,18 +72,18 @@ def cmd_run(args) -> int:
         run = RunDir(args.resume)
         if not run.sweep_yaml.exists():
             raise SpecError(str(run.path), "", f"not a run directory (no {run.sweep_yaml.name})")
-        path, spec, trials, store, user = prepare(str(run.sweep_yaml), yes=True)
+        path, spec, trials, store, user = prepare(str(run.sweep_yaml), yes=True, target=_target_keys(args))
     else:
         if not args.sweep:
             raise SpecError("sweeper run", "SWEEP", "give a sweep name or file, or --resume RUN_DIR")
-        path, spec, trials, store, user = prepare(args.sweep, args.yes)
+        path, spec, trials, store, user = prepare(args.sweep, args.yes, target=_target_keys(args))
         _check_writable(Path(args.out))
         run = RunDir.create(Path(args.out), spec.name, datetime.now())
         run.sweep_yaml.write_text(dump_resolved(spec, model_store=store))
     run_dir = run.path
     _check_writable(run_dir)
     run.record_machine(fingerprint(), at=datetime.now().isoformat(timespec="seconds"))
-    if spec.settings.model_store is None and spec.model.archive is None:
+    if spec.settings.model_store is None and spec.model.archive is None and spec.target is None:
         from .archive import ensure_archives
 
         ensure_archives(store, [spec.model.name])
@@ -97,14 +98,25 @@ def cmd_run(args) -> int:
     print(f"run {run_dir}: {strategy.total} trial runs{searched}, about {_estimate_text(spec, trials, share)}", file=sys.stderr)
     from .machine import is_loopback
 
-    if not is_loopback(spec.settings.host):
+    if spec.target is None and not is_loopback(spec.settings.host):
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
               "token authorization is on", file=sys.stderr)
+    session = None
+    if spec.target is not None:
+        from .attach import Session
+
+        if args.ray:
+            raise SpecError("sweeper run", "--ray", "not with a target (one server someone else runs: its trials run one at a time, from here)")
+        session, lines = Session.begin(run, spec)
+        for line in lines:
+            print(line, file=sys.stderr)
     if args.ray:
         executor = EXECUTORS["ray"](ctx, address=args.ray)
         nodes = ", ".join(n.label for n in executor.nodes if n.alive)
         print(f"Ray cluster: {len(executor.nodes)} node(s) with a sweeper_slot ({nodes}), placement {spec.settings.placement}; "
               f"actors ready in {executor.startup_s:.1f} s", file=sys.stderr)
+    elif session is not None:
+        executor = EXECUTORS["attach"](ctx)
     else:
         executor = EXECUTORS["local"](ctx)
     from . import results
@@ -115,6 +127,9 @@ def cmd_run(args) -> int:
         results.write_tables(run_dir)  # what finished, and the trials in flight as interrupted
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
         raise
+    finally:
+        if session is not None:  # restore the target however the loop ended
+            print(session.finish()[1], file=sys.stderr)
     rows = results.write_tables(run_dir)
     if spec.settings.baseline and not outcome.stopped:
         if args.ray:  # the ceiling is measured in-process, on the machine it runs on
@@ -126,6 +141,9 @@ def cmd_run(args) -> int:
     if not args.no_report:
         _report(run_dir, None)
     print(f"wrote {run.results_csv} and {run.results_md} ({len(rows)} rows, {len(failed)} failed)")
+    if session is not None and session.problem:
+        print(f"sweeper: {session.problem}", file=sys.stderr)
+        return 1
     if outcome.stopped:
         print(f"sweeper: {outcome.stopped}", file=sys.stderr)
         return 1
@@ -133,6 +151,16 @@ def cmd_run(args) -> int:
         print(f"sweeper: {len(failed)} trial(s) failed; see {run.results_md}", file=sys.stderr)
         return 1
     return 0
+
+
+def _target_keys(args) -> dict | None:
+    """The sweep's `target` keys given on the command line (--target, --allow-remote)."""
+    keys: dict = {}
+    if getattr(args, "target", None):
+        keys["inference"] = args.target
+    if getattr(args, "allow_remote", False):
+        keys["allow_remote"] = True
+    return keys or None
 
 
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
@@ -245,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="run the trials on the nodes of a Ray cluster (default address: auto; needs the 'ray' extra); "
                         "settings.placement: spread or every_node")
+    p.add_argument("--target", metavar="URL",
+                   help="sweep a TorchServe you already run instead of starting servers: its inference address "
+                        "(http://HOST:PORT; sets target.inference). Management and metrics default to the same host "
+                        "on TorchServe's default ports 8081 and 8082 (target.management, target.metrics); only "
+                        "per-model settings, request sets and load are swept, and the target is restored afterwards "
+                        "(docs/attach.md)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a target beyond loopback (sets target.allow_remote): load leaves this machine")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html and report.md for a run directory")

@@ -197,6 +197,7 @@ COLUMNS: tuple[Column, ...] = (
     _C("server_batch_size_per_request_mean", "server", "count", "The size of the batch each request was served in, averaged per request (as client_batch_size_mean)."),
     _C("server_model_name", "server", "", "The name the model was registered under: NAME, or NAME_1, NAME_2, ... beside kept registrations (settings.keep_registered)."),
     _C("server_registered", "server", "", "1: this trial registered its model; 0: it ran on the previous trial's or a kept registration."),
+    _C("server_scaled", "server", "", "1: this trial scaled the previous trial's registration to its own workers in place (settings.scale_workers) instead of registering anew."),
     _C("server_warmup_s", "server", "s", "How long the server warm-up ran before this trial (the first on a freshly started TorchServe); 0 for the others."),
     _C("server_warmup_jit_pct", "server", "% of one core", "CPU of the JVM's JIT compiler threads at the end of the server warm-up; at or above the quiet threshold the cap stopped it while the JVM was still compiling. NaN where there was none or it cannot be read."),
     # proc

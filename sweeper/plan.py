@@ -31,7 +31,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, replace
-from typing import Hashable, Iterable, Iterator, Mapping
+from typing import Hashable, Iterable, Iterator, Mapping, NamedTuple
 
 from .capacity import CapacityRule
 from .load.types import LoadProfile
@@ -408,19 +408,28 @@ def _blocks(trials: list[Trial]) -> list[list[list[Trial]]]:
     return [list(models.values()) for models in groups.values()]
 
 
-def costs(trials: list[Trial], keep_registered: bool = False) -> tuple[int, int]:
-    """(server starts, model registrations) of running `trials` in this order with one
-    server kept while the group stays the same (what the local executor does). The model
-    is registered when its settings change; with `keep_registered`
-    (settings.keep_registered), only the first time each setting runs on a server, as
-    long as the kept ones fit in memory."""
-    return run_costs(((t.group_id, t.model) for t in trials), keep_registered)
+class Costs(NamedTuple):
+    """What running trials in an order costs beyond their windows."""
+
+    starts: int  # servers started
+    registrations: int  # models registered
+    scalings: int = 0  # registrations whose workers were scaled in place (settings.scale_workers)
 
 
-def run_costs(runs: Iterable[tuple[Hashable, Hashable]], keep_registered: bool = False) -> tuple[int, int]:
-    """(server starts, model registrations) of runs given as (server group, model
-    settings) in the order they ran: `costs` of a plan, and of a finished run's rows."""
-    starts = registrations = 0
+def costs(trials: list[Trial], keep_registered: bool = False, scale_workers: bool = False) -> Costs:
+    """What running `trials` in this order costs with one server kept while the group stays
+    the same (what the local executor does). The model is registered when its settings
+    change; with `keep_registered` (settings.keep_registered), only the first time each
+    setting runs on a server, as long as the kept ones fit in memory; with `scale_workers`
+    (settings.scale_workers), a change of workers alone scales the registration instead."""
+    return run_costs(((t.group_id, t.model) for t in trials), keep_registered, scale_workers)
+
+
+def run_costs(runs: Iterable[tuple[Hashable, Hashable]], keep_registered: bool = False,
+              scale_workers: bool = False) -> Costs:
+    """`costs` of runs given as (server group, model settings) in the order they ran: of a
+    plan, and of a finished run's rows."""
+    starts = registrations = scalings = 0
     group = model = None
     seen: set = set()
     for run_group, run_model in runs:
@@ -428,7 +437,22 @@ def run_costs(runs: Iterable[tuple[Hashable, Hashable]], keep_registered: bool =
             starts += 1
             group, model, seen = run_group, None, set()
         if run_model != model and not (keep_registered and run_model in seen):
-            registrations += 1
+            if scale_workers and model is not None and workers_only(model, run_model):
+                scalings += 1
+                seen.discard(model)  # the registration now has the new workers
+            else:
+                registrations += 1
         model = run_model
         seen.add(run_model)
-    return starts, registrations
+    return Costs(starts, registrations, scalings)
+
+
+def workers_only(before: object, after: object) -> bool:
+    """Whether two model settings differ in their worker counts alone, both given: a
+    registration TorchServe can scale in place (PUT /models/NAME) instead of registering
+    anew."""
+    if not isinstance(before, ModelParams) or not isinstance(after, ModelParams):
+        return False
+    if before.min_workers is None or after.min_workers is None:
+        return False
+    return replace(before, min_workers=after.min_workers, max_workers=after.max_workers) == after

@@ -25,6 +25,9 @@ DEFAULT_MODEL_STORE = PROJECT_ROOT / "model_store"
 SECONDS_PER_TRIAL_OVERHEAD = 0.4
 SECONDS_PER_SERVER_START = 3.5
 SECONDS_PER_REGISTRATION = 3.0
+# scaling a registration's workers in place: the new workers start as at a registration,
+# without the registration's own round trips
+SECONDS_PER_SCALING = 2.0
 # a capacity search (search.objective capacity): growth to the first failure and about 4
 # halvings to 5%; a step costs its engine's start and its backlog beyond step_s
 CAPACITY_TYPICAL_STEPS = 10
@@ -75,14 +78,25 @@ def check_machine(spec, source: str) -> None:
                 raise SpecError(source, f"settings.{key}[{i}]", f"must be a CPU this process may use ({cpu_ranges(available)}), got {cpu}")
 
 
-def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
+def prepare(sweep_arg: str, yes: bool, check_environment: bool = True, target: dict | None = None):
     """Load, expand and render every trial; check prerequisites; read a user's archive
     manifest and payload files (sweeper.usermodel). Starts nothing.
 
-    Returns (path, spec, trials, model store, UserModel)."""
+    `target`: keys of the sweep's `target` group from the command line (--target,
+    --allow-remote). A sweep with a target is prepared by sweeper.attach instead, which
+    with `check_environment` also checks the target (it answers, takes the keys, has the
+    model); it sends no load.
+
+    Returns (path, spec, trials, model store, UserModel); with a target the model store is
+    None (the target's own holds the archive)."""
     path = _sweep_path(sweep_arg)
     source = str(path)
-    user = resolve_user_model(load_sweep(path), source)  # archive manifest and payload files, read once
+    loaded = load_sweep(path, target)
+    if loaded.target is not None:
+        from .attach import prepare_target
+
+        return prepare_target(path, loaded, yes, contact=check_environment)
+    user = resolve_user_model(loaded, source)  # archive manifest and payload files, read once
     spec = user.spec
     check_machine(spec, source)
     distinct = count_trials(spec)  # before expand: refuse a huge grid without building it
@@ -125,7 +139,7 @@ def prepare(sweep_arg: str, yes: bool, check_environment: bool = True):
 
 def estimate_s(spec, trials) -> float:
     """Expected wall time of the trials in this order, from the calibration above."""
-    starts, regs = costs(trials, spec.settings.keep_registered)
+    starts, regs, scalings = costs(trials, spec.settings.keep_registered, spec.settings.scale_workers)
     stability = spec.settings.stability
 
     def measure(t) -> float:
@@ -140,4 +154,5 @@ def estimate_s(spec, trials) -> float:
     warmup = min(settings.server_warmup_cap_s, settings.server_warmup_s + SERVER_WARMUP_TYPICAL_EXTRA_S) if settings.server_warmup_s > 0 else 0.0
     # a registration that is not a server's first warms up for registration_warmup_s or longer
     registration_warmup = settings.registration_warmup_s * max(0, regs - starts)
-    return load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION + registration_warmup
+    return (load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION + registration_warmup
+            + scalings * SECONDS_PER_SCALING)

@@ -37,6 +37,13 @@ def new_server(trial: Trial, settings: Settings, model_store: Path, workdir: Pat
     )
 
 
+def scale(server: TorchServe, name: str, model: ModelParams, settings: Settings) -> None:
+    """Give the registration `name` the workers of `model` (min_workers, max_workers) in
+    place: TorchServe starts or stops workers and keeps the model registered."""
+    management.scale_workers(server, name, model.min_workers, model.max_workers,
+                             timeout_s=max(REGISTER_TIMEOUT_FLOOR_S, settings.ready_timeout_s))
+
+
 def register(server: TorchServe, name: str, model: ModelParams, settings: Settings, url: str | None) -> None:
     """Register the model under `name` with the trial's per-model settings; `url` is the
     archive's file name in the model store (None: `<name>.mar`)."""

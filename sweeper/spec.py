@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     StrictBool,
@@ -38,7 +39,7 @@ from .gpu import GPU_ENV, gpu_list_problem
 from .machine import IPV4, is_loopback, machine_cores
 from .spec_axes import check_distinct, prepare_axis
 from .spec_errors import key_text, show
-from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME
+from .spec_rules import CONTENT_TYPE, ENV_NAME, MODEL_NAME, PATTERN_RULES, REQUEST_NAME, SAFE_TEXT, SERVED_NAME, STORE_PATH, SWEEP_NAME, TARGET_URL
 
 SafeText = Annotated[str, StringConstraints(pattern=SAFE_TEXT, max_length=200)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=200)]
@@ -109,6 +110,15 @@ class ModelAxes(_Strict):
             "the same name."
         ),
     )
+    registered: Union[Annotated[str, StringConstraints(pattern=SERVED_NAME, max_length=100)], None] = Field(
+        None,
+        description=(
+            "With a target: a model already registered there under this name, swept instead of an archive "
+            "(model.name is then this name). Its own settings fill the per-model keys the sweep leaves out; "
+            "trials with its batch size, delay and timeout run on it, its workers scaled in place and restored "
+            "afterwards; other trials run on a copy registered from its archive as NAME_sweeper_<n>."
+        ),
+    )
     batch_size: Union[PosInt, list[PosInt]] = Field(
         1,
         description=(
@@ -145,11 +155,24 @@ class ModelAxes(_Strict):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registered_names_the_model(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("registered") is None:
+            return data
+        if data.get("archive") is not None:
+            raise ValueError("registered: not with archive (a registered model is served from its own archive)")
+        if "name" in data and data["name"] != data["registered"]:
+            raise ValueError(f"name: the model is the registered one, {show(data['registered'])}: leave name out, got {show(data['name'])}")
+        return {**data, "name": data["registered"]}
+
     @model_validator(mode="after")
     def _name_rule(self) -> "ModelAxes":
         # A built-in model or an archive in a model store is named as its file: lowercase.
-        # With an archive the manifest's name is served, which TorchServe allows wider.
-        pattern, rule = (SERVED_NAME, "must be letters, digits, _ . - (the archive's model name)") if self.archive else (MODEL_NAME, PATTERN_RULES[MODEL_NAME])
+        # With an archive the manifest's name is served, which TorchServe allows wider; so
+        # is a model someone registered on a target.
+        wide = self.archive is not None or self.registered is not None
+        pattern, rule = (SERVED_NAME, "must be letters, digits, _ . - (the archive's model name)") if wide else (MODEL_NAME, PATTERN_RULES[MODEL_NAME])
         if not re.fullmatch(pattern, self.name):
             raise ValueError(f"name: {rule}, got {show(self.name)}")
         return self
@@ -533,6 +556,14 @@ class Settings(_Strict):
             "one registration at a time."
         ),
     )
+    scale_workers: StrictBool = Field(
+        True,
+        description=(
+            "When the next trial's model settings differ from the last one's in min_workers/max_workers alone, "
+            "scale the registration in place (PUT /models/NAME) instead of registering anew: no new "
+            "registration, so no registration warm-up; false: every change of settings registers."
+        ),
+    )
     placement: Literal["spread", "every_node"] = Field(
         "spread",
         description=(
@@ -781,6 +812,82 @@ class SearchSettings(_Strict):
         return self
 
 
+TargetUrl = Annotated[str, StringConstraints(pattern=TARGET_URL, max_length=300)]
+# TorchServe's default management and metrics ports: a target's addresses when not given
+DEFAULT_MANAGEMENT_PORT = 8081
+DEFAULT_METRICS_PORT = 8082
+
+
+class TargetSettings(_Strict):
+    """target: a TorchServe someone else started, measured instead of servers of the
+    sweeper's own (sweeper.attach). Only what needs no restart can be swept there:
+    per-model settings, request sets and load."""
+
+    inference: Union[TargetUrl, None] = Field(
+        None,
+        description=(
+            "The target's inference address, e.g. http://127.0.0.1:8080 (required; `sweeper run --target URL` "
+            "sets it). With a target the sweeper starts no TorchServe."
+        ),
+    )
+    management: Union[TargetUrl, None] = Field(
+        None,
+        description=(
+            "Its management address (registrations, workers). Not set: the inference address's host on "
+            "TorchServe's default management port, 8081."
+        ),
+    )
+    metrics: Union[TargetUrl, None] = Field(
+        None,
+        description=(
+            "Its metrics address (/metrics; the server_* columns need metrics_mode=prometheus there). Not "
+            "set: the inference address's host on TorchServe's default metrics port, 8082."
+        ),
+    )
+    key_file: Union[Annotated[str, StringConstraints(pattern=STORE_PATH, max_length=4096)], None] = Field(
+        None,
+        description=(
+            "The target's key_file.json (written where it was started) when its token authorization is on, "
+            "relative to the sweep file or absolute: its inference and management keys are sent as bearer "
+            "tokens, re-read before each trial and never regenerated. Not set: no key is sent."
+        ),
+    )
+    allow_remote: StrictBool = Field(
+        False,
+        description=(
+            "Allow a target beyond loopback (127.0.0.0/8, localhost): load and API calls then leave this "
+            "machine (`sweeper run --allow-remote` sets it)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _where(self) -> "TargetSettings":
+        if self.inference is None:
+            raise ValueError("inference: required (the target's inference address, e.g. http://127.0.0.1:8080, or sweeper run --target URL)")
+        if not self.allow_remote:
+            for key in ("inference", "management", "metrics"):
+                url = getattr(self, key)
+                host = urlsplit(url).hostname if url else None
+                if host is not None and not is_loopback(host):
+                    raise ValueError(
+                        f"{key}: {url} is beyond loopback: set target.allow_remote: true (or pass --allow-remote) "
+                        "to send load and API calls to another machine"
+                    )
+        return self
+
+    def _default(self, port: int) -> str:
+        parts = urlsplit(self.inference)
+        return f"http://{parts.hostname}:{port}"
+
+    @property
+    def management_url(self) -> str:
+        return (self.management or self._default(DEFAULT_MANAGEMENT_PORT)).rstrip("/")
+
+    @property
+    def metrics_url(self) -> str:
+        return (self.metrics or self._default(DEFAULT_METRICS_PORT)).rstrip("/")
+
+
 class SweepSpec(_Strict):
     """A sweep file: the model, the parameter axes, the load, how the trials are chosen and run."""
 
@@ -829,6 +936,14 @@ class SweepSpec(_Strict):
         description="How the trials are chosen (the whole grid, a sample of it, or a search) and what ranks them.",
     )
     settings: Settings = Field(Settings(), description="How each trial runs and what counts as a failed one.")
+    target: Union[TargetSettings, None] = Field(
+        None,
+        description=(
+            "A TorchServe someone else started, swept instead of servers of the sweeper's own: per-model "
+            "settings, request sets and load only (server and env need a restart); the target is restored "
+            "afterwards. Not set: the sweeper starts its own servers."
+        ),
+    )
 
     @field_validator("env", mode="before")
     @classmethod
@@ -899,6 +1014,30 @@ class SweepSpec(_Strict):
                 "settings.stability: not used with search.objective capacity (each rate is one "
                 "search.capacity.step_s window), remove it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _target_sweeps_no_restart(self) -> "SweepSpec":
+        if self.target is None:
+            if self.model.registered is not None:
+                raise ValueError("model.registered: only with a target (target.inference, or sweeper run --target URL)")
+            return self
+        restart = "needs a TorchServe restart, which the sweeper does not do to a target it did not start"
+        for key, value in self.server.model_dump().items():
+            if value is not None:
+                raise ValueError(f"server.{key}: {restart}; remove it, or sweep it on servers of the sweeper's own (no target)")
+        for key in self.env:
+            raise ValueError(f"env.{key}: {restart} (a worker inherits the server's environment); remove it, or sweep it without a target")
+        theirs = {
+            "server_cpus": "the target's CPUs are its owner's to pin",
+            "base_port": "the target's addresses are given in target",
+            "model_store": "the target's own model store holds the archive",
+        }
+        for key, why in theirs.items():
+            if getattr(self.settings, key) is not None:
+                raise ValueError(f"settings.{key}: not with a target ({why})")
+        if self.settings.baseline:
+            raise ValueError("settings.baseline: not with a target (the in-process ceiling would measure this machine, not the target's)")
         return self
 
     @model_validator(mode="after")

@@ -166,4 +166,4 @@ def test_a_finished_run_counts_starts_and_registrations_as_its_plan_does():
         "load: {mode: closed, concurrency: 4, duration_s: 1}\nsettings: {repeats: 2}\n"), "c.yaml")
     trials = order(expand(spec), "interleaved", 0)
     rows = pd.DataFrame([{**t.params(), "group_id": t.group_id} for t in trials])
-    assert _costs(rows) == costs(trials) == (3, 8)  # interleaved passes meet at the middle group
+    assert _costs(rows) == costs(trials)[:2] == (3, 8)  # interleaved passes meet at the middle group

@@ -89,7 +89,7 @@ def test_kept_registrations_register_each_setting_once_per_server(how, repeats):
     a later pass on the same server uses the kept registration. Interleaving across
     server groups restarts servers, so there only the stint a pass continues gains."""
     trials = order(plan(settings={"repeats": repeats}), how, seed=3)
-    starts, registrations = costs(trials, keep_registered=True)
+    starts, registrations, _ = costs(trials, keep_registered=True)
     assert starts == costs(trials)[0]
     stints = []
     for t in trials:

@@ -73,6 +73,32 @@ def test_kept_registrations_beyond_the_memory_budget_go_least_recently_used_firs
     assert api == []
 
 
+@pytest.mark.parametrize("scale", [True, False])
+def test_a_change_of_workers_alone_scales_the_registration_in_place(tmp_path, monkeypatch, api, scale):
+    """settings.scale_workers: the same registration with other workers (PUT), counted as
+    the plan counts it; a change of anything else registers."""
+    from sweeper.plan import costs, expand
+
+    monkeypatch.setattr(local.management, "scale_workers",
+                        lambda server, name, lo, hi, timeout_s: api.append(("scale", name, lo)))
+    spec = parse_sweep(
+        {"name": "w", "model": {"name": "mlp", "batch_size": [1, 8], "min_workers": [1, 2]},
+         "load": {"mode": "closed", "concurrency": 1, "duration_s": 1}, "settings": {"scale_workers": scale}},
+        "w.yaml",
+    )
+    executor = local.LocalExecutor(SweepContext(spec, tmp_path, "w", tmp_path, b"[]"))
+    monkeypatch.setattr(local, "keep_budget", lambda held: 8 * GB)
+    trials = expand(spec)
+    names = [executor._ensure_model(None, t.model) for t in trials]
+    if scale:
+        assert api == [("register", "mlp", 1), ("scale", "mlp", 2), ("register", "mlp_1", 8), ("scale", "mlp_1", 2)]
+        assert names == ["mlp", "mlp", "mlp_1", "mlp_1"]
+    else:
+        assert [c[0] for c in api] == ["register"] * 4
+    planned = costs(trials, keep_registered=True, scale_workers=scale)
+    assert (planned.registrations, planned.scalings) == (executor.registrations, executor.scalings)
+
+
 def test_without_keep_registered_every_change_registers_fresh_workers(tmp_path, monkeypatch, api):
     executor = _executor(tmp_path, keep=False, budget_gb=8, monkeypatch=monkeypatch)
     names = [executor._ensure_model(None, _model(b)) for b in (1, 8, 8, 1)]

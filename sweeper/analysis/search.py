@@ -225,7 +225,7 @@ def _costs(df: pd.DataFrame) -> tuple[int, int]:
     per-model settings changed."""
     model_cols = [c for c in df.columns if c.startswith("param_model_")]
     runs = [(row.get("group_id"), tuple(str(row.get(c)) for c in model_cols)) for _, row in df.iterrows()]
-    starts, registrations = run_costs(runs)
+    starts, registrations, _ = run_costs(runs)
     if "server_registered" in df.columns:
         registrations = int((pd.to_numeric(df["server_registered"], errors="coerce") == 1).sum())
     return starts, registrations

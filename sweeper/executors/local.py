@@ -32,9 +32,9 @@ from .. import serverlog
 from ..errors import LoadError, ManagementError, RequestsFailed, ServerError
 from ..measure import abandoned_requests, measure, worker_pids
 from ..trial_logs import log_offsets, log_slices
-from ..plan import ModelParams, Trial
+from ..plan import ModelParams, Trial, workers_only
 from ..rundir import RunDir
-from ..serve import new_server, register
+from ..serve import new_server, register, scale
 from ..torchserve import management
 from ..torchserve.process import TorchServe
 from ..trialresult import TrialResult
@@ -67,6 +67,7 @@ class LocalExecutor:
         self._registered: dict[ModelParams, Registration] = {}  # on this server, in use or idle
         self._uses = 0
         self.registrations = 0  # made since this executor was created
+        self.scalings = 0  # registrations scaled to other workers in place (settings.scale_workers)
         self._servers_started = 0
         self._fresh = False  # the server has not measured a trial yet (settings.server_warmup_s)
         self._queued: Trial | None = None
@@ -104,10 +105,11 @@ class LocalExecutor:
         try:
             server = self._ensure_server(trial)
             offsets = log_offsets(server)
-            registered = self.registrations
+            registered, scaled = self.registrations, self.scalings
             name = self._ensure_model(server, trial.model)
             row["server_model_name"] = name
             row["server_registered"] = int(self.registrations > registered)  # this trial registered it
+            row["server_scaled"] = int(self.scalings > scaled)  # this trial scaled its workers in place
             others = self._other_workers(server, name)
             fresh, self._fresh = self._fresh, False  # warmed up once, whatever the outcome
             row.update(
@@ -173,7 +175,18 @@ class LocalExecutor:
             self._registered[model].used = self._uses
             return self._registered[model].name
         previous, self._model = self._model, None  # a failed registration leaves no model we could trust
-        keep = self.ctx.spec.settings.keep_registered
+        settings = self.ctx.spec.settings
+        keep = settings.keep_registered
+        if model not in self._registered and settings.scale_workers and previous in self._registered \
+                and workers_only(previous, model):
+            # the same registration with other workers: scaled in place, no new registration
+            reg = self._registered.pop(previous)
+            scale(server, reg.name, model, settings)
+            self.scalings += 1
+            self._registered[model] = reg
+            reg.used = self._uses
+            self._model = model
+            return reg.name
         if previous is not None and keep:
             self._registered[previous].rss_bytes = _rss(server, self._registered[previous].name)
         self._trim(server, model, keep)
@@ -187,7 +200,7 @@ class LocalExecutor:
                 name = f"{model.name}_{suffix}"
             # the archive under whatever name it is registered (default: <name>.mar)
             url = self.ctx.archive_file or (None if name == model.name else f"{model.name}.mar")
-            register(server, name, model, self.ctx.spec.settings, url)
+            register(server, name, model, settings, url)
             self.registrations += 1
             reg = self._registered[model] = Registration(name)
         reg.used = self._uses

@@ -53,6 +53,15 @@ def unregister_model(server: TorchServe, name: str, timeout_s: float = 60.0) -> 
         _check(c.delete(f"/models/{name}"), f"unregister {name}")
 
 
+def scale_workers(server: TorchServe, name: str, min_workers: int, max_workers: int | None,
+                  timeout_s: float = 120.0) -> None:
+    """PUT /models/NAME: set the workers of a registered model without registering it again
+    (TorchServe starts or stops workers and keeps the model); returns once they are up."""
+    scale = {"min_worker": min_workers, "max_worker": max_workers or min_workers, "synchronous": "true"}
+    with _client(server, timeout_s) as c:
+        _check(c.put(f"/models/{name}", params=scale), f"scale {name}")
+
+
 def register_model(
     server: TorchServe,
     name: str,

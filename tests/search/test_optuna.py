@@ -115,7 +115,7 @@ def test_each_batch_runs_server_groups_contiguously():
     spec = a_spec(budget_trials=20)
     search = STRATEGIES["optuna"](spec, space(spec), search_options(spec))
     runs = drive(search)
-    starts, _ = costs(runs)
+    starts = costs(runs).starts
     # one start per server group per batch at most: start-up batch + ceil(rest / BATCH)
     from sweeper.search.optuna import BATCH
 
