@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis.aggregate import aggregate_trials
+from .analysis.findings import thread_findings
 from .analysis.objective import best as best_trial
 from .errors import SpecError
 from .report.rundata import min_success_from_sweep, read_yaml, slo_from_sweep
@@ -33,6 +34,7 @@ class RunSummary:
     run_dir: Path
     table: pd.DataFrame  # aggregated over repeats, one row per configuration
     best: pd.Series | None  # the run's pick by the sweep's objective (sweeper.analysis.objective)
+    findings: tuple[str, ...] = ()  # the thread-contention finding, when the run has thread axes
 
 
 def _label(run_dir: Path) -> str:
@@ -54,9 +56,12 @@ def _summary(label: str, run_dir: Path, df: pd.DataFrame) -> RunSummary:
     and success floor (its sweep.yaml), so compare names the configuration the report
     recommends."""
     sweep = read_yaml(RunDir(run_dir).sweep_yaml)
-    table = aggregate_trials(df, min_success_from_sweep(sweep))
+    floor = min_success_from_sweep(sweep)
+    table = aggregate_trials(df, floor)
     table = table[table["n_ok"] > 0].reset_index(drop=True)
-    return RunSummary(label, run_dir, table, best_trial(table, slo_from_sweep(sweep)))
+    cores = RunDir(run_dir).cores()
+    findings = tuple(thread_findings(df, cores, floor)) if cores else ()
+    return RunSummary(label, run_dir, table, best_trial(table, slo_from_sweep(sweep)), findings)
 
 
 def load_runs(run_dir: Path) -> list[RunSummary]:
@@ -124,6 +129,7 @@ def compare(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[tuple[str, str, fl
         if f"run{i}" in merged and "run0" in merged:
             merged[f"ratio{i}"] = merged[f"run{i}"] / merged["run0"]
     merged.attrs["labels"] = [r.label for r in runs]
+    merged.attrs["findings"] = [list(r.findings) for r in runs]
     merged.attrs["varying"] = varying
     return merged, best
 
@@ -137,6 +143,13 @@ def markdown(merged: pd.DataFrame, best: list[tuple[str, str, float]]) -> str:
     lines += ["", "## Best configuration of each run", "", "| run | best configuration | throughput req/s |", "|---|---|---|"]
     for i, (label, config, value) in enumerate(best):
         lines.append(f"| run{i} | {config} | {value:.1f} |")
+    findings = merged.attrs.get("findings", [])
+    if any(findings):
+        # each with its 95% interval: two runs agree on a finding when their intervals point
+        # the same way, or both say the effect cannot be told from noise
+        lines += ["", "## Thread-contention finding of each run", ""]
+        for i, found in enumerate(findings):
+            lines += [f"run{i}:", ""] + [f"- {s}" for s in found] + [""]
     lines += ["", f"## Matched configurations ({len(merged)})", ""]
     if merged.empty:
         lines.append("No configuration appears in every run.")

@@ -21,7 +21,10 @@ from sweeper.sweepfile import parse_sweep
 
 def test_every_default_success_floor_is_the_schemas():
     floor = Settings.model_fields["min_success_rate"].default
-    for fn in (aggregate_trials, report_markdown.markdown, objective.run_score, objective.run_value, objective.config_score):
+    from sweeper.analysis.findings import thread_findings
+
+    for fn in (aggregate_trials, report_markdown.markdown, objective.run_score, objective.run_value, objective.config_score,
+               thread_findings):
         assert inspect.signature(fn).parameters["min_success_rate"].default == floor, fn.__qualname__
 
 

@@ -16,6 +16,7 @@ import math
 
 import pandas as pd
 
+from ..defaults import MIN_SUCCESS_RATE
 from . import confidence as ci
 
 WORKER_COLUMNS = ("param_server_default_workers_per_model", "param_model_min_workers")
@@ -47,13 +48,15 @@ def _spearman(x: pd.Series, y: pd.Series) -> float:
     return float(x[ok].rank().corr(y[ok].rank()))
 
 
-def _eligible(df: pd.DataFrame) -> pd.DataFrame:
+def _eligible(df: pd.DataFrame, min_success_rate: float = MIN_SUCCESS_RATE) -> pd.DataFrame:
     """The rows a finding may use: ok repeats of trials none of whose repeats failed, that
-    served every request, and that the client did not bound (its figure is the client's)."""
+    served at least `min_success_rate` of their requests (the run's settings.min_success_rate,
+    the floor of every ranking), and that the client did not bound (its figure is the
+    client's)."""
     ok = df[df["status"] == "ok"] if "status" in df else df
     bad = pd.Series(False, index=ok.index)
     if "client_success_rate" in ok:
-        bad |= pd.to_numeric(ok["client_success_rate"], errors="coerce").fillna(0.0) < 1.0
+        bad |= pd.to_numeric(ok["client_success_rate"], errors="coerce").fillna(0.0) < min_success_rate
     if "client_bound" in ok:
         bad |= ok["client_bound"].map(lambda v: v is True or str(v).lower() == "true")
     if "trial_id" in df:
@@ -76,13 +79,13 @@ def _load_label(load: dict) -> str:
     return ", ".join(f"{k[len('load_'):]}={number(v)}" for k, v in load.items() if not pd.isna(v))
 
 
-def thread_findings(df: pd.DataFrame, cores: int) -> list[str]:
+def thread_findings(df: pd.DataFrame, cores: int, min_success_rate: float = MIN_SUCCESS_RATE) -> list[str]:
     """Sentences for a run whose workers or torch threads vary; [] otherwise.
 
     Only eligible trials count (see _eligible), and each load level (load_* columns) is
     its own comparison: a configuration's figures at different loads or modes are never
     averaged together. With several load levels each sentence names its load."""
-    ok = _eligible(df)
+    ok = _eligible(df, min_success_rate)
     if ok.empty or FIGURE not in ok:
         return []
     loads = [c for c in ok.columns if c.startswith("load_") and ok[c].nunique(dropna=False) > 1]
@@ -111,7 +114,8 @@ def _findings(ok: pd.DataFrame, cores: int) -> list[str]:
     if workers is None and threads is None:
         return []
     params = [c for c in ok.columns if c.startswith("param_") and ok[c].astype(str).nunique() > 1]
-    agg = ok.groupby(params, dropna=False)[[FIGURE, ctx]].mean().reset_index() if params else ok
+    figures = [FIGURE] + ([ctx] if ctx in ok else [])  # a run may have no process samples
+    agg = ok.groupby(params, dropna=False)[figures].mean().reset_index() if params else ok
     out = []
     groups = _groups(ok, params, len(agg))
     agg = agg.reset_index(drop=True)

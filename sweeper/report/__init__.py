@@ -125,7 +125,7 @@ def _findings(data: RunData) -> list[str]:
 
     cores = data.machine.get("cores_usable") or data.machine.get("cores_logical")
     try:
-        return thread_findings(data.results, int(cores)) if cores else []
+        return thread_findings(data.results, int(cores), min_success_from_sweep(data.sweep)) if cores else []
     except (TypeError, ValueError):
         return []
 

@@ -200,7 +200,7 @@ def markdown(df: pd.DataFrame, title: str = "", cores: int | None = None, search
         if host_speed is not None:
             lines += ["", speed.sentence(host_speed)]
     if cores:
-        found = thread_findings(df, cores)
+        found = thread_findings(df, cores, min_success_rate)
         if found:
             lines += ["", "## Finding (computed from this run)", ""] + [f"- {s}" for s in found]
     if search is not None:
