@@ -13,7 +13,7 @@ import pytest
 
 from e2e_helpers import assert_nothing_left, run_dirs, write_sweep
 from sweeper.cli import main
-from sweeper.verify import find_client
+from sweeper.load.external import find_client
 
 pytestmark = pytest.mark.e2e
 

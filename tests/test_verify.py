@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from sweeper import verify as v
+from sweeper.errors import SweeperError
+from sweeper.load import external
 from sweeper.report import render_report
 from sweeper.report.verified import summary_line
 
@@ -34,22 +36,22 @@ Keep-Alive requests:    1000
 """
 
 
-@pytest.mark.parametrize("parse, text", [(v.parse_wrk, WRK_OUT), (v.parse_ab, AB_OUT)])
+@pytest.mark.parametrize("parse, text", [(external.parse_wrk, WRK_OUT), (external.parse_ab, AB_OUT)])
 def test_client_outputs_count_2xx_per_second(parse, text):
     m = parse(text)
     assert m.ok_rps == pytest.approx(450.0)  # (1000 - 100 non-2xx) / 2 s
-    assert m.errors == (103 if parse is v.parse_wrk else 100)
+    assert m.errors == (103 if parse is external.parse_wrk else 100)
 
 
 def test_unparseable_client_output_is_an_error():
-    with pytest.raises(v.SweeperError):
-        v.parse_wrk("no result")
-    with pytest.raises(v.SweeperError):
-        v.parse_ab("Complete requests: 5\n")
+    with pytest.raises(SweeperError):
+        external.parse_wrk("no result")
+    with pytest.raises(SweeperError):
+        external.parse_ab("Complete requests: 5\n")
 
 
 def _client_or_skip(name):
-    found = v.find_client(name)
+    found = external.find_client(name)
     if found is None:
         if name == "wrk" and os.environ.get("CI"):
             pytest.fail("wrk must be installed under CI (make test installs it)")
@@ -61,7 +63,7 @@ def _client_or_skip(name):
 def test_alternating_pairs_against_the_fake_server(name):
     client = _client_or_skip(name)
     with FakeServer(delay_s=0.005, keep_alive_header=True) as server:
-        req = v.Request(server.url("/p"), b'{"x": 1}', "application/json", "Bearer abc")
+        req = external.Request(server.url("/p"), b'{"x": 1}', "application/json", "Bearer abc")
         result = v.pairs(req, client, connections=4, duration_s=1.0, count=2)
     assert [p["order"] for p in result["pairs"]] == [["engine", name], [name, "engine"]]
     # 4 in flight at 5 ms each: about 800 req/s for both; they must agree roughly
@@ -97,7 +99,7 @@ def test_wrk_and_the_engine_send_a_request_sets_payloads_in_turn():
     client = _client_or_skip("wrk")
     short, long = b'{"x": 1}', b'{"text": "' + b"a" * 200 + b'"}'
     with FakeServer(delay_s=0.002, keep_alive_header=True) as server:
-        req = v.Request(server.url("/p"), short, "application/json", "", more=((long, "text/plain"),))
+        req = external.Request(server.url("/p"), short, "application/json", "", more=((long, "text/plain"),))
         assert req.payloads == ((short, "application/json"), (long, "text/plain"))
         result = v.pairs(req, client, connections=4, duration_s=1.0, count=2)
         lengths = dict(server.lengths)
@@ -109,9 +111,9 @@ def test_wrk_and_the_engine_send_a_request_sets_payloads_in_turn():
 
 
 def test_ab_refuses_several_payloads(tmp_path):
-    req = v.Request("http://127.0.0.1:1/p", b"a", "text/plain", "", more=((b"bb", "text/plain"),))
-    with pytest.raises(v.SweeperError, match="ab sends one body"):
-        v.run_client("ab", "/nonexistent/ab", req, 1, 0.1, tmp_path)
+    req = external.Request("http://127.0.0.1:1/p", b"a", "text/plain", "", more=((b"bb", "text/plain"),))
+    with pytest.raises(SweeperError, match="ab sends one body"):
+        external.run_client("ab", "/nonexistent/ab", req, 1, 0.1, tmp_path)
 
 
 @pytest.mark.parametrize("sent, says", [(3, "payloads in turn"), (1, "the first of request set 'files'")])

@@ -1,0 +1,91 @@
+"""Does the first trial on a freshly started server read like a later repeat of the same
+configuration? And the first trial after its workers were scaled in place?
+
+    python benchmarks/first_trial_bias.py RUN_DIR [RUN_DIR ...]
+
+For a run with settings.repeats 2 in interleaved order (benchmarks/first_trial_bias.yaml:
+`sweeper run benchmarks/first_trial_bias.yaml`), each configuration ran once per pass. A
+pass reverses the groups and the model settings of the one before, so for most server
+groups a different configuration is the first on a fresh server in each pass: one repeat
+of it got the server warm-up (server_warmup_s > 0) and the other did not.
+
+Printed, per kind of repeat (the first on a fresh server; the first after a scaling of
+workers, server_scaled = 1; the first on a new registration, server_registered = 1), the
+closed-loop throughput of that repeat divided by the other repeat of the same
+configuration that was none of these: each configuration's ratio, their median and
+quartiles, and the same divided by each repeat's host CPU speed (host_speed), which takes
+out a drift of the machine between the two passes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+FIGURE = "client_throughput_rps"
+KINDS = (
+    ("first on a fresh server", lambda r: (r.get("server_warmup_s") or 0) > 0),
+    ("first after scaling workers", lambda r: r.get("server_scaled") == 1),
+    ("first on a new registration", lambda r: r.get("server_registered") == 1 and not (r.get("server_warmup_s") or 0) > 0),
+)
+
+
+def _plain(row: dict) -> bool:
+    return not any(test(row) for _, test in KINDS)
+
+
+def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float]]]:
+    """Per kind: (trial id, raw ratio, ratio divided by host speed) of each configuration."""
+    out: dict[str, list[tuple[str, float, float]]] = {name: [] for name, _ in KINDS}
+    ok = df[(df["status"] == "ok") & (df["load_mode"] == "closed")]
+    for tid, rows in ok.groupby("trial_id"):
+        records = rows.to_dict("records")
+        if len(records) != 2:
+            continue
+        for name, test in KINDS:
+            marked = [r for r in records if test(r)]
+            plain = [r for r in records if _plain(r)]
+            if len(marked) == 1 and len(plain) == 1:
+                a, b = marked[0], plain[0]
+                raw = a[FIGURE] / b[FIGURE]
+                speed = (a.get("host_speed") or float("nan")) / (b.get("host_speed") or float("nan"))
+                out[name].append((str(tid), raw, raw / speed if speed == speed and speed > 0 else float("nan")))
+    return out
+
+
+def _quartiles(values: list[float]) -> str:
+    values = sorted(v for v in values if v == v)
+    if not values:
+        return "none"
+    if len(values) < 4:
+        return f"median {statistics.median(values):.3f} (n={len(values)}: {', '.join(f'{v:.3f}' for v in values)})"
+    q1, q2, q3 = statistics.quantiles(values, n=4)
+    return f"median {q2:.3f}, quartiles {q1:.3f}-{q3:.3f} (n={len(values)})"
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    frames = []
+    for arg in argv:
+        csv = Path(arg) / "results.csv"
+        if not csv.is_file():
+            print(f"{csv}: not found", file=sys.stderr)
+            return 2
+        frames.append(pd.read_csv(csv))
+    found = ratios(pd.concat(frames, ignore_index=True))
+    for name, rows in found.items():
+        print(f"{name}: this repeat / the other repeat of the same configuration")
+        for tid, raw, norm in rows:
+            print(f"  {tid}  {raw:.3f}  (host-speed adjusted {norm:.3f})")
+        print(f"  raw: {_quartiles([r for _, r, _ in rows])}")
+        print(f"  host-speed adjusted: {_quartiles([n for _, _, n in rows])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
