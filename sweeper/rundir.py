@@ -17,6 +17,9 @@ writes a run goes through it, so the names below appear nowhere else.
         results.md            Markdown tables
         baseline.csv          in-process ceilings (sweeper.ceiling)
         search.journal        an optuna search's study (Optuna's journal file), what --resume continues
+        target_before.json    with a target (a TorchServe the sweeper did not start): what it had
+                              registered before the first trial, what restoring it goes back to
+        target_after.json     the same after the sweeper restored it, and what still differs
         report.html/.md       written by sweeper.report
 
 result.json is the store's format: a trial is finished when its result.json exists, and
@@ -85,6 +88,14 @@ def write_atomic(path: Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 class RunDir:
     """One run directory. Paths are properties; nothing is created until written."""
 
@@ -151,6 +162,16 @@ class RunDir:
     def verify_json(self) -> Path:
         """`sweeper verify`'s result (sweeper.verify)."""
         return self.path / "verify.json"
+
+    @property
+    def target_before_json(self) -> Path:
+        """With a target: what it had registered before the first trial (sweeper.attach)."""
+        return self.path / "target_before.json"
+
+    @property
+    def target_after_json(self) -> Path:
+        """With a target: what it has registered after the sweeper restored it."""
+        return self.path / "target_after.json"
 
     @property
     def trials_dir(self) -> Path:
@@ -222,6 +243,33 @@ class RunDir:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def target_before(self) -> dict:
+        """target_before.json; {} when missing or unreadable."""
+        return _read_json(self.target_before_json)
+
+    def target_after(self) -> dict:
+        """target_after.json; {} when missing or unreadable."""
+        return _read_json(self.target_after_json)
+
+    def write_target_before(self, snapshot: Mapping[str, object]) -> None:
+        write_atomic(self.target_before_json, json.dumps(dict(snapshot), indent=2, sort_keys=True))
+
+    def write_target_after(self, snapshot: Mapping[str, object]) -> None:
+        write_atomic(self.target_after_json, json.dumps(dict(snapshot), indent=2, sort_keys=True))
+
+    def record_target(self, info: Mapping[str, object], at: str) -> None:
+        """machine.json's `target`: what the target said of itself when the run started
+        (a resumed run adds what it said then to the last `resumed_on` entry, or to
+        `target_resumed` without one)."""
+        data = self.machine()
+        if "target" not in data:
+            data["target"] = dict(info)
+        elif data.get("resumed_on"):
+            data["resumed_on"][-1]["target"] = dict(info)
+        else:
+            data.setdefault("target_resumed", []).append({"at": at, **info})
+        write_atomic(self.machine_json, json.dumps(data, indent=2))
 
     def cores(self) -> int | None:
         """The cores the run's machine could use (machine.json cores_usable)."""

@@ -79,8 +79,10 @@ def run_sweep(
                 if prior is not None and prior.get("status") == "ok":  # resume: measured already
                     strategy.observe(trial, TrialResult(trial, prior, key=trial.key))
                     continue
-                # inputs first: an interrupted trial still shows what it was about to run
-                run.write_files(trial.key, trial_files(trial, ctx.model_store, ctx.spec.settings))
+                # inputs first: an interrupted trial still shows what it was about to run (a
+                # target's config.properties and environment are its owner's, not rendered here)
+                if ctx.spec.target is None:
+                    run.write_files(trial.key, trial_files(trial, ctx.model_store, ctx.spec.settings))
                 if progress:
                     line = _progress_line(index, total, trial, walls)
                     best = strategy.status() if hasattr(strategy, "status") else ""  # optional: sweeper.search

@@ -1028,12 +1028,12 @@ class SweepSpec(_Strict):
                 raise ValueError(f"server.{key}: {restart}; remove it, or sweep it on servers of the sweeper's own (no target)")
         for key in self.env:
             raise ValueError(f"env.{key}: {restart} (a worker inherits the server's environment); remove it, or sweep it without a target")
-        theirs = {
-            "server_cpus": "the target's CPUs are its owner's to pin",
-            "base_port": "the target's addresses are given in target",
-            "model_store": "the target's own model store holds the archive",
-        }
-        for key, why in theirs.items():
+        theirs = (
+            ("server_cpus", "the target's CPUs are its owner's to pin"),
+            ("base_port", "the target's addresses are given in target"),
+            ("model_store", "the target's own model store holds the archive"),
+        )
+        for key, why in theirs:
             if getattr(self.settings, key) is not None:
                 raise ValueError(f"settings.{key}: not with a target ({why})")
         if self.settings.baseline:

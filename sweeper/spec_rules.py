@@ -27,6 +27,10 @@ REQUEST_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 # A MIME type with optional parameters: one header line, no control characters.
 CONTENT_TYPE = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9!#$&^_.+-]+(?: *;[ -~]*)?$"
 
+# A target's address (sweeper.attach): http://HOST:PORT, a host name or an IPv4 address. No
+# path (TorchServe's APIs sit at the root) and no https (the load engine speaks plain HTTP).
+TARGET_URL = r"^http://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?/?$"
+
 # The rule each pattern stands for, as error messages say it.
 PATTERN_RULES = {
     SAFE_TEXT: "may contain only letters, digits, spaces and _ . , / + @ % - : = (no line break, #, !, \\ or quote)",
@@ -35,4 +39,5 @@ PATTERN_RULES = {
     SWEEP_NAME: "must start with a letter or digit and contain only letters, digits, _ . -",
     STORE_PATH: "must be a directory path without line breaks or control characters",
     CONTENT_TYPE: "must be a MIME type such as image/jpeg or text/plain (optionally ; parameters), on one line",
+    TARGET_URL: "must be http://HOST:PORT such as http://127.0.0.1:8080 (a host name or IPv4 address; no path, no https)",
 }

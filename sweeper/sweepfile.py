@@ -5,7 +5,7 @@ every default filled in."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 from pydantic import ValidationError
@@ -15,12 +15,17 @@ from .spec import SweepSpec
 from .spec_errors import describe, kind, one_line
 
 
-def parse_sweep(data: Any, source: str) -> SweepSpec:
-    """Validate a loaded document; every problem becomes one SpecError."""
+def parse_sweep(data: Any, source: str, target: Mapping[str, Any] | None = None) -> SweepSpec:
+    """Validate a loaded document; every problem becomes one SpecError. `target`: keys of
+    the `target` group given on the command line (`sweeper run --target URL`), which win
+    over the file's."""
     if data is None:
         raise SpecError(source, "", "the file is empty (a sweep needs at least name and load)")
     if not isinstance(data, dict):
         raise SpecError(source, "", f"the top level must be a mapping of keys (name, model, load, ...), got {kind(data)}")
+    if target:
+        given = data.get("target")
+        data = {**data, "target": {**(given if isinstance(given, dict) else {}), **target}}
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
@@ -36,7 +41,8 @@ def resolve_sweep_path(name_or_path: str, sweeps_dir: Path) -> Path:
     return sweeps_dir / f"{name_or_path}.yaml"
 
 
-def load_sweep(path: Path | str) -> SweepSpec:
+def load_sweep(path: Path | str, target: Mapping[str, Any] | None = None) -> SweepSpec:
+    """The sweep file at `path`, validated (`target`: as parse_sweep's)."""
     path = Path(path)
     source = str(path)
     try:
@@ -60,7 +66,7 @@ def load_sweep(path: Path | str) -> SweepSpec:
         # PyYAML's constructors raise these for e.g. `2020-13-45` (not a date) or a
         # 5000-digit integer
         raise SpecError(source, "", one_line(f"malformed YAML: {str(exc)[:100]}")) from None
-    return parse_sweep(data, source)
+    return parse_sweep(data, source, target)
 
 
 def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
@@ -87,8 +93,11 @@ def dump_resolved(spec: SweepSpec, model_store: Path | None = None) -> str:
         data["search"]["capacity"] = spec.search.rate_search.model_dump(mode="json")
     elif data["search"].get("capacity") is None:
         data["search"].pop("capacity", None)
-    if data["model"].get("archive") is None:
-        data["model"].pop("archive", None)
+    for key in ("archive", "registered"):
+        if data["model"].get(key) is None:
+            data["model"].pop(key, None)
+    if data.get("target") is None:
+        data.pop("target", None)  # keeps sweep.yaml of runs on the sweeper's own servers as it was
     if model_store is not None and data["settings"].get("model_store") is not None:
         data["settings"]["model_store"] = str(model_store)
     return yaml.safe_dump(data, sort_keys=False)

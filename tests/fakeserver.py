@@ -25,6 +25,10 @@ child processes, so the two do not share a GIL). Behaviour is set per instance:
                    it arrived if the server was idle, so the capacity is 1 / service_s
                    req/s and beyond it the queue (and latency) grows without bound
 
+    route          a function (method, path with query, headers dict with lowercase names,
+                   body) -> (status, body) or None, called for every request: a server that
+                   answers by path (a fake TorchServe API); None: the behaviour above
+
 Counters (read after the load): requests, connections, lengths (requests by body length).
 
     with FakeServer(delay_s=0.002) as server:
@@ -66,8 +70,11 @@ class _ServerProtocol(asyncio.Protocol):
                 length = int(head[j + 17 : k if k >= 0 else None])
             if len(buf) < i + 4 + length:
                 break
+            request = buf[: i + 4 + length]
             buf = buf[i + 4 + length :]
             self.server.lengths[length] = self.server.lengths.get(length, 0) + 1
+            if self.server.route is not None and self.server._on_route(self, request, i):
+                continue
             self.server._on_request(self)
         self.buf = buf
 
@@ -96,7 +103,9 @@ class FakeServer:
         body: bytes = b'{"status": "Healthy"}\n',
         keep_alive_header: bool = False,
         service_s: float = 0.0,
+        route=None,
     ):
+        self.route = route
         self.service_s = service_s
         self._free_at = 0.0  # service_s: when the one server finishes its queue
         self.delay_s = delay_s
@@ -147,6 +156,23 @@ class FakeServer:
         else:
             lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def _on_route(self, proto: _ServerProtocol, request: bytes, head_end: int) -> bool:
+        """Answer through `route`; False when it declines (None)."""
+        lines = request[:head_end].decode("latin-1").split("\r\n")
+        method, path = lines[0].split(" ")[:2]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        answer = self.route(method, path, headers, request[head_end + 4 :])
+        if answer is None:
+            return False
+        self.requests += 1
+        status, body = answer
+        head = f"HTTP/1.1 {status} Status\r\ncontent-type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        proto.respond(head.encode() + body, False)
+        return True
 
     def _on_request(self, proto: _ServerProtocol) -> None:
         self.requests += 1

@@ -73,7 +73,7 @@ BAD: list[tuple[str, object, str, str]] = [
     ("not-utf8", b"name: \xff\xfe\n", "", "cannot read: not UTF-8 text"),
     # --- unknown keys at every level, with the nearest valid key
     ("unknown-top", doc(modle={"batch_size": 1}), "modle", "unknown key (did you mean 'model'?)"),
-    ("unknown-top-far", doc(zzz=1), "zzz", "unknown key (expected one of: name, description, model, server, env, load, request, search, settings)"),
+    ("unknown-top-far", doc(zzz=1), "zzz", "unknown key (expected one of: name, description, model, server, env, load, request, search, settings, target)"),
     ("unknown-model", doc(model={"batch_sise": 4}), "model.batch_sise", "unknown key (did you mean 'batch_size'?)"),
     ("unknown-model-case", doc(model={"Batch_Size": 4}), "model.Batch_Size", "did you mean 'batch_size'?"),
     ("unknown-server", doc(server={"job_queue_sze": 10}), "server.job_queue_sze", "did you mean 'job_queue_size'?"),

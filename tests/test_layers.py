@@ -67,7 +67,7 @@ def _edges(module: str) -> set[str]:
 LAYERS = (
     ("cli", ("sweeper.cli",)),
     ("commands", ("sweeper.verify", "sweeper.compare", "sweeper.starter", "sweeper.preflight", "sweeper.results",
-                  "sweeper.archive", "sweeper.reference")),
+                  "sweeper.archive", "sweeper.reference", "sweeper.attach")),
     ("sweep loop", ("sweeper.runner",)),
     ("strategies and executors", ("sweeper.search", "sweeper.executors")),
     ("measurement", ("sweeper.measure", "sweeper.warmup", "sweeper.trial_logs", "sweeper.serve", "sweeper.ceiling",
@@ -130,7 +130,7 @@ def test_the_torchserve_layer_knows_no_sweep(module):
 
 
 # a file or directory name as a string literal (not a dict key such as {"trials": n})
-LAYOUT = re.compile(r"""["'](trials|machine\.json|results\.csv|results\.md|sweep\.yaml|baseline\.csv|result\.json|servers)["'](?!\s*:)|-r\{""")
+LAYOUT = re.compile(r"""["'](trials|machine\.json|results\.csv|results\.md|sweep\.yaml|baseline\.csv|result\.json|servers|target_before\.json|target_after\.json)["'](?!\s*:)|-r\{""")
 
 
 def test_the_run_layout_is_spelled_in_rundir_only():

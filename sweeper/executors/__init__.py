@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from ..trialresult import TrialResult
+from .attach import AttachExecutor
 from .local import LocalExecutor
 from .ray import RayExecutor  # imports Ray only when one is created
 
@@ -48,6 +49,7 @@ class Executor(Protocol):
 ExecutorFactory = Callable[["SweepContext"], Executor]
 
 EXECUTORS: dict[str, ExecutorFactory] = {
+    "attach": AttachExecutor,  # the sweep's target: a TorchServe someone else runs
     "local": LocalExecutor,
     "ray": RayExecutor,
 }

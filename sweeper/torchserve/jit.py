@@ -40,9 +40,16 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def jvm_pid(root_pid: int) -> int | None:
-    """The JVM under TorchServe's wrapper (`torchserve --foreground` starts `java`)."""
+    """The JVM under TorchServe's wrapper (`torchserve --foreground` starts `java`), or
+    the root itself when it is the JVM (a server someone else started, whose wrapper has
+    exited); None without a root (0)."""
+    if not root_pid:
+        return None
     try:
-        for proc in psutil.Process(root_pid).children(recursive=True):
+        root = psutil.Process(root_pid)
+        if root.name() == "java":
+            return root.pid
+        for proc in root.children(recursive=True):
             try:
                 if proc.name() == "java":
                     return proc.pid

@@ -100,7 +100,10 @@ def thread_ctx(pid: int) -> ThreadCtx:
 
 def sample_tree(root_pid: int, roles: dict[int, str], exclude: frozenset[int] = frozenset()) -> list[Sample]:
     """One sample of root_pid and all its descendants, except the processes in `exclude`
-    and their children."""
+    and their children. No root (0: the server's processes are not on this machine): no
+    sample."""
+    if not root_pid:
+        return []  # psutil.Process(None) would be this very process
     try:
         root = psutil.Process(root_pid)
         procs = [root, *root.children(recursive=True)]
