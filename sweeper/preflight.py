@@ -36,6 +36,10 @@ CAPACITY_TYPICAL_STEPS = 10
 # (docs/measurements.md#code-server-warmup-length)
 SERVER_WARMUP_TYPICAL_EXTRA_S = 25.0
 SECONDS_PER_CAPACITY_STEP = 1.5
+# settings.baseline: one measuring process per (model, workers, threads) of the run, each
+# importing torch and building the model before its 2 s per batch size
+SECONDS_PER_BASELINE_PROCESS = 3.0
+BASELINE_SECONDS_PER_BATCH_SIZE = 2.5
 
 
 def _sweep_path(arg: str) -> Path:
@@ -155,4 +159,16 @@ def estimate_s(spec, trials) -> float:
     # a registration that is not a server's first warms up for registration_warmup_s or longer
     registration_warmup = settings.registration_warmup_s * max(0, regs - starts)
     return (load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION + registration_warmup
-            + scalings * SECONDS_PER_SCALING)
+            + scalings * SECONDS_PER_SCALING + (baseline_s(trials) if settings.baseline else 0.0))
+
+
+def baseline_s(trials) -> float:
+    """The in-process ceiling after the trials (settings.baseline, sweeper.ceiling): one
+    process per model, workers and threads, measuring each batch size."""
+    from .analysis.efficiency import trial_key
+    from .machine import machine_cores
+
+    cores = machine_cores()
+    keys = {trial_key(t.params(), cores) for t in trials}
+    processes = {(m, t, w) for m, _, t, w in keys}
+    return len(processes) * SECONDS_PER_BASELINE_PROCESS + len(keys) * BASELINE_SECONDS_PER_BATCH_SIZE
