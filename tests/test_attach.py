@@ -282,6 +282,14 @@ def test_a_sweep_on_a_target_leaves_it_as_found(tmp_path, capsys):
     assert sweep_yaml["model"]["max_batch_delay_ms"] == 10  # filled from the registered model, for --resume
     for secret in KEYS.values():
         assert secret not in run.sweep_yaml.read_text() + run.machine_json.read_text()
+    assert list(df["server_registered"]) == [0, 0, 1, 0] and list(df["server_scaled"]) == [0, 1, 0, 1]
+    # the report says why the server's columns are empty
+    from sweeper.report import render_report
+
+    _, md = render_report(run.path)
+    text = " ".join(md.read_text().split())
+    assert "Measured on a TorchServe the sweeper did not start" in text
+    assert "(proc_* columns) are empty, not zero: port" in text and "not a TorchServe frontend" in text
 
 
 @pytest.mark.timeout(90)

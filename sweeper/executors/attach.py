@@ -187,10 +187,11 @@ class AttachExecutor:
         settings = self.ctx.spec.settings
         files: dict[str, bytes] = {}
         try:
-            registrations = self.registrations
+            registrations, scalings = self.registrations, self.scalings
             name, changed = self._ensure_model(trial.model)
             row["server_model_name"] = name
-            row["server_registered"] = int(self.registrations > registrations)
+            row["server_registered"] = int(self.registrations > registrations)  # this trial registered it
+            row["server_scaled"] = int(self.scalings > scalings)  # this trial scaled its workers in place
             others = self._other_workers(name)
             fresh, self._fresh = self._fresh, False
             row.update(

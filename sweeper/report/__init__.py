@@ -103,7 +103,7 @@ def build_context(
         "failures": failures,
         "max_failure_tails": MAX_FAILURE_TAILS,
         "machine": machine_rows(data.machine),
-        "findings": _findings(data),
+        "findings": _findings(data) + target_notes(data.machine),
         "verify": _verify(data),
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
         "gpu": gpu_section(data.results, trials),  # None: no trial used a GPU
@@ -128,6 +128,23 @@ def _findings(data: RunData) -> list[str]:
         return thread_findings(data.results, int(cores), min_success_from_sweep(data.sweep)) if cores else []
     except (TypeError, ValueError):
         return []
+
+
+def target_notes(machine: dict) -> list[str]:
+    """A run on a target (a TorchServe the sweeper did not start, machine.json `target`):
+    which server it measured from where, and why some columns are empty rather than zero."""
+    target = machine.get("target")
+    if not isinstance(target, dict):
+        return []
+    version = target.get("torchserve") or "version not reported"
+    client = machine.get("hostname") or "the machine that ran the sweeper"
+    out = [f"Measured on a TorchServe the sweeper did not start, {target.get('inference', '')} (TorchServe {version}); "
+           f"the load came from {client}. Served batch sizes from the server's "
+           "log (server_batch_*) are empty: that log is its owner's."]
+    if not target.get("processes_sampled"):
+        out.append(f"The server's CPU, memory and context switches (proc_* columns) are empty, not zero: "
+                   f"{target.get('processes_note') or 'its processes were not found on this machine'}.")
+    return out
 
 
 def _verify(data: RunData) -> str:
