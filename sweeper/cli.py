@@ -24,9 +24,14 @@ def cmd_plan(args) -> int:
     path, spec, trials, store, _ = prepare(args.sweep, args.yes, check_environment=False)
     starts, regs, scalings = costs(trials, spec.settings.keep_registered, spec.settings.scale_workers)
     how = spec.settings.order or default_order(spec.settings.repeats)
+    where = (f"{starts} server start(s), {regs} model registration(s)"
+             + (f", {scalings} worker scaling(s)" if scalings else "") + f", model store {store}")
+    if spec.target is not None:  # sweeper.attach: asked nothing while planning
+        where = f"on the target {spec.target.inference}, which is not asked while planning (no server start)"
+        if spec.model.registered is not None:
+            where += f"; per-model keys left out come from {spec.model.registered}'s own settings when run"
     print(f"{path}: {len(trials)} trial runs ({len({t.trial_id for t in trials})} trials x {spec.settings.repeats} repeats), "
-          f"order {how}: {starts} server start(s), {regs} model registration(s)"
-          + (f", {scalings} worker scaling(s)" if scalings else "") + f", model store {store}")
+          f"order {how}: {where}")
     for t in trials:
         if t.repeat:
             continue
