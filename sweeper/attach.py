@@ -43,6 +43,7 @@ def prepare_target(path: Path, spec, yes: bool, contact: bool = True):
     """preflight.prepare for a sweep with a target; `contact`: check the target too (else
     nothing is sent: `sweeper plan`). Returns (path, spec, trials, None, UserModel)."""
     source = str(path)
+    defaulted = {key for key in ("management", "metrics") if getattr(spec.target, key) is None}
     spec = _resolve_target(spec, source)
     for i, cpu in enumerate(spec.settings.client_cpus or []):
         if cpu not in machine_cpus():
@@ -56,7 +57,7 @@ def prepare_target(path: Path, spec, yes: bool, contact: bool = True):
         raise SpecError(source, "request", f"required for model {spec.model.name!r} (not one of the sweeper's): give files, text or json that its handler accepts")
     server = None
     if contact:
-        server = connect(spec, source)
+        server = connect(spec, source, defaulted)
         spec = _check_model(server, spec, source, archive_file)
     distinct = count_trials(spec)
     if spec.search.budget_trials is not None:
@@ -104,11 +105,14 @@ def _archive(spec, source: str):
 # --- asking the target -------------------------------------------------------------------
 
 
-def _ask(source: str, key: str, method: str, url: str, **kwargs) -> httpx.Response:
+def _ask(source: str, key: str, method: str, url: str, defaulted: bool = False, **kwargs) -> httpx.Response:
     try:
         return httpx.request(method, url, timeout=10.0, **kwargs)
     except httpx.HTTPError as exc:
-        raise SpecError(source, key, f"cannot reach {url}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+        why = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+        if defaulted:  # the address the sweep did not give
+            why += f" ({key} not given: TorchServe's default port on the inference address's host; give {key})"
+        raise SpecError(source, key, f"cannot reach {url}: {why}") from None
 
 
 def refused(r: httpx.Response) -> bool:
@@ -124,7 +128,7 @@ def _refusal(server: AttachedServer, api: str, r: httpx.Response) -> str:
     return f"the target refused the {api} key of {server.key_file} ({said})"
 
 
-def connect(spec, source: str) -> AttachedServer:
+def connect(spec, source: str, defaulted: set[str] | frozenset[str] = frozenset()) -> AttachedServer:
     """The target, checked: the key file reads, the management API answers and takes its
     key, /ping answers Healthy to the inference key, /metrics answers. GETs only."""
     t = spec.target
@@ -140,8 +144,8 @@ def connect(spec, source: str) -> AttachedServer:
             at = datetime.fromtimestamp(keys.expires_at, timezone.utc).isoformat(timespec="seconds")
             raise SpecError(source, "target.key_file", f"its keys expired at {at}: regenerate them on the server (PUT /token)")
     server = server_for(spec)
-    r = _ask(source, "target.management", "GET", server.management_url + "/models", params={"limit": 1},
-             headers=server.headers("management"))
+    r = _ask(source, "target.management", "GET", server.management_url + "/models", "management" in defaulted,
+             params={"limit": 1}, headers=server.headers("management"))
     if refused(r):
         raise SpecError(source, "target.key_file", _refusal(server, "management", r))
     if r.status_code != 200:
@@ -151,7 +155,7 @@ def connect(spec, source: str) -> AttachedServer:
         raise SpecError(source, "target.key_file", _refusal(server, "inference", r))
     if r.status_code != 200 or '"Healthy"' not in r.text.replace(" ", ""):
         raise SpecError(source, "target.inference", f"/ping answered HTTP {r.status_code}: {attached.message(r)} (not Healthy)")
-    r = _ask(source, "target.metrics", "GET", server.metrics_url + "/metrics")
+    r = _ask(source, "target.metrics", "GET", server.metrics_url + "/metrics", "metrics" in defaulted)
     if r.status_code != 200:
         raise SpecError(source, "target.metrics", f"/metrics answered HTTP {r.status_code}: {attached.message(r)}")
     return server
