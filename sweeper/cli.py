@@ -142,10 +142,17 @@ def cmd_run(args) -> int:
                   "run `sweeper baseline RUN_DIR` on a node", file=sys.stderr)
         else:
             rows = _baseline(run_dir, rows)
+    duel_problem = ""
+    if spec.settings.duel is not None and not outcome.stopped:
+        skip = "--ray" if args.ray else ("a target" if getattr(spec, "target", None) is not None else "")
+        duel_problem = _duel_after_sweep(run_dir, skip)
     failed = [r for r in rows if r.get("status") != "ok"]
     if not args.no_report:
         _report(run_dir, None)
     print(f"wrote {run.results_csv} and {run.results_md} ({len(rows)} rows, {len(failed)} failed)")
+    if duel_problem:
+        print(f"sweeper: {duel_problem}", file=sys.stderr)
+        return 1
     if session is not None and session.problem:
         print(f"sweeper: {session.problem}", file=sys.stderr)
         return 1
@@ -166,6 +173,43 @@ def _target_keys(args) -> dict | None:
     if getattr(args, "allow_remote", False):
         keys["allow_remote"] = True
     return keys or None
+
+
+def _duel_after_sweep(run_dir: Path, skip: str) -> str:
+    """settings.duel: the recommendation's top two measured head to head. Returns what went
+    wrong in one line ('' when it ran, or when there were not two configurations to duel)."""
+    if skip:
+        print(f"note: settings.duel is skipped with {skip} (the duel starts servers on this machine); "
+              "run `sweeper duel RUN_DIR` where they can run", file=sys.stderr)
+        return ""
+    from .duel import duel
+    from .report.duel import summary
+
+    try:
+        result = duel(run_dir, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except Interrupted:
+        raise
+    except SpecError as exc:  # fewer than two eligible configurations: nothing to duel
+        print(f"note: settings.duel: {exc}", file=sys.stderr)
+        return ""
+    except SweeperError as exc:
+        return f"duel: {exc}"
+    print(summary(result), file=sys.stderr)
+    return ""
+
+
+def cmd_duel(args) -> int:
+    from .duel import duel
+    from .report.duel import summary
+
+    run = _finished_run(args.run_dir)
+    result = duel(run.path, configs=tuple(args.configs) if args.configs else None, blocks=args.blocks,
+                  progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(summary(result))
+    print(f"wrote {run.duel_json}")
+    if not args.no_report:
+        _report(run.path, None)
+    return 0
 
 
 def _baseline(run_dir: Path, rows: list[dict]) -> list[dict]:
@@ -305,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--client", choices=("auto", "wrk", "ab"), default="auto", help="independent client (default: wrk, else ab)")
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.html/report.md")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("duel", help="measure the top two configurations of a run head to head, alternating in short blocks")
+    p.add_argument("run_dir")
+    p.add_argument("--configs", nargs=2, metavar=("A", "B"),
+                   help="the two trial ids (default: the recommendation's winner and runner-up)")
+    p.add_argument("--blocks", type=int, default=None, metavar="N",
+                   help="measured blocks, half for each: a multiple of 4, at least 12 (default: settings.duel.blocks, 56)")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite report.html/report.md")
+    p.set_defaults(func=cmd_duel)
 
     p = sub.add_parser("compare", help="the same sweep from different machines side by side (one every_node Ray run: by node)")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

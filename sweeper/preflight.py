@@ -155,11 +155,40 @@ def estimate_s(spec, trials) -> float:
 
     load = sum(measure(t) + spec.settings.warmup_s + SECONDS_PER_TRIAL_OVERHEAD for t in trials)
     settings = spec.settings
-    warmup = min(settings.server_warmup_cap_s, settings.server_warmup_s + SERVER_WARMUP_TYPICAL_EXTRA_S) if settings.server_warmup_s > 0 else 0.0
+    warmup = server_warmup_typical_s(settings)
     # a registration that is not a server's first warms up for registration_warmup_s or longer
     registration_warmup = settings.registration_warmup_s * max(0, regs - starts)
     return (load + starts * (SECONDS_PER_SERVER_START + warmup) + regs * SECONDS_PER_REGISTRATION + registration_warmup
-            + scalings * SECONDS_PER_SCALING + (baseline_s(trials) if settings.baseline else 0.0))
+            + scalings * SECONDS_PER_SCALING + (baseline_s(trials) if settings.baseline else 0.0)
+            + (duel_s(spec, trials) if settings.duel is not None else 0.0))
+
+
+# choosing the two, the engine's start and the servers' stop (docs/duel.md)
+SECONDS_PER_DUEL_OVERHEAD = 3.0
+
+
+def duel_s(spec, trials) -> float:
+    """settings.duel after the trials (sweeper.duel): its servers (one when the sweep has
+    one server group; two otherwise, the upper bound), each started and warmed up, two
+    registrations, B's registration warm-up beside A's on one server, and the blocks with
+    their lead-in quad."""
+    from .analysis.paired import LEAD_IN_QUADS, QUAD
+
+    settings, own = spec.settings, spec.settings.duel
+    servers = 1 if len({t.group_id for t in trials}) <= 1 else 2
+    warmup = server_warmup_typical_s(settings)
+    registration_warmup = settings.registration_warmup_s if servers == 1 else 0.0
+    blocks = (own.blocks + LEAD_IN_QUADS * QUAD) * own.block_s
+    return (servers * (SECONDS_PER_SERVER_START + warmup) + 2 * SECONDS_PER_REGISTRATION + registration_warmup
+            + blocks + SECONDS_PER_DUEL_OVERHEAD)
+
+
+def server_warmup_typical_s(settings) -> float:
+    """How long a server warm-up typically lasts: the minimum and the JIT's usual extra,
+    within the cap."""
+    if settings.server_warmup_s <= 0:
+        return 0.0
+    return min(settings.server_warmup_cap_s, settings.server_warmup_s + SERVER_WARMUP_TYPICAL_EXTRA_S)
 
 
 def baseline_s(trials) -> float:

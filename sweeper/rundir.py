@@ -21,6 +21,7 @@ writes a run goes through it, so the names below appear nowhere else.
                               registered before the first trial, what restoring it goes back to
         target_after.json     the same after the sweeper restored it, and what still differs
         report.html/.md       written by sweeper.report
+        duel.json             sweeper duel: the top two measured head to head (sweeper.duel)
 
 result.json is the store's format: a trial is finished when its result.json exists, and
 the tables are always rebuilt from those files.
@@ -162,6 +163,11 @@ class RunDir:
     def verify_json(self) -> Path:
         """`sweeper verify`'s result (sweeper.verify)."""
         return self.path / "verify.json"
+
+    @property
+    def duel_json(self) -> Path:
+        """`sweeper duel`'s result: the top two measured head to head (sweeper.duel)."""
+        return self.path / "duel.json"
 
     @property
     def target_before_json(self) -> Path:

@@ -397,6 +397,30 @@ class StabilitySettings(_Strict):
         return self
 
 
+class DuelSettings(_Strict):
+    """settings.duel: after the sweep, the recommendation's winner and runner-up measured
+    head to head (sweeper.duel): kept alive at once, the load alternating between them in
+    blocks (ABBA or BAAB per quad), the verdict from the paired blocks
+    (sweeper.analysis.paired). Why the defaults: docs/duel.md."""
+
+    # 56 one-second blocks: about a minute, in which a 3% difference with 2% block noise is
+    # separated under a 20 s on / 20 s off drift in most duels (docs/duel.md)
+    blocks: Annotated[int, Field(ge=12, le=100_000, multiple_of=4, strict=True)] = Field(
+        56,
+        description=(
+            "Measured blocks, half for each of the two (a multiple of 4, at least 12); one more quad of "
+            "blocks runs first, unmeasured."
+        ),
+    )
+    block_s: Annotated[float, Field(ge=0.2, le=600, strict=True, allow_inf_nan=False)] = Field(
+        1.0,
+        description=(
+            "Length of one block, in seconds; longer when the two's p99 needs it (each block's first part, "
+            "at least 0.2 s and twice the larger p99, is not measured)."
+        ),
+    )
+
+
 class Settings(_Strict):
     """settings: how each trial runs, what counts as a failed one, where the servers listen."""
 
@@ -569,6 +593,14 @@ class Settings(_Strict):
         description=(
             "With `sweeper run --ray`: spread runs each trial once, on any free node; every_node runs each "
             "trial on every node (one machine type per node)."
+        ),
+    )
+    duel: Union[DuelSettings, None] = Field(
+        None,
+        description=(
+            "After the sweep, measure the recommendation's winner and runner-up head to head, alternating "
+            "in short blocks on one host, and let the paired verdict decide between them (`duel: {}`: the "
+            "defaults; about 1.5-2 minutes). Not set: no duel (`sweeper duel RUN_DIR` runs one later)."
         ),
     )
 

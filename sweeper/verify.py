@@ -165,7 +165,7 @@ def verify(
     run_dir = Path(run_dir)
     spec, trial, connections, why = winner(run_dir)
     settings = spec.settings
-    store, archive_file, requests = _inputs(run_dir, spec, trial)
+    store, archive_file, requests = trial_inputs(run_dir, spec, trial)
     # wrk sends the set's payloads in turn, as the engine does; ab sends one body, so with
     # ab both send the first (verify.json: request_payloads_sent)
     sent = requests.payloads if client[0] == "wrk" else requests.payloads[:1]
@@ -207,10 +207,11 @@ def verify(
     return result
 
 
-def _inputs(run_dir: Path, spec, trial):
+def trial_inputs(run_dir: Path, spec, trial):
     """The model store, the archive's file name (None: <name>.mar) and the request set the
-    winner ran with: a user's archive and payloads (sweeper.usermodel, read again from the
-    run's sweep.yaml, whose paths are absolute), or the sweeper's own model and example."""
+    trial ran with (the winner for verify, each of the two for sweeper duel): a user's
+    archive and payloads (sweeper.usermodel, read again from the run's sweep.yaml, whose
+    paths are absolute), or the sweeper's own model and example."""
     from .payload import builtin_request_set, example_body
     from .preflight import model_store_for
     from .usermodel import resolve

@@ -48,7 +48,7 @@ def test_every_key_of_the_schema_has_a_description(model):
 
 def test_the_walk_reaches_every_group_of_the_sweep_file():
     paths = [s.path for s in reference.sections()]
-    assert paths == ["", "model", "server", "load", "request", "search", "search.capacity", "settings", "settings.stability",
+    assert paths == ["", "model", "server", "load", "request", "search", "search.capacity", "settings", "settings.stability", "settings.duel",
                      "target"]
 
 

@@ -411,7 +411,8 @@ def _alive(pid: int) -> bool:
 
 
 def child_main(
-    pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None, sweeper_pid: int | None = None
+    pipe, target: Target, part: EnginePart, warmup: EnginePart | None = None, sweeper_pid: int | None = None,
+    make_engine=None,
 ) -> None:
     """Entry point of an engine process. Talks to the parent over `pipe`:
     -> ("ready", warmup_requests) | ("error", msg);  <- ("go", t0_wall) | ("stop", None);
@@ -420,7 +421,10 @@ def child_main(
     -> ("done", records, cpu_s, (run_delay_s, timeslices), devices) | ("error", msg).
 
     A warm-up (a closed loop whose records are dropped) runs before "ready", in this same
-    process, so a trial pays for one engine start, not two."""
+    process, so a trial pays for one engine start, not two.
+
+    `make_engine(loop, target, part)` builds the engine instead of the plain closed or open
+    loop (sweeper.load.alternating: two targets in alternating blocks)."""
     # The parent owns Ctrl-C: it terminates the engines; a KeyboardInterrupt traceback
     # from every child would only bury the parent's message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -438,7 +442,8 @@ def child_main(
             loop.run_until_complete(warm.prepare())
             loop.run_until_complete(warm.run(time.perf_counter()))
             warmed = len(warm.records)
-        engine = (ClosedLoop if part.mode == "closed" else OpenLoop)(loop, target, part)
+        make = make_engine or (ClosedLoop if part.mode == "closed" else OpenLoop)
+        engine = make(loop, target, part)
         engine.sweeper_pid = sweeper
         engine.pipe = pipe
         loop.run_until_complete(engine.prepare())

@@ -182,6 +182,7 @@ def run_load(
     on_ready: Callable[[], None] | None = None,
     stability: Stability | None = None,
     stop_when: Callable[[list[win.Window]], bool] | None = None,
+    engine: Callable | None = None,
 ) -> LoadRun:
     """Run the load described by `profile` against `target`; block until it is done.
 
@@ -197,6 +198,11 @@ def run_load(
     each time one completes, and True stops the engines (the server warm-up stops so
     when the JVM has stopped compiling: sweeper.warmup.warm_server).
 
+    `engine` (picklable: it travels to the engine processes) builds each process's engine
+    from (loop, target, part) instead of the plain closed or open loop; with it `target`
+    may be a tuple of targets (sweeper.load.alternating.run_alternating) and there is no
+    warm-up.
+
     Failed requests are data (4xx, 5xx, or a negative or zero status: types.STATUS_*). LoadError means the
     engine itself failed: bad profile or URL, server unreachable at the start, a child
     that crashed or hung.
@@ -209,11 +215,14 @@ def run_load(
     warm_parts: list[EnginePart | None] = [None] * len(parts)
     ready_timeout_s = READY_TIMEOUT_S
     if warmup is not None:
+        if engine is not None:
+            raise LoadError("load profile: a run with its own engine takes no warm-up")
         if warmup.mode != "closed" or warmup.processes != profile.processes:
             raise LoadError("load profile: a warm-up must be a closed loop with the same processes as the load")
         warm_parts = list(split(warmup))
         ready_timeout_s += (warmup.duration_s or 0.0) + warmup.timeout_s
-    prepare(target)  # a bad URL fails here, in the caller, with the same message
+    for each in target if isinstance(target, tuple) else (target,):
+        prepare(each)  # a bad URL fails here, in the caller, with the same message
     ctx = _context()
     pipes, procs = [], []
     finished = False
@@ -222,7 +231,7 @@ def run_load(
             parent_end, child_end = ctx.Pipe()
             proc = ctx.Process(
                 target=child_main,
-                args=(child_end, target, part, warm, os.getpid()),
+                args=(child_end, target, part, warm, os.getpid(), engine),
                 name=f"sweeper-load-{part.index}",
                 daemon=True,  # dies with the parent even if the parent is killed hard
             )

@@ -23,6 +23,7 @@ import yaml
 
 from sweeper.report import fmt
 from sweeper.analysis.aggregate import aggregate_trials, column, param_columns, varying
+from sweeper.report.duel import apply as apply_duel, read as read_duel, section as duel_section
 from sweeper.report.recommend import Recommendation, recommend
 from sweeper.report.rundata import (
     MAX_FAILURE_TAILS,
@@ -85,6 +86,8 @@ def build_context(
     trials = aggregate_trials(data.results, min_success_from_sweep(data.sweep))
     objective = run_objective(data)
     rec = recommend(trials, slo, source, objective)
+    duel = read_duel(data.run_dir)
+    rec = apply_duel(rec, duel)  # the pick the duel measured: its paired verdict decides
     plots, skipped = make_plots(trials, slo, heatmap_axes)
     table = summary_table(trials, _badges(rec), by_capacity=objective == "capacity")
     failures = read_failures(data)
@@ -105,6 +108,7 @@ def build_context(
         "machine": machine_rows(data.machine),
         "findings": _findings(data) + target_notes(data.machine),
         "verify": _verify(data),
+        "duel": duel_section(duel),  # None: no sweeper duel
         "sweep_yaml": yaml.safe_dump(data.sweep, sort_keys=False, allow_unicode=True) if data.sweep else "",
         "gpu": gpu_section(data.results, trials),  # None: no trial used a GPU
     }

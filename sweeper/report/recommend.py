@@ -284,7 +284,9 @@ def _speed_gap_pct(winner: pd.Series, runner: pd.Series | None) -> float | None:
     return (float(w) / float(r) - 1.0) * 100.0
 
 
-def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | None) -> list[str]:
+def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | None, duelled: bool = False) -> list[str]:
+    """`duelled`: the two were measured head to head (sweeper duel), so a drift of the
+    machine fell on both alike and the host-speed caveat does not apply."""
     out = []
     if bool(winner.get("client_bound", False)):
         reason = winner.get("client_bound_reason") or "the load client set the pace"
@@ -308,7 +310,7 @@ def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | No
             f"Another guest of this machine's host took CPU (steal above {STEAL_NOTE_PCT:g}%) during a repeat of "
             f"{said}: part of the difference may be the host's, not the configuration's."
         )
-    faster = _speed_gap_pct(winner, runner)
+    faster = None if duelled else _speed_gap_pct(winner, runner)
     if faster is not None and faster > SPEED_NOTE_PCT:
         out.append(
             f"The host's CPUs ran {faster:.0f}% faster during the winner's repeats than during the runner-up's "
@@ -324,6 +326,18 @@ def _caveats(winner: pd.Series, runner: pd.Series | None, slo_p99_ms: float | No
                 f"Its mean p99 meets the SLO but its worst repeat ({fmt.num(worst)} ms) does not."
             )
     return out
+
+
+def with_duel(pick: Pick, confidence: str, within_noise: bool, swap: bool, slo_p99_ms: float | None) -> Pick:
+    """The pick as a head-to-head duel (sweeper duel, report/duel.py) decided it: its
+    confidence sentence and within_noise from the duel's verdict, without the host-speed
+    caveat; with `swap` the runner-up, which the duel found better, becomes the winner."""
+    if pick.runner_up is None:
+        return pick
+    winner, runner = pd.Series(pick.winner), pd.Series(pick.runner_up)
+    if swap:
+        winner, runner = runner, winner
+    return _make_pick(pick.objective, winner, runner, confidence, within_noise, _caveats(winner, runner, slo_p99_ms, duelled=True))
 
 
 def config_lines(row: pd.Series) -> tuple[str, ...]:

@@ -1,0 +1,142 @@
+"""The report's head-to-head section: duel.json read from the run directory (`sweeper duel`
+writes it; the report only reads what it left), and the recommendation decided by its
+verdict.
+
+When the duel measured the two of a pick (its winner and runner-up, in either order), that
+pick's confidence sentence becomes the duel's verdict, the sweep's unpaired comparison
+stays beside it, and the host-speed caveat goes (a drift fell on both alike). When the
+duel found the runner-up better, the runner-up becomes the pick's winner.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from sweeper.analysis.paired import A_BETTER, B_BETTER, NOT_DISTINGUISHABLE
+from sweeper.report.recommend import Pick, Recommendation, with_duel
+from sweeper.rundir import RunDir
+
+FIGURE_WORDS = {"throughput": "throughput", "latency_mean": "mean latency"}
+
+
+def read(run_dir: Path) -> dict | None:
+    """duel.json of a run, or None (missing, unreadable, or without the keys it must have)."""
+    try:
+        data = json.loads(RunDir(run_dir).duel_json.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("configs"), list) or len(data["configs"]) != 2:
+        return None
+    if data.get("verdict") not in (A_BETTER, B_BETTER, NOT_DISTINGUISHABLE):
+        return None
+    return data
+
+
+def _ratio(v) -> str:
+    return "n/a" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _pct(v) -> str:
+    return "n/a" if not isinstance(v, (int, float)) or not math.isfinite(v) else f"{(v - 1.0) * 100:+.1f}%"
+
+
+def interval_text(duel: dict) -> str:
+    """'A/B throughput 1.042 (95% CI 1.018-1.066, +1.8% to +6.6%)'."""
+    figure = FIGURE_WORDS.get(str(duel.get("figure")), str(duel.get("figure")))
+    lo, hi = duel.get("ci_low"), duel.get("ci_high")
+    return (f"A/B {figure} {_ratio(duel.get('ratio'))} (95% CI {_ratio(lo)}–{_ratio(hi)}, "
+            f"{_pct(lo)} to {_pct(hi)})")
+
+
+def budget_text(duel: dict) -> str:
+    return (f"{duel.get('blocks')} blocks of {duel.get('block_s', 0):g} s, interleaved in ABBA/BAAB quads on one host "
+            f"({duel.get('pairs')} pairs)")
+
+
+def summary(duel: dict) -> str:
+    """One paragraph for the report's section."""
+    a, b = duel["configs"]
+    verdict = duel["verdict"]
+    said = {A_BETTER: f"trial {a} (A) is better", B_BETTER: f"trial {b} (B) is better",
+            NOT_DISTINGUISHABLE: f"{NOT_DISTINGUISHABLE}: measure longer (sweeper duel --blocks) or treat them as equal"}[verdict]
+    text = (f"Head to head: trial {a} (A) against trial {b} (B), {duel.get('chosen', '')}, measured in "
+            f"{budget_text(duel)}: {interval_text(duel)}; {said}.")
+    note = duel.get("note")
+    if note:
+        text += f" {note}."
+    un = duel.get("unpaired") or {}
+    if isinstance(un.get("ratio"), (int, float)):
+        text += f" The sweep's repeats alone (unpaired) read A/B {_ratio(un['ratio'])}"
+        if isinstance(un.get("ci_low"), (int, float)) and isinstance(un.get("ci_high"), (int, float)):
+            text += f" (95% CI {_ratio(un['ci_low'])}–{_ratio(un['ci_high'])})"
+        text += "."
+    return text
+
+
+def rows(duel: dict) -> list[dict]:
+    """The section's table: per configuration, what the duel and the sweep measured."""
+    figure = FIGURE_WORDS.get(str(duel.get("figure")), str(duel.get("figure")))
+    unit = "req/s" if duel.get("figure") == "throughput" else "ms"
+    un = duel.get("unpaired") or {}
+    out = []
+    for i, side in enumerate(("a", "b")):
+        got = duel.get(side) or {}
+        out.append({
+            "label": "AB"[i],
+            "trial_id": duel["configs"][i],
+            "duel": got.get("figure_mean"),
+            "sweep": un.get(f"{side}_mean"),
+            "p99_ms": got.get("latency_p99_ms"),
+            "requests": got.get("requests"),
+            "figure": f"{figure} ({unit})",
+        })
+    return out
+
+
+def section(duel: dict | None) -> dict | None:
+    """What the templates show, or None without a duel."""
+    if duel is None:
+        return None
+    return {"summary": summary(duel), "rows": rows(duel), "verdict": duel["verdict"],
+            "layout": duel.get("layout", ""), "wall_s": duel.get("wall_s")}
+
+
+def apply(rec: Recommendation, duel: dict | None) -> Recommendation:
+    """The recommendation with the duel's verdict on the pick whose two it measured."""
+    if duel is None:
+        return rec
+    changes = {}
+    for name in ("latency", "throughput"):
+        pick = getattr(rec, name)
+        decided = _decided(pick, duel, rec.slo_p99_ms)
+        if decided is not None:
+            changes[name] = decided
+    return replace(rec, **changes) if changes else rec
+
+
+def _decided(pick: Pick | None, duel: dict, slo_p99_ms: float | None) -> Pick | None:
+    if pick is None or pick.runner_up is None:
+        return None
+    a, b = (str(c) for c in duel["configs"])
+    winner, runner = str(pick.winner.get("trial_id")), str(pick.runner_up.get("trial_id"))
+    if {a, b} != {winner, runner} or a == b:
+        return None
+    verdict = duel["verdict"]
+    better = {A_BETTER: a, B_BETTER: b}.get(verdict)  # the trial the duel found better, if any
+    swap = better == runner
+    first, second = (runner, winner) if swap else (winner, runner)
+    if better is None:
+        said = f"the two are {NOT_DISTINGUISHABLE} head to head"
+    elif swap:
+        said = (f"head to head the runner-up of the sweep's ranking, trial {first}, is better than trial {second}: "
+                "it is the pick")
+    else:
+        said = f"head to head trial {first} is better than trial {second}"
+    confidence = (
+        f"Decided by the duel (sweeper duel: {budget_text(duel)}): {interval_text(duel)} with A = trial {a}; "
+        f"{said}. From the sweep's repeats alone (unpaired, which a drift of the machine can fool): {pick.confidence}"
+    )
+    return with_duel(pick, confidence, better is None, swap, slo_p99_ms)
