@@ -130,35 +130,10 @@ def summarize(run: LoadRun, expect_status: int = 200) -> dict:
     target = float(run.profile.rate_rps) if open_loop and run.profile.rate_rps else _NAN
     cpu_pct = 100.0 * run.client_cpu_s / run.wall_s if run.wall_s > 0 else _NAN
 
-    reasons = []
-    if open_loop and n >= 2:
-        if not achieved >= CLIENT_BOUND_RATE_FRACTION * target:  # also catches NaN
-            reasons.append(
-                f"achieved rate {achieved:.1f} req/s < {CLIENT_BOUND_RATE_FRACTION:.0%} "
-                f"of target {target:g} req/s"
-                + (f" ({refused} requests refused at the outstanding cap)" if refused else "")
-            )
-        if lag_p99 > CLIENT_BOUND_SEND_LAG_P99_MS:
-            reasons.append(
-                f"send lag p99 {lag_p99:.1f} ms > {CLIENT_BOUND_SEND_LAG_P99_MS:g} ms"
-            )
-    # A starved engine (runnable, but its CPU busy with something else) reads answers late
-    # with little CPU of its own: the CPU rule below cannot see it. Mean wait per wake-up
-    # is the delay a ready answer waited before the engine could read it.
     sched_pct = 100.0 * run.client_sched_wait_s / run.wall_s if run.wall_s > 0 else _NAN
     slices = run.client_sched_slices
     sched_wait_ms = 1000.0 * run.client_sched_wait_s / slices if slices > 0 else _NAN
-    if sched_wait_ms > CLIENT_BOUND_SCHED_WAIT_FRACTION * mean_ms and n_ok:
-        reasons.append(
-            f"engine waited {sched_wait_ms:.2f} ms for a CPU per wake-up, > "
-            f"{CLIENT_BOUND_SCHED_WAIT_FRACTION:.0%} of the mean latency {mean_ms:.2f} ms"
-        )
-    cores = _engine_cores(run)
-    if cpu_pct >= CLIENT_BOUND_CPU_FRACTION * 100.0 * cores:
-        reasons.append(
-            f"engine CPU {cpu_pct:.0f}% >= {CLIENT_BOUND_CPU_FRACTION:.0%} of "
-            f"{cores} core{'s' if cores > 1 else ''}"
-        )
+    reasons = _client_bound_reasons(run, n, n_ok, refused, achieved, target, lag_p99, mean_ms, sched_wait_ms, cpu_pct)
 
     batch = rec["batch_size"][ok]
     batch = batch[batch >= 0]
@@ -199,3 +174,37 @@ def summarize(run: LoadRun, expect_status: int = 200) -> dict:
         # where the handler served the run (X-Device), only when its responses said so
         **({"client_device": ",".join(run.devices)} if run.devices else {}),
     }
+
+
+def _client_bound_reasons(run: LoadRun, n: int, n_ok: int, refused: int, achieved: float, target: float,
+                          lag_p99: float, mean_ms: float, sched_wait_ms: float, cpu_pct: float) -> list[str]:
+    """Why the load engine, not the server, may have set the pace ([] when nothing says so):
+    an open loop that fell behind its schedule, an engine that waited for a CPU, an engine
+    that used most of its cores."""
+    reasons = []
+    if run.profile.mode == "open" and n >= 2:
+        if not achieved >= CLIENT_BOUND_RATE_FRACTION * target:  # also catches NaN
+            reasons.append(
+                f"achieved rate {achieved:.1f} req/s < {CLIENT_BOUND_RATE_FRACTION:.0%} "
+                f"of target {target:g} req/s"
+                + (f" ({refused} requests refused at the outstanding cap)" if refused else "")
+            )
+        if lag_p99 > CLIENT_BOUND_SEND_LAG_P99_MS:
+            reasons.append(
+                f"send lag p99 {lag_p99:.1f} ms > {CLIENT_BOUND_SEND_LAG_P99_MS:g} ms"
+            )
+    # A starved engine (runnable, but its CPU busy with something else) reads answers late
+    # with little CPU of its own: the CPU rule below cannot see it. Mean wait per wake-up
+    # is the delay a ready answer waited before the engine could read it.
+    if sched_wait_ms > CLIENT_BOUND_SCHED_WAIT_FRACTION * mean_ms and n_ok:
+        reasons.append(
+            f"engine waited {sched_wait_ms:.2f} ms for a CPU per wake-up, > "
+            f"{CLIENT_BOUND_SCHED_WAIT_FRACTION:.0%} of the mean latency {mean_ms:.2f} ms"
+        )
+    cores = _engine_cores(run)
+    if cpu_pct >= CLIENT_BOUND_CPU_FRACTION * 100.0 * cores:
+        reasons.append(
+            f"engine CPU {cpu_pct:.0f}% >= {CLIENT_BOUND_CPU_FRACTION:.0%} of "
+            f"{cores} core{'s' if cores > 1 else ''}"
+        )
+    return reasons
