@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import _thread
 import json
-import math
 import socket
+import time
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
@@ -205,6 +206,23 @@ def test_workers_alone_need_no_model_api(tmp_path, capsys):
         assert (df["server_model_name"] == "mlp").all() and (df["param_model_batch_size"] == 2).all()
 
 
+@pytest.mark.timeout(90)
+def test_keys_that_expire_before_a_trial_ends_fail_it_and_are_not_regenerated(tmp_path, capsys):
+    with FakeTorchServe() as ts:
+        ts.add("mlp")
+        key_file = ts.key_file(tmp_path)
+        data = json.loads(key_file.read_text())
+        soon = datetime.fromtimestamp(time.time() + 20, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        for api in ("management", "inference"):
+            data[api]["expiration time"] = soon
+        key_file.write_text(json.dumps(data))
+        path = sweep(tmp_path, target=ts.target(key_file))
+        assert main(["run", path, "--out", str(tmp_path / "runs"), "--no-report"]) == 1
+        assert not [p for _, p in ts.calls if p.startswith("/token")]
+    row = pd.read_csv(run_dir(tmp_path).results_csv).iloc[0]
+    assert row["status"] == "failed" and "expire in" in row["error"] and "regenerate them on the server" in row["error"]
+
+
 def test_plan_asks_the_target_nothing(tmp_path, capsys):
     with FakeTorchServe() as ts:
         ts.add("mlp")
@@ -239,6 +257,11 @@ def test_differences_name_what_changed():
     now = {"models": {"a": [{"minWorkers": 2}], "c": [{"minWorkers": 1}]}}
     assert differences(was, now) == ["b is gone", "c is new", "a was [{'minWorkers': 1}], now [{'minWorkers': 2}]"]
     assert differences(was, was) == []
+
+
+def test_processes_of_another_machine_are_not_looked_for():
+    pid, why = attached.find_frontend("http://192.0.2.7:8080")  # reads this machine's sockets only
+    assert pid is None and "is not this machine" in why
 
 
 def test_own_names_are_recognised():

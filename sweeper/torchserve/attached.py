@@ -37,6 +37,10 @@ from .process import Keys, read_keys
 FRONTEND_MARK = "org.pytorch.serve.ModelServer"
 OWN_SUFFIX = "_sweeper_"
 _OWN = re.compile(r"^(.+)_sweeper_(\d+)$")
+# a trial's keys must outlive it by this much (the scrape and the replay of a failed answer
+# after the window still send them); smaller than a server of the sweeper's own asks for,
+# since these keys cannot be regenerated here
+KEY_MARGIN_S = 30.0
 # keys of a model version's description a snapshot keeps (GET /models/NAME/all)
 SNAPSHOT_KEYS = ("modelVersion", "modelUrl", "minWorkers", "maxWorkers", "batchSize", "maxBatchDelay",
                  "responseTimeout", "loadedAtStartup")
@@ -99,7 +103,7 @@ class AttachedServer:
         except (OSError, ValueError, KeyError) as exc:
             raise ServerError(f"cannot read the target's key file {self.key_file}: {exc}") from None
         left = self.keys.expires_at - time.time()
-        if left < min_valid_s:
+        if left < min_valid_s + KEY_MARGIN_S:
             raise ServerError(
                 f"the target's keys in {self.key_file} expire in {max(left, 0):.0f} s, before this trial ends "
                 f"(about {min_valid_s:.0f} s): regenerate them on the server (PUT /token) and resume"
