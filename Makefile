@@ -3,6 +3,9 @@
 
 PYTHON     ?= python3
 VENV       ?= .venv
+# torch for the venv; a CUDA build for a GPU (docs/gpu.md), e.g.
+#   make sweep SWEEP=gpu TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+# (pip arguments, unquoted: quote a version range inside, TORCH_SPEC="'torch>=2.1'")
 TORCH_SPEC ?= torch==2.13.0
 SWEEP      ?= batching
 ARGS       ?=
@@ -14,9 +17,11 @@ PIP_EXTRA  ?=
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
+TORCH_STAMP := $(VENV)/.torch-spec
+GPU_STAMP := $(VENV)/.installed-gpu
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: sweep test unit plan report setup archives check-java check-python browser wrk ray docs clean help
+.PHONY: sweep test unit plan report setup archives check-java check-python browser wrk ray docs clean help torch gpu gpu-bundle
 
 help:
 	@echo "make sweep SWEEP=batching   run sweeps/<SWEEP>.yaml against real TorchServe (ARGS=--yes ...)"
@@ -26,6 +31,8 @@ help:
 	@echo "make unit                   the quick tier: every test that needs no Java, TorchServe, Chromium, wrk or Ray"
 	@echo "make ray                    install the optional Ray extra (sweeper run SWEEP --ray: many machines)"
 	@echo "make docs                   build the documentation site into site/ (mkdocs build --strict)"
+	@echo "make gpu TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126'   a CUDA torch and nvidia-ml-py (docs/gpu.md)"
+	@echo "make gpu-bundle             the GPU check's Java runtime and wheels for a machine without network (docs/gpu.md)"
 
 check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found: install Python 3.10+ (with venv)" >&2; exit 2; }
@@ -38,9 +45,28 @@ check-java:
 $(STAMP): pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	@printf '%s\n' "$(TORCH_SPEC)" > $(TORCH_STAMP)
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
+
+# A TORCH_SPEC given on the command line (or in the environment) replaces the venv's torch
+# when it differs from the one installed last: pip alone keeps a torch 2.13.0+cpu as
+# satisfying torch==2.13.0 from the CUDA index. The default spec never replaces anything.
+torch: $(STAMP)
+ifneq ($(origin TORCH_SPEC),file)
+	@if [ "$$(cat $(TORCH_STAMP) 2>/dev/null)" != "$(TORCH_SPEC)" ]; then \
+	  echo "replacing the venv's torch: $(TORCH_SPEC)"; \
+	  $(BIN)/pip uninstall --quiet -y torch && $(BIN)/pip install --quiet $(TORCH_SPEC) && \
+	  printf '%s\n' "$(TORCH_SPEC)" > $(TORCH_STAMP); fi
+endif
+
+# The optional `gpu` extra (nvidia-ml-py: the gpu_* columns), with TORCH_SPEC's torch.
+$(GPU_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[gpu]'
+	@touch $@
+
+gpu: torch $(GPU_STAMP)
 
 setup: $(STAMP)
 
@@ -60,7 +86,7 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
-archives: $(STAMP)
+archives: $(STAMP) torch
 	$(BIN)/python -m sweeper.archive --model-store model_store
 
 # ARGS="--ray ..." installs the Ray extra first
@@ -68,8 +94,20 @@ sweep: check-java archives $(if $(findstring --ray,$(ARGS)),ray)
 	@if [ -n "$(PIP_EXTRA)" ]; then echo "installing handler dependencies: $(PIP_EXTRA)"; $(BIN)/pip install --quiet $(PIP_EXTRA); fi
 	$(BIN)/sweeper run $(SWEEP) $(ARGS)
 
-plan: $(STAMP)
+plan: $(STAMP) torch
 	$(BIN)/sweeper plan $(SWEEP) $(ARGS)
+
+# The GPU check's bundle (benchmarks/gpu_bundle.py; docs/gpu.md): a jlink'ed JRE and the
+# wheels benchmarks/gpu_check.sh installs offline on a GPU machine without Java, TorchServe
+# or network, packed into build/gpu-bundle.tar.xz, then one TorchServe started here with
+# them. GPU_PY: that machine's Python; GPU_WHEELS: the compiled distributions it lacks
+# (gpu_check.sh prints the line to use); GPU_GLIBC: its glibc, for their manylinux tags.
+GPU_PY     ?=
+GPU_WHEELS ?=
+GPU_GLIBC  ?= 2.28
+gpu-bundle: $(STAMP)
+	@command -v jlink >/dev/null 2>&1 || { echo "error: jlink not found: the bundle's Java runtime needs a JDK 11+ (Debian: apt-get install openjdk-17-jdk-headless)" >&2; exit 2; }
+	$(BIN)/python benchmarks/gpu_bundle.py --self-test --glibc $(GPU_GLIBC) $(if $(GPU_PY),--python $(GPU_PY)) $(if $(GPU_WHEELS),--wheels "$(GPU_WHEELS)")
 
 # Headless Chromium for the report's browser test (Debian's package; needs root).
 browser:

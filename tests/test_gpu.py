@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -488,3 +489,98 @@ def test_trials_that_ran_on_the_cpu_of_a_gpu_machine_show_no_gpu_section(tmp_pat
     df = rows(with_gpu=False).assign(gpu_count=0, client_device="cpu")
     run = write_run(tmp_path, df, {"cpu_model": "test"})
     assert build_context(read_run(run))["gpu"] is None
+
+
+# --- the GPU check's bundle (benchmarks/gpu_bundle.py, benchmarks/gpu_env.py) -----------------
+
+
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_env = _load("gpu_env")
+gpu_bundle = _load("gpu_bundle")
+
+MANIFEST = {"python": "3.12", "binary": [], "distributions": {
+    "pydantic": {"wheel": "pydantic-2.14.4-py3-none-any.whl", "requires": ["pydantic-core==2.50.5", "typing-extensions>=4.16.0"],
+                 "project_rules": [">=2.5"]},
+    "pydantic-core": {"wheel": None, "requires": [], "project_rules": []},
+    "typing-extensions": {"wheel": "typing_extensions-4.16.0-py3-none-any.whl", "requires": [], "project_rules": []},
+    "httpx": {"wheel": "httpx-0.29.0-py3-none-any.whl", "requires": ["idna"], "project_rules": [">=0.27"]},
+    "idna": {"wheel": "idna-3.21-py3-none-any.whl", "requires": [], "project_rules": []},
+    "pandas": {"wheel": None, "requires": ["numpy>=2.0.2"], "project_rules": [">=2"]},
+    "numpy": {"wheel": None, "requires": [], "project_rules": [">=1.24"]},
+}}
+
+
+def test_the_machine_gets_only_what_it_lacks_or_has_too_old():
+    machine = {"pydantic": "1.10.13", "pydantic-core": None, "typing-extensions": "4.12.0", "httpx": "0.28.1",
+               "idna": "3.7", "pandas": "2.2.2", "numpy": "1.26.4"}
+    install, missing, why = gpu_env.plan(MANIFEST, machine.get)
+    # pydantic v1 is refused; the bundle's pydantic needs its exact core (compiled: not in
+    # the bundle) and a newer typing-extensions; the machine's pandas and numpy stay
+    assert install == ["pydantic", "typing-extensions"] and missing == ["pydantic-core"]
+    assert "1.10.13 here" in why["pydantic"] and why["pydantic-core"] == "not installed"
+    assert why["typing-extensions"] == "pydantic needs typing-extensions>=4.16.0 (4.12.0 here)"
+    assert gpu_env.plan(MANIFEST, {**machine, "pydantic": "2.14.4", "pydantic-core": "2.50.5", "typing-extensions": "4.16.0"}.get) == ([], [], {})
+
+
+def test_the_make_line_names_the_compiled_wheels_missing(monkeypatch):
+    line = gpu_env.make_hint({**MANIFEST, "binary": ["numpy"]}, ["pandas"])
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert line.startswith(f"make gpu-bundle GPU_PY={py} GPU_GLIBC=") and line.endswith('GPU_WHEELS="numpy pandas"')
+
+
+@pytest.mark.parametrize("name, fits", [
+    ("idna-3.21-py3-none-any.whl", True),
+    ("psutil-7.2.2-cp36-abi3-manylinux2010_x86_64.manylinux_2_12_x86_64.whl", True),
+    (f"numpy-2.4.6-cp3{sys.version_info.minor}-cp3{sys.version_info.minor}-manylinux_2_28_x86_64.whl", True),
+    (f"numpy-2.4.6-cp3{sys.version_info.minor + 1}-cp3{sys.version_info.minor + 1}-manylinux_2_28_x86_64.whl", False),
+    (f"numpy-2.4.6-cp3{sys.version_info.minor}-cp3{sys.version_info.minor}-manylinux_2_28_aarch64.whl", False),
+    ("pywin32-306-cp311-cp311-win_amd64.whl", False),
+])
+def test_a_compiled_wheel_fits_only_its_python(name, fits):
+    assert gpu_env.wheel_fits(name) is fits
+
+
+def test_restoring_a_wheel_stores_it_uncompressed_trims_the_jar_and_keeps_record_true(tmp_path):
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    jar = io.BytesIO()
+    with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("META-INF/MANIFEST.MF", "Main-Class: org.pytorch.serve.ModelServer\n")
+        z.writestr("org/pytorch/serve/ModelServer.class", b"\xca\xfe" * 100)
+        z.writestr("org/codehaus/groovy/Big.class", b"\x00" * 1000)
+        z.writestr("META-INF/native/libnetty_osx_x86_64.jnilib", b"\x01" * 100)
+        z.writestr("META-INF/services/javax.script.ScriptEngineFactory", "org.codehaus.groovy.jsr223.GroovyScriptEngineFactory\n")
+        z.writestr("META-INF/services/io.grpc.ManagedChannelProvider", "org.pytorch.serve.ModelServer\norg.codehaus.groovy.Big\n")
+    src = tmp_path / "src" / "torchserve-0.12.0-py3-none-any.whl"
+    src.parent.mkdir()
+    record = "ts/frontend/model-server.jar,sha256=old,1\nts/__init__.py,sha256=x,0\ntorchserve-0.12.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ts/__init__.py", "")
+        z.writestr("ts/frontend/model-server.jar", jar.getvalue())
+        z.writestr("torchserve-0.12.0.dist-info/RECORD", record)
+    out = gpu_bundle.restore_wheel(src, tmp_path, trim_jar=True)
+    with zipfile.ZipFile(out) as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_STORED}
+        new_jar = z.read("ts/frontend/model-server.jar")
+        rows = {r.split(",")[0]: r for r in z.read("torchserve-0.12.0.dist-info/RECORD").decode().splitlines()}
+    digest = base64.urlsafe_b64encode(hashlib.sha256(new_jar).digest()).rstrip(b"=").decode()
+    assert rows["ts/frontend/model-server.jar"] == f"ts/frontend/model-server.jar,sha256={digest},{len(new_jar)}"
+    with zipfile.ZipFile(io.BytesIO(new_jar)) as j:
+        names = set(j.namelist())
+        assert names == {"META-INF/MANIFEST.MF", "org/pytorch/serve/ModelServer.class",
+                         "META-INF/services/io.grpc.ManagedChannelProvider"}
+        assert j.read("META-INF/services/io.grpc.ManagedChannelProvider").decode().split() == ["org.pytorch.serve.ModelServer"]
+    whole = gpu_bundle.restore_wheel(src, tmp_path, trim_jar=False)
+    with zipfile.ZipFile(whole) as z, zipfile.ZipFile(io.BytesIO(z.read("ts/frontend/model-server.jar"))) as j:
+        assert len(j.namelist()) == 6
