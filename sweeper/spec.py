@@ -1070,6 +1070,8 @@ class SweepSpec(_Strict):
                 raise ValueError(f"settings.{key}: not with a target ({why})")
         if self.settings.baseline:
             raise ValueError("settings.baseline: not with a target (the in-process ceiling would measure this machine, not the target's)")
+        if self.settings.duel is not None:
+            raise ValueError("settings.duel: not with a target (the duel starts servers of its own on this machine)")
         return self
 
     @model_validator(mode="after")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import SweeperError
+from .errors import SpecError, SweeperError
 from .load.external import Measurement, Request, find_client, run_client
 from .rundir import RunDir, write_atomic
 
@@ -158,6 +158,12 @@ def verify(
     from .warmup import warm_server
     from .serve import new_server, register
 
+    from .sweepfile import load_sweep
+
+    swept = RunDir(run_dir).sweep_yaml
+    if swept.exists() and load_sweep(swept).target is not None:
+        raise SpecError(str(swept), "target",
+                        "a run on a target (docs/attach.md): sweeper verify starts a server of its own, which would not measure the target")
     client = find_client(preference)
     if client is None:
         what = "wrk or ab" if preference == "auto" else preference

@@ -100,6 +100,7 @@ TARGET = {"inference": "http://127.0.0.1:8080"}
         ({"env": {"OMP_NUM_THREADS": [1, 2]}, "target": TARGET}, "env.OMP_NUM_THREADS", "needs a TorchServe restart"),
         ({"settings": {"base_port": 9000}, "target": TARGET}, "settings.base_port", "not with a target"),
         ({"settings": {"baseline": True}, "target": TARGET}, "settings.baseline", "not with a target"),
+        ({"settings": {"duel": {}}, "target": TARGET}, "settings.duel", "not with a target"),
     ],
 )
 def test_schema_rules_of_a_target(groups, key, rule):
@@ -306,6 +307,11 @@ def test_a_sweep_on_a_target_leaves_it_as_found(tmp_path, capsys):
     for secret in KEYS.values():
         assert secret not in run.sweep_yaml.read_text() + run.machine_json.read_text()
     assert list(df["server_registered"]) == [0, 0, 1, 0] and list(df["server_scaled"]) == [0, 1, 0, 1]
+    # sweeper verify would measure a server of its own, not the target
+    from sweeper.verify import verify
+
+    with pytest.raises(SpecError, match="target: a run on a target"):
+        verify(run.path, preference="auto")
     # the report says why the server's columns are empty
     from sweeper.report import render_report
 
