@@ -325,12 +325,14 @@ def test_a_sweep_on_a_target_leaves_it_as_found(tmp_path, capsys):
 def test_an_archive_in_the_target_store_runs_on_registrations_of_the_sweepers_own(tmp_path, capsys):
     with FakeTorchServe(store={"mlp.mar"}) as ts:
         ts.add("mlp", workers=2)  # the owner's mlp is not the sweep's: never touched
+        # with the warm-ups (no JVM of the target's to watch here: their minimums)
         path = sweep(tmp_path, model={"name": "mlp", "batch_size": [1, 2], "min_workers": 1},
-                     target=a_target(ts, tmp_path))
+                     target=a_target(ts, tmp_path), settings={**QUICK, "server_warmup_s": 0.5, "registration_warmup_s": 0.3})
         assert main(["run", path, "--out", str(tmp_path / "runs"), "--no-report"]) == 0, capsys.readouterr().err
         assert set(ts.models) == {"mlp"} and ts.touched("mlp") == []
     df = pd.read_csv(run_dir(tmp_path).results_csv)
     assert sorted(df["server_model_name"]) == ["mlp_sweeper_1", "mlp_sweeper_2"]
+    assert df["server_warmup_s"].iloc[0] >= 0.5 and df["client_warmup_s"].iloc[1] >= 0.3
 
 
 @pytest.mark.timeout(90)
