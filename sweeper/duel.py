@@ -145,13 +145,13 @@ def choose(run_dir: Path, configs: tuple[str, str] | None = None) -> Choice:
     plan = {t.trial_id: t for t in expand(spec) if t.repeat == 0}
     for c in (a_id, b_id):
         if c not in plan:
-            raise SpecError(where, "--configs", f"trial {c} is not in sweep.yaml's plan (was sweep.yaml edited?)")
+            raise SpecError(where, "", f"trial {c} is not in sweep.yaml's plan (was sweep.yaml edited?)")
         if plan[c].capacity is not None:
-            raise SpecError(where, "--configs", f"trial {c} is a capacity search: a duel compares two "
-                            "configurations under one load")
+            raise SpecError(where, "", f"trial {c} is a capacity search: a duel compares two configurations "
+                            "under one load")
     a, b = plan[a_id], plan[b_id]
     if a.load.mode != b.load.mode:
-        raise SpecError(where, "--configs", f"trial {a_id} ran a {a.load.mode} loop and {b_id} an {b.load.mode} "
+        raise SpecError(where, "", f"trial {a_id} ran a {a.load.mode} loop and trial {b_id} an {b.load.mode} "
                         "loop: a duel compares two configurations under one load")
     return Choice(spec, a, b, chosen, pick, rows)
 

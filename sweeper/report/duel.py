@@ -60,10 +60,10 @@ def summary(duel: dict) -> str:
     """One paragraph for the report's section."""
     a, b = duel["configs"]
     verdict = duel["verdict"]
-    said = {A_BETTER: f"trial {a} (A) is better", B_BETTER: f"trial {b} (B) is better",
+    said = {A_BETTER: f"{A_BETTER} (trial {a})", B_BETTER: f"{B_BETTER} (trial {b})",
             NOT_DISTINGUISHABLE: f"{NOT_DISTINGUISHABLE}: measure longer (sweeper duel --blocks) or treat them as equal"}[verdict]
     text = (f"Head to head: trial {a} (A) against trial {b} (B), {duel.get('chosen', '')}, measured in "
-            f"{budget_text(duel)}: {interval_text(duel)}; {said}.")
+            f"{budget_text(duel)}: {interval_text(duel)}; verdict: {said}.")
     note = duel.get("note")
     if note:
         text += f" {note}."
@@ -100,8 +100,11 @@ def section(duel: dict | None) -> dict | None:
     """What the templates show, or None without a duel."""
     if duel is None:
         return None
-    return {"summary": summary(duel), "rows": rows(duel), "verdict": duel["verdict"],
-            "layout": duel.get("layout", ""), "wall_s": duel.get("wall_s")}
+    how = str(duel.get("layout") or "")
+    wall = duel.get("wall_s")
+    if isinstance(wall, (int, float)) and math.isfinite(wall):
+        how += f"{'; ' if how else ''}the duel took {wall:.0f} s, warm-ups included"
+    return {"summary": summary(duel), "rows": rows(duel), "verdict": duel["verdict"], "how": how[:1].upper() + how[1:]}
 
 
 def apply(rec: Recommendation, duel: dict | None) -> Recommendation:

@@ -1,0 +1,471 @@
+"""sweeper duel without TorchServe: the alternating engine against fake servers on real
+loopback sockets (each block's requests reach its target, and no engine process is left
+on success, failure or Ctrl-C), the whole duel with fake TorchServes behind sweeper.serve
+(duel.json, and every server stopped however it ends), the report's section and the
+recommendation it decides, the command line's errors, the plan's estimate, and the drift."""
+
+from __future__ import annotations
+
+import _thread
+import json
+import math
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from sweeper import duel as d
+from sweeper import serve, warmup
+from sweeper.analysis import paired
+from sweeper.cli import main
+from sweeper.drift import Drift
+from sweeper.errors import LoadError, ManagementError, SpecError
+from sweeper.load import LoadProfile, Target
+from sweeper.load.alternating import block_figures, block_index, run_alternating
+from sweeper.plan import expand
+from sweeper.report import render_report
+from sweeper.report import duel as report_duel
+from sweeper.sweepfile import dump_resolved, parse_sweep
+
+from fakeserver import FakeServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP = {
+    "name": "duelme",
+    "model": {"name": "mlp", "batch_size": [1, 8, 32], "max_batch_delay_ms": 5},
+    "load": {"mode": "closed", "concurrency": 4, "duration_s": 2},
+    "settings": {"repeats": 2, "server_warmup_s": 0, "duel": {"block_s": 0.25}},
+}
+# batch size: req/s in the sweep (batch 8 wins, batch 32 is the runner-up)
+FIGURES = {1: 300.0, 8: 900.0, 32: 850.0}
+
+
+def make_run(tmp_path: Path, sweep: dict = SWEEP, figures=None, status=None) -> Path:
+    """A finished run directory of `sweep` with made-up figures (no server ran)."""
+    figures = figures or (lambda t: FIGURES[t.model.batch_size])
+    spec = parse_sweep(sweep, "duelme.yaml")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "sweep.yaml").write_text(dump_resolved(spec))
+    rows = []
+    for t in expand(spec):
+        rows.append({
+            **t.params(), "sweep": spec.name, "run_id": "run", "trial_id": t.trial_id, "repeat": t.repeat,
+            "group_id": t.group_id, "status": (status or (lambda t: "ok"))(t), "error": "",
+            "client_throughput_rps": figures(t) * (1.0 + 0.01 * t.repeat), "client_latency_p99_ms": 5.0,
+            "client_latency_p50_ms": 2.0, "client_latency_p90_ms": 3.0, "client_latency_mean_ms": 2.0,
+            "client_success_rate": 1.0, "client_requests": 1000, "client_ok": 1000,
+        })
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    (run / "machine.json").write_text(json.dumps({"hostname": "h", "cpu_model": "cpu", "cores_usable": 2}))
+    return run
+
+
+def _engine_children() -> list:
+    return [p for p in multiprocessing.active_children() if p.name.startswith("sweeper-load-")]
+
+
+# --- blocks ------------------------------------------------------------------------------------
+
+
+def test_a_duel_runs_a_lead_in_quad_then_its_measured_quads():
+    plan = d.Blocks(56, 1.0, 0.2, seed=3)
+    order = plan.order()
+    assert len(order) == 60 and plan.lead_in == 4 and plan.duration_s == 60.0
+    assert {order[i : i + 4] for i in range(0, 60, 4)} <= {(0, 1, 1, 0), (1, 0, 0, 1)}
+    assert order == d.Blocks(56, 1.0, 0.2, seed=3).order()
+
+
+@pytest.mark.parametrize(
+    "block_s, p99_ms, expected",
+    [
+        (1.0, None, (1.0, 0.2)),
+        (1.0, 50.0, (1.0, 0.2)),  # twice the p99 is below the floor
+        (1.0, 150.0, (1.0, 0.3)),
+        (1.0, 400.0, (1.6, 0.8)),  # a block is at least twice its settle
+        (2.0, float("nan"), (2.0, 0.2)),
+    ],
+)
+def test_each_block_settles_for_twice_the_larger_p99(block_s, p99_ms, expected):
+    assert d.timing(block_s, p99_ms) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("blocks", [8, 10, 30, 0])
+def test_blocks_must_be_whole_quads_and_enough_pairs(blocks):
+    with pytest.raises(SpecError, match="multiple of 4 and at least 12"):
+        d.check_blocks(blocks)
+
+
+# --- the engine against fake servers ---------------------------------------------------------
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode", ["closed", "open"])
+def test_every_block_sends_to_its_target_on_warm_connections(mode):
+    order = paired.schedule(6, seed=5)
+    block_s = 0.3
+    with FakeServer(delay_s=0.002) as a, FakeServer(delay_s=0.03) as b:
+        profile = (LoadProfile("closed", concurrency=4, processes=2) if mode == "closed"
+                   else LoadProfile("open", rate_rps=400, processes=2))
+        run = run_alternating([Target(a.url("/a"), b"x"), Target(b.url("/b"), b"y")], profile, block_s, order)
+        got_a, got_b, conns = a.requests, b.requests, a.connections + b.connections
+    k = block_index(run.records["scheduled_s"], block_s, len(order))
+    target = [(order + (-1,))[i] for i in k]
+    assert target.count(-1) == 0  # nothing scheduled past the last block
+    assert (target.count(0), target.count(1)) == (got_a, got_b)  # each request went where its block says
+    assert got_a > 0 and got_b > 0
+    if mode == "closed":
+        assert conns == 2 * 4  # each engine's slots held a connection to each target from the start
+    figures = block_figures(run, block_s, len(order), 0.05)
+    values = [w.rps if mode == "closed" else w.mean_ms for w in figures]
+    verdict = paired.paired_ratio(values, order, higher_is_better=mode == "closed").verdict
+    assert verdict == paired.A_BETTER  # A answers in 2 ms, B in 30 ms
+
+
+def test_a_bad_schedule_fails_before_any_process_starts():
+    with pytest.raises(LoadError, match="blocks name target"):
+        run_alternating([Target("http://127.0.0.1:1/")], LoadProfile("closed", concurrency=1), 0.5, (0, 1))
+    with pytest.raises(LoadError, match="block_s"):
+        run_alternating([Target("http://127.0.0.1:1/")], LoadProfile("closed", concurrency=1), 0.0, (0,))
+
+
+PLAN = d.Blocks(12, 0.25, 0.05)
+
+
+@pytest.mark.timeout(90)
+def test_measure_blocks_leaves_no_engine_behind_on_success():
+    with FakeServer(delay_s=0.002) as a, FakeServer(delay_s=0.002) as b:
+        result = d.measure_blocks((Target(a.url()), Target(b.url())), LoadProfile("closed", concurrency=2), PLAN)
+    assert _engine_children() == []
+    assert result["blocks"] == 12 and result["pairs"] == 6 and len(result["order"]) == 12
+    assert result["verdict"] in paired.VERDICTS and result["a"]["success_rate"] == 1.0
+    assert 0.5 < result["ratio"] < 2.0
+
+
+@pytest.mark.timeout(90)
+def test_measure_blocks_leaves_no_engine_behind_on_failure():
+    with FakeServer() as a:
+        with FakeServer() as gone:
+            dead = gone.url()
+        with pytest.raises(LoadError, match="cannot connect"):
+            d.measure_blocks((Target(a.url()), Target(dead)), LoadProfile("closed", concurrency=2), PLAN)
+    assert _engine_children() == []
+
+
+@pytest.mark.timeout(90)
+def test_measure_blocks_leaves_no_engine_behind_on_ctrl_c():
+    with FakeServer(delay_s=0.005) as a, FakeServer(delay_s=0.005) as b:
+        timer = threading.Timer(1.0, _thread.interrupt_main)
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                d.measure_blocks((Target(a.url()), Target(b.url())), LoadProfile("closed", concurrency=2),
+                                 d.Blocks(40, 0.5, 0.05))
+        finally:
+            timer.cancel()
+    assert time.monotonic() - started < 8.0
+    assert _engine_children() == []
+
+
+# --- the whole duel, with fake TorchServes behind sweeper.serve -----------------------------
+
+
+class FakeTorchServe:
+    """What the duel asks of a TorchServe, answered by a FakeServer on a loopback socket."""
+
+    made: list["FakeTorchServe"] = []
+
+    def __init__(self, trial, settings, store, workdir):
+        self.trial, self.settings, self.workdir = trial, settings, workdir
+        self.http = FakeServer(delay_s=0.002)
+        self.registered: list[str] = []
+        self.running = False
+        FakeTorchServe.made.append(self)
+
+    def start(self):
+        self.http.__enter__()
+        self.running = True
+
+    def stop(self):
+        if self.running:
+            self.http.__exit__(None, None, None)
+            self.running = False
+
+    def refresh_tokens(self, min_valid_s=0.0):
+        pass
+
+    def headers(self, api):
+        return {"Authorization": "Bearer k"}
+
+    @property
+    def inference_url(self):
+        return f"http://127.0.0.1:{self.http.port}"
+
+
+@pytest.fixture
+def fake_torchserve(monkeypatch):
+    FakeTorchServe.made = []
+    warmed = []
+    monkeypatch.setattr(serve, "new_server", FakeTorchServe)
+    monkeypatch.setattr(serve, "register", lambda server, name, model, settings, url: server.registered.append(name))
+    monkeypatch.setattr(warmup, "warm_server", lambda server, target, load, settings: warmed.append(("server", target.url)) or {"server_warmup_s": 1.5})
+    monkeypatch.setattr(warmup, "warm_registration", lambda server, target, load, settings: warmed.append(("registration", target.url)) or 0.5)
+    yield warmed
+    assert all(not s.running for s in FakeTorchServe.made), "a server was left running"
+
+
+@pytest.mark.timeout(120)
+def test_a_duel_of_per_model_settings_registers_both_on_one_server(tmp_path, fake_torchserve):
+    run = make_run(tmp_path)
+    result = d.duel(run, blocks=12)
+    data = json.loads((run / "duel.json").read_text())
+    spec = parse_sweep(SWEEP, "x.yaml")
+    by_batch = {t.model.batch_size: t.trial_id for t in expand(spec) if t.repeat == 0}
+    assert data["configs"] == [by_batch[8], by_batch[32]]  # the recommendation's winner and runner-up
+    for key in ("configs", "ratio", "ci_low", "ci_high", "blocks", "verdict"):
+        assert key in data
+    assert data["blocks"] == 12 and data["verdict"] in paired.VERDICTS
+    assert data["ci_low"] <= data["ratio"] <= data["ci_high"]
+    assert data["figure"] == "throughput" and data["pick"] == "throughput"
+    assert data["block_s"] == 0.4 and data["settle_s"] == 0.2  # 0.25 s blocks grow to twice the settle
+    assert data["unpaired"]["ratio"] == pytest.approx(904.5 / 854.25)  # the means over two repeats
+    assert result["configs"] == data["configs"]
+    [server] = FakeTorchServe.made
+    assert server.registered == ["mlp", "mlp_duel"]
+    assert [kind for kind, _ in fake_torchserve] == ["server", "registration"]
+    assert fake_torchserve[0][1].endswith("/predictions/mlp") and fake_torchserve[1][1].endswith("/predictions/mlp_duel")
+    assert _engine_children() == []
+
+
+SERVER_SWEEP = {**SWEEP, "model": {"name": "mlp", "batch_size": 8}, "server": {"job_queue_size": [100, 200]},
+                "settings": {**SWEEP["settings"], "base_port": 23100}}
+
+
+@pytest.mark.timeout(120)
+def test_a_duel_of_server_settings_starts_two_servers(tmp_path, fake_torchserve):
+    run = make_run(tmp_path, SERVER_SWEEP, figures=lambda t: 900.0 if dict(t.server)["job_queue_size"] == 100 else 800.0)
+    data = d.duel(run, blocks=12)
+    assert data["layout"].startswith("two TorchServes")
+    a, b = FakeTorchServe.made
+    assert a.trial.group_id != b.trial.group_id
+    assert (a.settings.base_port, b.settings.base_port) == (23100, None)  # the second on free ports
+    assert a.registered == b.registered == ["mlp"]
+    assert [kind for kind, _ in fake_torchserve] == ["server", "server"]
+
+
+@pytest.mark.timeout(120)
+def test_a_duel_stops_its_servers_when_a_registration_fails(tmp_path, fake_torchserve, monkeypatch):
+    run = make_run(tmp_path)
+
+    def refuse(server, name, model, settings, url):
+        if name.endswith("_duel"):
+            raise ManagementError("POST /models: 507 Insufficient Storage")
+        server.registered.append(name)
+
+    monkeypatch.setattr(serve, "register", refuse)
+    with pytest.raises(ManagementError):
+        d.duel(run, blocks=12)
+    assert FakeTorchServe.made and not (run / "duel.json").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_duel_stops_its_servers_and_engines_on_ctrl_c(tmp_path, fake_torchserve):
+    run = make_run(tmp_path)
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            d.duel(run, blocks=400)
+    finally:
+        timer.cancel()
+    assert FakeTorchServe.made and _engine_children() == []
+    assert not (run / "duel.json").exists()
+
+
+def test_a_duel_refuses_a_run_without_two_eligible_configurations(tmp_path):
+    run = make_run(tmp_path, status=lambda t: "ok" if t.model.batch_size == 8 else "failed")
+    with pytest.raises(SpecError, match="no two eligible configurations"):
+        d.choose(run)
+
+
+def test_given_configs_may_be_any_two_trials_of_the_run(tmp_path):
+    run = make_run(tmp_path)
+    ids = {t.model.batch_size: t.trial_id for t in expand(parse_sweep(SWEEP, "x")) if t.repeat == 0}
+    choice = d.choose(run, (ids[1], ids[1]))
+    assert choice.a.trial_id == choice.b.trial_id == ids[1] and choice.chosen == "given with --configs"
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+
+def _duel_json(run: Path, configs: list[str], verdict: str, ratio: float) -> None:
+    (run / "duel.json").write_text(json.dumps({
+        "configs": configs, "ratio": ratio, "ci_low": ratio * 0.98, "ci_high": ratio * 1.02, "level": 0.95,
+        "verdict": verdict, "figure": "throughput", "blocks": 56, "block_s": 1.0, "pairs": 28,
+        "chosen": "the recommendation's winner and runner-up (best throughput)", "layout": "one TorchServe, two registrations",
+        "a": {"figure_mean": 880.0 * ratio, "latency_p99_ms": 6.0, "requests": 24000},
+        "b": {"figure_mean": 880.0, "latency_p99_ms": 6.5, "requests": 23000},
+        "unpaired": {"a_mean": 905.0, "b_mean": 855.0, "ratio": 1.058, "ci_low": 1.01, "ci_high": 1.11},
+    }))
+
+
+def _ids():
+    return {t.model.batch_size: t.trial_id for t in expand(parse_sweep(SWEEP, "x")) if t.repeat == 0}
+
+
+def test_the_report_has_no_duel_section_without_a_duel(tmp_path):
+    run = make_run(tmp_path)
+    _, md = render_report(run)
+    assert "Head to head" not in md.read_text() and "Decided by the duel" not in md.read_text()
+
+
+@pytest.mark.parametrize("verdict, ratio, winner", [(paired.A_BETTER, 1.04, 8), (paired.B_BETTER, 0.96, 32),
+                                                     (paired.NOT_DISTINGUISHABLE, 1.0, 8)])
+def test_the_duel_decides_the_pick_it_measured(tmp_path, verdict, ratio, winner):
+    run = make_run(tmp_path)
+    ids = _ids()
+    _duel_json(run, [ids[8], ids[32]], verdict, ratio)
+    html, md = render_report(run)
+    text, page = md.read_text(), html.read_text()
+    assert "### Head to head (sweeper duel)" in text and 'id="duel"' in page
+    assert verdict in text and "unpaired" in text
+    best = text.split("### Best throughput", 1)[1]
+    assert f"trial `{ids[winner]}`" in best.split("\n\n", 2)[1]  # the pick's headline names its winner
+    assert "Decided by the duel" in best and "From the sweep's repeats alone" in best
+    if verdict == paired.B_BETTER:
+        assert "runner-up of the sweep's ranking" in best
+
+
+def test_a_duel_of_two_other_trials_leaves_the_pick_alone(tmp_path):
+    run = make_run(tmp_path)
+    ids = _ids()
+    _duel_json(run, [ids[1], ids[32]], paired.B_BETTER, 0.4)
+    _, md = render_report(run)
+    text = md.read_text()
+    assert "### Head to head (sweeper duel)" in text and "Decided by the duel" not in text
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"configs": ["a"], "verdict": "A better"}',
+                                     '{"configs": ["a", "b"], "verdict": "maybe"}'])
+def test_a_malformed_duel_json_is_ignored(tmp_path, content):
+    (tmp_path / "duel.json").write_text(content)
+    assert report_duel.read(tmp_path) is None
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def _one_line_exit_2(capsys, argv) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("sweeper: "), err
+    return err
+
+
+def test_cli_an_unknown_config_id(tmp_path, capsys):
+    run = make_run(tmp_path)
+    err = _one_line_exit_2(capsys, ["duel", str(run), "--configs", "nope", _ids()[8]])
+    assert "unknown config id 'nope'" in err
+
+
+def test_cli_a_run_without_two_eligible_configurations(tmp_path, capsys):
+    run = make_run(tmp_path, status=lambda t: "ok" if t.model.batch_size == 8 else "failed")
+    assert "no two eligible configurations" in _one_line_exit_2(capsys, ["duel", str(run)])
+
+
+def test_cli_blocks_and_run_directory(tmp_path, capsys):
+    run = make_run(tmp_path)
+    assert "multiple of 4" in _one_line_exit_2(capsys, ["duel", str(run), "--blocks", "10"])
+    assert "not a finished run directory" in _one_line_exit_2(capsys, ["duel", str(tmp_path / "none")])
+
+
+def test_settings_duel_after_a_sweep(tmp_path, monkeypatch, capsys):
+    from sweeper import cli
+    from sweeper.errors import Interrupted, ServerError
+
+    def fails(exc):
+        def duel(run_dir, progress=None):
+            raise exc
+        return duel
+
+    monkeypatch.setattr(d, "duel", fails(SpecError(str(tmp_path), "", "no two eligible configurations to duel")))
+    assert cli._duel_after_sweep(tmp_path, "") == ""  # nothing to duel is no failure
+    assert "note: settings.duel:" in capsys.readouterr().err
+    monkeypatch.setattr(d, "duel", fails(ServerError("TorchServe did not start")))
+    assert cli._duel_after_sweep(tmp_path, "") == "duel: TorchServe did not start"
+    monkeypatch.setattr(d, "duel", fails(Interrupted(15)))
+    with pytest.raises(Interrupted):
+        cli._duel_after_sweep(tmp_path, "")
+    assert cli._duel_after_sweep(tmp_path, "--ray") == ""
+    assert "skipped with --ray" in capsys.readouterr().err
+
+
+def test_the_plan_counts_the_duel():
+    from sweeper.preflight import duel_s, estimate_s
+
+    with_duel = parse_sweep({**SWEEP, "settings": {"repeats": 2, "duel": {}}}, "x.yaml")
+    without = parse_sweep({**SWEEP, "settings": {"repeats": 2}}, "x.yaml")
+    trials = expand(with_duel)
+    extra = estimate_s(with_duel, trials) - estimate_s(without, expand(without))
+    assert extra == pytest.approx(duel_s(with_duel, trials))
+    assert extra > (56 + 4) * 1.0 + 15.0  # the blocks, their lead-in and a server warm-up at least
+
+
+# --- the drift --------------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+@pytest.mark.timeout(60)
+def test_the_drift_burns_while_on_rests_while_off_and_stops():
+    with Drift(on_s=1.0, off_s=1.0) as drift:
+        [pid] = drift.pids
+        assert drift.on()
+        before = _cpu_s(pid)
+        time.sleep(0.8)
+        burnt = _cpu_s(pid) - before
+        time.sleep(0.4)  # into the off half
+        assert not drift.on()
+        before = _cpu_s(pid)
+        time.sleep(0.5)
+        rested = _cpu_s(pid) - before
+    assert burnt > 0.1 and rested < burnt / 3
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.timeout(60)
+def test_the_drift_stops_when_its_caller_is_killed():
+    code = ("import time, sys\nfrom sweeper.drift import Drift\n"
+            "with Drift(on_s=30, off_s=1) as d:\n    print(d.pids[0], flush=True)\n    time.sleep(60)\n")
+    caller = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        burner = psutil.Process(int(caller.stdout.readline()))
+        caller.kill()
+        caller.wait(5)
+        gone, alive = psutil.wait_procs([burner], timeout=5)
+        assert not alive, "the burner outlived its caller"
+    finally:
+        caller.kill()
+        caller.stdout.close()
+
+
+def test_the_drift_refuses_a_bad_wave():
+    with pytest.raises(ValueError):
+        Drift(on_s=0)
+    with pytest.raises(ValueError):
+        Drift(duty=1.5)
