@@ -294,11 +294,12 @@ class Session:
             return False, self.problem
         differs = differences(self.before, after)
         self.run.write_target_after({**after, "restored": True, "undone": done, "differences": differs})
-        undone = "; ".join(done) if done else "nothing to undo"
+        undone = f" ({'; '.join(done)})" if done else ""  # the executor's close() undid the rest already
         if differs:
-            self.problem = f"target: {undone}, but it differs from {self.run.target_before_json.name}: {'; '.join(differs)}"
+            self.problem = (f"target restored{undone}, but it differs from {self.run.target_before_json.name}: "
+                            f"{'; '.join(differs)}")
             return False, self.problem
-        return True, f"target left as found ({undone}): {self.run.target_after_json}"
+        return True, f"target left as found{undone}: {self.run.target_after_json}"
 
 
 def differences(before: dict, after: dict) -> list[str]:
