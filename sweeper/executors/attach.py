@@ -188,7 +188,7 @@ class AttachExecutor:
         files: dict[str, bytes] = {}
         try:
             registrations, scalings = self.registrations, self.scalings
-            name, changed = self._ensure_model(trial.model)
+            name = self._ensure_model(trial.model)
             row["server_model_name"] = name
             row["server_registered"] = int(self.registrations > registrations)  # this trial registered it
             row["server_scaled"] = int(self.scalings > scalings)  # this trial scaled its workers in place
@@ -197,7 +197,9 @@ class AttachExecutor:
             row.update(
                 measure(
                     self.server, trial, settings, self.ctx.request_set(trial), files,
-                    fresh_server=fresh, model_name=name, other_workers=others, fresh_registration=changed,
+                    # as on servers of the sweeper's own: a registration gets its warm-up, a scaling not
+                    fresh_server=fresh, model_name=name, other_workers=others,
+                    fresh_registration=bool(row["server_registered"]),
                 )
             )
             row["status"] = "ok"
@@ -219,30 +221,30 @@ class AttachExecutor:
 
     # --- registrations -------------------------------------------------------------------
 
-    def _ensure_model(self, model: ModelParams) -> tuple[str, bool]:
-        """The registration the trial runs on, with the trial's settings; whether this
-        call changed anything (registered or scaled: the registration warm-up)."""
+    def _ensure_model(self, model: ModelParams) -> str:
+        """The name of the registration the trial runs on, with the trial's settings
+        (registered, or scaled in place, when they differ: `registrations`, `scalings`)."""
         wait = timeout_s(self.ctx.spec.settings)
         want_b, want_w = batching_of(model), workers_of(model)
         if self._was is not None and same_batching(want_b, registered_batching(self._was)):
             self._drop_own()
             want = want_w if want_w.min_workers is not None else registered_workers(self._was)
             if want == self._registered_workers:
-                return self.registered, False
+                return self.registered
             self._registered_workers = None  # unknown until the scale returns
             attached.scale(self.server, self.registered, want.min_workers, want.max_workers, wait)
             self._registered_workers = want
             self.scalings += 1
-            return self.registered, True
+            return self.registered
         self._give_back_registered(wait)
         own = self._own
         if own is not None and own.batching == want_b:
             if own.workers == want_w or want_w.min_workers is None:
-                return own.name, False
+                return own.name
             attached.scale(self.server, own.name, want_w.min_workers, want_w.max_workers, wait)
             self._own = Own(own.name, own.batching, want_w)
             self.scalings += 1
-            return own.name, True
+            return own.name
         self._drop_own()
         name = self._next_name()
         self._own = Own(name, want_b, want_w)  # before the call: a half-made registration is dropped too
@@ -253,7 +255,7 @@ class AttachExecutor:
             max_workers=model.max_workers, timeout_s=wait, url=self._url(),
         )
         self.registrations += 1
-        return name, True
+        return name
 
     def _url(self) -> str:
         """The archive the sweeper registers: the owner's model's (its modelUrl), the
