@@ -469,3 +469,31 @@ def test_the_drift_refuses_a_bad_wave():
         Drift(on_s=0)
     with pytest.raises(ValueError):
         Drift(duty=1.5)
+
+
+# --- one real TorchServe --------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_duel_on_a_real_torchserve_leaves_nothing_behind(tmp_path, capsys):
+    from e2e_helpers import assert_nothing_left
+
+    sweep = {
+        "name": "duelme",
+        "model": {"name": "mlp", "batch_size": [1, 4], "max_batch_delay_ms": 5, "min_workers": 1},
+        "load": {"mode": "closed", "concurrency": 4, "duration_s": 2},
+        "settings": {"server_warmup_s": 0, "registration_warmup_s": 0, "duel": {"block_s": 0.4}},
+    }
+    run = make_run(tmp_path, sweep, figures=lambda t: 500.0 if t.model.batch_size == 4 else 450.0)
+    started = time.monotonic()
+    code = main(["duel", str(run), "--blocks", "12"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    data = json.loads((run / "duel.json").read_text())
+    assert data["verdict"] in paired.VERDICTS and data["pairs"] == 6
+    assert data["a"]["success_rate"] == data["b"]["success_rate"] == 1.0
+    assert data["layout"] == "one TorchServe, two registrations (mlp and mlp_duel)"
+    assert "Head to head (sweeper duel)" in (run / "report.md").read_text()
+    assert_nothing_left(tmp_path)
+    assert time.monotonic() - started < 90
