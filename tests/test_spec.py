@@ -207,7 +207,7 @@ def test_literal_duplicates_are_still_errors_on_any_machine(monkeypatch):
 def test_shipped_relative_sweep_on_a_one_core_machine(monkeypatch):
     monkeypatch.setattr(spec, "machine_cores", lambda: 1)
     s = load_sweep(PATHS["thread_contention"])
-    assert s.server.default_workers_per_model == [1, 2]
+    assert s.model.min_workers == [1, 2]
     assert len({t.trial_id for t in expand(s)}) == count_trials(s) == 2 * 2 * 2 * 2
 
 
