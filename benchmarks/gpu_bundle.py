@@ -170,11 +170,14 @@ def _modules() -> dict[str, list[str]]:
     return metadata.packages_distributions()
 
 
-def module_of(name: str) -> str:
-    """The top-level module a distribution installs (nvidia-ml-py: pynvml)."""
+def module_of(name: str) -> str | None:
+    """The top-level module a distribution installs (nvidia-ml-py: pynvml); None for one
+    that installs none (enum-compat) or is not installed here."""
     tops = [m for m, dists in _modules().items() if name in {canonical(d) for d in dists}]
+    if "pynvml" in tops:
+        return "pynvml"  # nvidia-ml-py also installs a top-level example.py
     tops = sorted(t for t in tops if not t.startswith("_")) or tops
-    return tops[0] if tops else name.replace("-", "_")
+    return tops[0] if tops else None
 
 
 def is_pure(name: str) -> bool:

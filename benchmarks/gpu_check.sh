@@ -41,6 +41,10 @@ probe_rc=$?
 if [ "${1:-}" = "--probe" ]; then
     exit "$probe_rc"
 fi
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+    echo "no torch in $PY: the check runs on the machine's CUDA build of torch (set GPU_CHECK_PYTHON to the Python that has it)"
+    exit 3
+fi
 if [ -z "$MANIFEST" ]; then
     echo "no bundle at $BUNDLE: build it here with make gpu-bundle and carry build/gpu-bundle.tar.xz"
     exit 3
