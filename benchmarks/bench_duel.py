@@ -219,7 +219,11 @@ def pair(args) -> int:
     say(f"pair: A {d._describe(a)}, B {d._describe(b)}{' (the same configuration)' if args.same else ''}; "
         f"load {d._load_text(load)}; servers' logs under {out}")
     started = time.monotonic()
-    valid_s = 24 * 3600.0
+    # the keys must last the whole run (TorchServe's expire after 60 minutes)
+    expected_s = (args.quiet_blocks + args.duels * (args.blocks + 4 + 30)) * args.block_s + 300
+    if expected_s > 3300:
+        raise SystemExit(f"bench_duel: about {expected_s / 60:.0f} min of load, longer than a TorchServe key lasts (60 min)")
+    valid_s = expected_s
     rows = []
     with d.arena(choice, run, (store, None, (requests, requests)), load, valid_s, say) as ready:
         say(f"  ready after {time.monotonic() - started:.0f} s ({ready.layout})")
@@ -228,6 +232,9 @@ def pair(args) -> int:
         for target in ready.targets:
             rec = run_load(target, replace(load, duration_s=args.probe_s, requests=None)).records
             ok = (rec["status"] >= 200) & (rec["status"] < 300)
+            if not ok.any():
+                codes, counts = np.unique(rec["status"], return_counts=True)
+                raise SystemExit(f"bench_duel: {target.url} served nothing (status: count {dict(zip(codes.tolist(), counts.tolist()))})")
             p99.append(float(np.percentile((rec["end_s"] - rec["scheduled_s"])[ok], 99)) * 1000.0)
         block_s, settle_s = d.timing(args.block_s, max(p99))
         say(f"  p99 alone: A {p99[0]:.1f} ms, B {p99[1]:.1f} ms; blocks of {block_s:g} s, {settle_s:g} s settle")

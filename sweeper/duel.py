@@ -87,8 +87,8 @@ def timing(block_s: float, p99_ms: float | None) -> tuple[float, float]:
     queue filling), at least SETTLE_MIN_S; a block is at least twice that."""
     settle = SETTLE_MIN_S
     if p99_ms is not None and math.isfinite(p99_ms):
-        settle = max(settle, 2.0 * p99_ms / 1000.0)
-    return max(block_s, 2.0 * settle), round(settle, 3)
+        settle = round(max(settle, 2.0 * p99_ms / 1000.0), 3)
+    return max(block_s, 2.0 * settle), settle
 
 
 def check_blocks(blocks: int, source: str = "--blocks") -> int:
@@ -235,7 +235,8 @@ def arena(choice: Choice, run: RunDir, inputs: tuple, load, valid_s: float,
           progress: Callable[[str], None] | None = None) -> Iterator[Arena]:
     """Start and warm both configurations (see the module docstring); stop every server
     on the way out, whatever happens. `inputs`: (model store, archive file, (A's request
-    set, B's)) as sweeper.verify.trial_inputs gives them."""
+    set, B's)) as sweeper.verify.trial_inputs gives them. `valid_s`: how long the keys
+    must last (TorchServe's expire after 60 minutes)."""
     from .serve import new_server, register
     from .warmup import warm_registration, warm_server
 
@@ -247,7 +248,8 @@ def arena(choice: Choice, run: RunDir, inputs: tuple, load, valid_s: float,
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
     def target(server, name, requests):
-        server.refresh_tokens(min_valid_s=valid_s)
+        # the keys were refreshed once for this server (a refresh replaces them: a second one
+        # would leave the first target with a dead key)
         url = f"{server.inference_url}/predictions/{name}"
         return requests.target(url, tuple(server.headers("inference").items()))
 
@@ -263,6 +265,7 @@ def arena(choice: Choice, run: RunDir, inputs: tuple, load, valid_s: float,
             name_b = a.model.name + DUEL_SUFFIX
             register(server, a.model.name, a.model, settings, url_for(a.model.name, a.model))
             register(server, name_b, b.model, settings, url_for(name_b, b.model))
+            server.refresh_tokens(min_valid_s=valid_s)
             targets = (target(server, a.model.name, requests_a), target(server, name_b, requests_b))
             layout = f"one TorchServe, two registrations ({a.model.name} and {name_b})"
             say(f"  {layout}: server warm-up on A")
@@ -278,6 +281,7 @@ def arena(choice: Choice, run: RunDir, inputs: tuple, load, valid_s: float,
                 servers.append(server)
                 server.start()
                 register(server, trial.model.name, trial.model, settings, url_for(trial.model.name, trial.model))
+                server.refresh_tokens(min_valid_s=valid_s)
                 targets += (target(server, trial.model.name, requests),)
                 say(f"  server warm-up on {side.upper()}")
                 warmups[f"{side}_server_warmup_s"] = warm_server(server, targets[-1], load, settings)["server_warmup_s"]
