@@ -10,7 +10,7 @@ no TorchServe and no network.
                     fits every CPython 3); manifest.json lists each distribution, its wheel,
                     the module that proves it is there and the version rules the others put
                     on it, for gpu_check.sh to install only what that machine lacks
-    build/gpu-bundle.tar.xz   both, packed: the one path a device call carries
+    build/gpu-bundle.tar.xz   both, packed: the one file to copy to the GPU machine
 
 Inside the bundle the JRE's modules file and the TorchServe wheel (and its jar) are stored
 uncompressed, so xz compresses them whole (about twice as well as their own zip
@@ -18,7 +18,7 @@ compression). --trim-jar drops from TorchServe's jar what its frontend never loa
 Ant, JUnit, TestNG, the native libraries of other platforms; jdeps finds no class left
 that needs them); `auto` trims only when the bundle would not fit.
 
-The bundle and the repository together must fit the 64 MiB a device call carries.
+The bundle and the repository together must fit the 64 MiB copied to the GPU machine.
 --self-test then starts TorchServe once on this machine with build/jre's java and the
 bundle's own torchserve wheel, registers the mlp from model_store/, sends one request,
 scrapes /metrics and stops it.
@@ -339,7 +339,7 @@ def pack() -> int:
 
 
 def repository_bytes() -> int:
-    """What a device call carries besides the bundle: tracked files and untracked ones git
+    """What is copied to the GPU machine besides the bundle: tracked files and untracked ones git
     does not ignore."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, check=True).stdout.split(b"\0")
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{mib(tree_bytes(WHEELS))} before xz); with the repository ({mib(tree)}) {total:.1f} of {args.budget_mib:g} MiB"
         f"{'; jar trimmed' if trim else ''}")
     if total > args.budget_mib:
-        log("too large for one device call: name fewer compiled wheels (GPU_WHEELS) or trim the jar (--trim-jar yes)")
+        log("too large to copy: name fewer compiled wheels (GPU_WHEELS) or trim the jar (--trim-jar yes)")
         return 2
     if args.self_test:
         self_test()

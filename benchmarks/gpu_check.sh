@@ -11,7 +11,7 @@
 # Exit status: 0 every trial served on a GPU with gpu_* columns; 1 the check ran but did
 # not show that (or the sweep failed); 3 the machine lacks something the bundle does not
 # carry: the last line is the `make gpu-bundle ...` that builds one with it. With $OUT set
-# (a device call's output folder) the run's tables, machine.json and report go there.
+# (a folder the caller collects) the run's tables, machine.json and report go there.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
