@@ -190,6 +190,7 @@ class FakeTorchServe:
         self.http = FakeServer(delay_s=0.002)
         self.registered: list[str] = []
         self.running = False
+        self.refreshed = 0
         FakeTorchServe.made.append(self)
 
     def start(self):
@@ -202,7 +203,7 @@ class FakeTorchServe:
             self.running = False
 
     def refresh_tokens(self, min_valid_s=0.0):
-        pass
+        self.refreshed += 1  # a refresh replaces the keys: once per server, before its targets
 
     def headers(self, api):
         return {"Authorization": "Bearer k"}
@@ -241,7 +242,7 @@ def test_a_duel_of_per_model_settings_registers_both_on_one_server(tmp_path, fak
     assert data["unpaired"]["ratio"] == pytest.approx(904.5 / 854.25)  # the means over two repeats
     assert result["configs"] == data["configs"]
     [server] = FakeTorchServe.made
-    assert server.registered == ["mlp", "mlp_duel"]
+    assert server.registered == ["mlp", "mlp_duel"] and server.refreshed == 1
     assert [kind for kind, _ in fake_torchserve] == ["server", "registration"]
     assert fake_torchserve[0][1].endswith("/predictions/mlp") and fake_torchserve[1][1].endswith("/predictions/mlp_duel")
     assert _engine_children() == []
@@ -259,7 +260,7 @@ def test_a_duel_of_server_settings_starts_two_servers(tmp_path, fake_torchserve)
     a, b = FakeTorchServe.made
     assert a.trial.group_id != b.trial.group_id
     assert (a.settings.base_port, b.settings.base_port) == (23100, None)  # the second on free ports
-    assert a.registered == b.registered == ["mlp"]
+    assert a.registered == b.registered == ["mlp"] and a.refreshed == b.refreshed == 1
     assert [kind for kind, _ in fake_torchserve] == ["server", "server"]
 
 
