@@ -86,11 +86,13 @@ def test_compiler_threads_are_found_by_name_and_others_are_not(child):
 def test_busy_then_quiet(child):
     """Busy while the C2 thread spins, quiet once it stopped and span_s has passed. The
     watch is polled until each state shows (bounded), so a machine too busy to give the
-    spinner its share soon delays the test instead of failing it."""
+    spinner its share soon delays the test instead of failing it. Busy is judged against
+    the watch's own threshold (5% of a core), not a share the spinner would get on an idle
+    machine: with other work on both cores it got 6-13% of one for seconds on end."""
     proc, stop_file = child
     watch = jit.Watch(proc.pid, pct=5.0, span_s=0.6)
     assert not watch.quiet() and math.isnan(watch.recent_pct())  # one sample: no span yet
-    assert _wait_until(lambda: not watch.quiet() and watch.recent_pct() > 20.0, timeout_s=10, every_s=0.25), watch.recent_pct()
+    assert _wait_until(lambda: not watch.quiet() and watch.recent_pct() >= 5.0, timeout_s=10, every_s=0.25), watch.recent_pct()
     stop_file.touch()
     assert _wait_until(watch.quiet, timeout_s=10, every_s=0.25), watch.recent_pct()
     assert watch.recent_pct() < 5.0
