@@ -45,6 +45,9 @@ from .errors import Interrupted, RequestsFailed, SpecError
 from .rundir import RunDir, write_atomic
 
 SETTLE_MIN_S = 0.2
+# the blocks of one duel, lead-in included: the servers' keys, refreshed once before the
+# warm-ups, expire after 60 minutes (sweeper.torchserve.process)
+MAX_BLOCKS_S = 45 * 60.0
 DUEL_SUFFIX = "_duel"  # B's registration name beside A's on one server
 FIGURES = {"throughput": ("rps", True), "latency_mean": ("mean_ms", False)}
 
@@ -341,6 +344,9 @@ def duel(
     p99s = [_number(choice.rows[t.trial_id].get("client_latency_p99_ms_mean")) for t in (a, b)]
     block_s, settle_s = timing(own.block_s, max((p for p in p99s if p is not None), default=None))
     plan = Blocks(count, block_s, settle_s, seed=settings.seed)
+    if plan.duration_s > MAX_BLOCKS_S:
+        raise SpecError(str(run.path), "--blocks", f"{count} blocks of {block_s:g} s last {plan.duration_s / 60:.0f} min; "
+                        f"at most {MAX_BLOCKS_S / 60:.0f} min fit in a TorchServe key's 60 minutes")
     load = a.load
     store, archive_file, requests_a = trial_inputs(run.path, spec, a)
     requests_b = trial_inputs(run.path, spec, b)[2]

@@ -404,7 +404,8 @@ class DuelSettings(_Strict):
     (sweeper.analysis.paired). Why the defaults: docs/duel.md."""
 
     # 56 one-second blocks: about a minute, in which a 3% difference with 2% block noise is
-    # separated under a 20 s on / 20 s off drift in most duels (docs/duel.md)
+    # separated under a 20 s on / 20 s off drift in most duels (docs/duel.md); the whole
+    # duel cost the batching sweep 97 s (docs/measurements.md#code-duel-cost)
     blocks: Annotated[int, Field(ge=12, le=100_000, multiple_of=4, strict=True)] = Field(
         56,
         description=(

@@ -388,6 +388,7 @@ def test_cli_a_run_without_two_eligible_configurations(tmp_path, capsys):
 def test_cli_blocks_and_run_directory(tmp_path, capsys):
     run = make_run(tmp_path)
     assert "multiple of 4" in _one_line_exit_2(capsys, ["duel", str(run), "--blocks", "10"])
+    assert "fit in a TorchServe key" in _one_line_exit_2(capsys, ["duel", str(run), "--blocks", "8000"])
     assert "not a finished run directory" in _one_line_exit_2(capsys, ["duel", str(tmp_path / "none")])
 
 
