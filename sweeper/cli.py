@@ -45,7 +45,12 @@ def cmd_plan(args) -> int:
               f"workers={m.min_workers}-{m.max_workers}  {load} {server}"
               f"{' request=' + t.request if t.request is not None else ''}")
     est = estimate_s(spec, trials)
-    print(f"every config rendered; estimated wall time {est / 60:.1f} min")
+    duel = ""
+    if spec.settings.duel is not None:
+        from .preflight import duel_s
+
+        duel = f", the duel of the top two ({duel_s(spec, trials) / 60:.1f} min) included"
+    print(f"every config rendered; estimated wall time {est / 60:.1f} min{duel}")
     return 0
 
 
