@@ -130,7 +130,7 @@ def test_the_torchserve_layer_knows_no_sweep(module):
 
 
 # a file or directory name as a string literal (not a dict key such as {"trials": n})
-LAYOUT = re.compile(r"""["'](trials|machine\.json|results\.csv|results\.md|sweep\.yaml|baseline\.csv|result\.json|servers|target_before\.json|target_after\.json)["'](?!\s*:)|-r\{""")
+LAYOUT = re.compile(r"""["'](trials|machine\.json|results\.csv|results\.md|sweep\.yaml|baseline\.csv|result\.json|servers|target_before\.json|target_after\.json|duel\.json)["'](?!\s*:)|-r\{""")
 
 
 def test_the_run_layout_is_spelled_in_rundir_only():
