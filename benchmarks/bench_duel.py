@@ -257,8 +257,10 @@ def pair(args) -> int:
                 covered = got["ci_low"] <= reference <= got["ci_high"]
                 un = _unpaired(ready.targets, load, settings, reference)
                 rows.append((got, covered, un, took))
+                speed = got.get("host_speed") or {}
+                moved = f", host speed {speed['low']:.2f}-{speed['high']:.2f}x" if speed else ""
                 say(f"  round {i + 1}: duel A/B {got['ratio']:.4f} [{got['ci_low']:.4f}, {got['ci_high']:.4f}] "
-                    f"{got['verdict']}, covered {'yes' if covered else 'no'} ({took:.0f} s, {got['blocks']} blocks); "
+                    f"{got['verdict']}, covered {'yes' if covered else 'no'} ({took:.0f} s, {got['blocks']} blocks{moved}); "
                     f"unpaired {un['ratio']:.4f} [{un['lo']:.4f}, {un['hi']:.4f}], covered {'yes' if un['covered'] else 'no'}")
     duels = len(rows)
     covered = sum(r[1] for r in rows)

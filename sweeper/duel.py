@@ -166,16 +166,31 @@ def figure_of(load) -> str:
     return "throughput" if load.mode == "closed" else "latency_mean"
 
 
-def measure_blocks(targets, load, blocks: Blocks, expect_status: tuple[int, int] = (200, 200), on_ready=None) -> dict:
-    """Run `load` against the two targets in alternating blocks and judge the pairs. The
-    engine processes are gone when this returns or raises (sweeper.load.launch)."""
+def measure_blocks(targets, load, blocks: Blocks, expect_status: tuple[int, int] = (200, 200),
+                   speed_interval_s: float | None = 0.25) -> dict:
+    """Run `load` against the two targets in alternating blocks and judge the pairs; with
+    `speed_interval_s`, sample the host's CPU speed meanwhile (sweeper.hostspeed), to show
+    how far the machine drifted and that it fell on both alike. The engine processes are
+    gone when this returns or raises (sweeper.load.launch)."""
+    from .hostspeed import SpeedProbe
     from .load.alternating import block_figures, block_index, run_alternating
+    from .load.launch import START_DELAY_S
 
     order = blocks.order()
     figure = figure_of(load)
     key, higher_is_better = FIGURES[figure]
+    probe: dict = {}
+
+    def on_ready() -> None:  # the engines are connected; t0 is START_DELAY_S away
+        probe["t0"] = time.monotonic() + START_DELAY_S
+        if speed_interval_s:
+            probe["probe"] = SpeedProbe(speed_interval_s).start()
+
     started = time.monotonic()
-    run = run_alternating(targets, load, blocks.block_s, order, on_ready=on_ready)
+    try:
+        run = run_alternating(targets, load, blocks.block_s, order, on_ready=on_ready)
+    finally:
+        speeds = probe["probe"].stop() if "probe" in probe else []
     load_s = time.monotonic() - started
     windows = block_figures(run, blocks.block_s, len(order), blocks.settle_s)[blocks.lead_in:]
     measured = order[blocks.lead_in:]
@@ -221,6 +236,30 @@ def measure_blocks(targets, load, blocks: Blocks, expect_status: tuple[int, int]
         "client_cpu_pct": _clean(100.0 * run.client_cpu_s / run.wall_s if run.wall_s > 0 else math.nan),
         "a": side["a"],
         "b": side["b"],
+        "host_speed": host_speed(speeds, probe.get("t0", 0.0), blocks, order),
+    }
+
+
+def host_speed(samples: list[tuple[float, float]], t0: float, blocks: Blocks, order: tuple[int, ...]) -> dict | None:
+    """The host's CPU speed during the measured blocks (sweeper.hostspeed): the 5th and
+    95th percentiles of its samples relative to their median (how far the machine moved),
+    and the median over A's blocks relative to B's (near 1: the drift fell on both alike).
+    None without samples."""
+    by_target: dict[int, list[float]] = {paired.A: [], paired.B: []}
+    every = []
+    for at, speed in samples:
+        k = int(math.floor((at - t0) / blocks.block_s))
+        if blocks.lead_in <= k < len(order):
+            by_target[order[k]].append(speed)
+            every.append(speed)
+    if len(every) < 4 or not by_target[paired.A] or not by_target[paired.B]:
+        return None
+    median = float(np.median(every))
+    return {
+        "samples": len(every),
+        "low": float(np.percentile(every, 5)) / median,
+        "high": float(np.percentile(every, 95)) / median,
+        "a_over_b": float(np.median(by_target[paired.A]) / np.median(by_target[paired.B])),
     }
 
 
@@ -359,7 +398,8 @@ def duel(
     with _sigterm_interrupts():
         with arena(choice, run, (store, archive_file, (requests_a, requests_b)), load, valid_s, say) as ready:
             say(f"  {plan.lead_in + count} blocks, about {plan.duration_s:.0f} s")
-            result = measure_blocks(ready.targets, load, plan, (requests_a.expect_status, requests_b.expect_status))
+            result = measure_blocks(ready.targets, load, plan, (requests_a.expect_status, requests_b.expect_status),
+                                    settings.probe_interval_s)
     floor = settings.min_success_rate
     for side, trial, requests in (("a", a, requests_a), ("b", b, requests_b)):
         rate = result[side]["success_rate"]

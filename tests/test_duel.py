@@ -99,6 +99,19 @@ def test_each_block_settles_for_twice_the_larger_p99(block_s, p99_ms, expected):
     assert d.timing(block_s, p99_ms) == pytest.approx(expected)
 
 
+def test_the_host_speed_of_each_ones_blocks():
+    plan = d.Blocks(12, 1.0, 0.2)
+    order = plan.order()
+    t0 = 100.0
+    # four samples a block: A's blocks on a CPU 20% faster; the lead-in's samples left out
+    samples = [(t0 + b + q / 4, (1.2 if order[b] == paired.A else 1.0) * (5.0 if b < 4 else 1.0))
+               for b in range(len(order)) for q in range(4)]
+    got = d.host_speed(samples, t0, plan, order)
+    assert got["samples"] == 48 and got["a_over_b"] == pytest.approx(1.2)
+    assert got["low"] == pytest.approx(1.0 / 1.1) and got["high"] == pytest.approx(1.2 / 1.1)
+    assert d.host_speed(samples[:16], t0, plan, order) is None  # the lead-in only
+
+
 @pytest.mark.parametrize("blocks", [8, 10, 30, 0])
 def test_blocks_must_be_whole_quads_and_enough_pairs(blocks):
     with pytest.raises(SpecError, match="multiple of 4 and at least 12"):
@@ -149,6 +162,7 @@ def test_measure_blocks_leaves_no_engine_behind_on_success():
     assert result["blocks"] == 12 and result["pairs"] == 6 and len(result["order"]) == 12
     assert result["verdict"] in paired.VERDICTS and result["a"]["success_rate"] == 1.0
     assert 0.5 < result["ratio"] < 2.0
+    assert "host_speed" in result
 
 
 @pytest.mark.timeout(90)
@@ -317,6 +331,7 @@ def _duel_json(run: Path, configs: list[str], verdict: str, ratio: float) -> Non
         "a": {"figure_mean": 880.0 * ratio, "latency_p99_ms": 6.0, "requests": 24000},
         "b": {"figure_mean": 880.0, "latency_p99_ms": 6.5, "requests": 23000},
         "unpaired": {"a_mean": 905.0, "b_mean": 855.0, "ratio": 1.058, "ci_low": 1.01, "ci_high": 1.11},
+        "host_speed": {"samples": 220, "low": 0.71, "high": 1.18, "a_over_b": 1.01},
     }))
 
 
@@ -340,6 +355,7 @@ def test_the_duel_decides_the_pick_it_measured(tmp_path, verdict, ratio, winner)
     text, page = md.read_text(), html.read_text()
     assert "### Head to head (sweeper duel)" in text and 'id="duel"' in page
     assert verdict in text and "unpaired" in text
+    assert "CPU speed ranged 0.71-1.18x" in text and "1.01x the speed of B's" in text
     best = text.split("### Best throughput", 1)[1]
     assert f"trial `{ids[winner]}`" in best.split("\n\n", 2)[1]  # the pick's headline names its winner
     assert "Decided by the duel" in best and "From the sweep's repeats alone" in best

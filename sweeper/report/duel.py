@@ -67,6 +67,10 @@ def summary(duel: dict) -> str:
     note = duel.get("note")
     if note:
         text += f" {note}."
+    speed = duel.get("host_speed")
+    if isinstance(speed, dict) and all(isinstance(speed.get(k), (int, float)) for k in ("low", "high", "a_over_b")):
+        text += (f" Meanwhile the host's CPU speed ranged {speed['low']:.2f}-{speed['high']:.2f}x of its median "
+                 f"(5th-95th percentile), and A's blocks ran at {speed['a_over_b']:.2f}x the speed of B's.")
     un = duel.get("unpaired") or {}
     if isinstance(un.get("ratio"), (int, float)):
         text += f" The sweep's repeats alone (unpaired) read A/B {_ratio(un['ratio'])}"
