@@ -154,8 +154,8 @@ def choose(run_dir: Path, configs: tuple[str, str] | None = None) -> Choice:
                             "under one load")
     a, b = plan[a_id], plan[b_id]
     if a.load.mode != b.load.mode:
-        raise SpecError(where, "", f"trial {a_id} ran a {a.load.mode} loop and trial {b_id} an {b.load.mode} "
-                        "loop: a duel compares two configurations under one load")
+        raise SpecError(where, "", f"trial {a_id} ran under a {a.load.mode} loop and trial {b_id} under an "
+                        f"{b.load.mode} loop: a duel compares two configurations under one load")
     return Choice(spec, a, b, chosen, pick, rows)
 
 
