@@ -32,6 +32,8 @@ def pytest_collection_modifyitems(config, items):
 # thread that holds the GIL in C, a main thread blocked in C code that retries on EINTR) would
 # still hang the run: faulthandler's watchdog, a C thread that needs no GIL, then writes every
 # thread's stack to the terminal and ends pytest BACKSTOP_S after the test's own timeout.
+# (faulthandler has one such timer per process: pytest's faulthandler_timeout option would
+# share it, so it stays unset.)
 BACKSTOP_S = 60
 _terminal = None  # the real stderr, not pytest's capture of it
 
