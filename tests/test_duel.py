@@ -450,18 +450,23 @@ def _cpu_s(pid: int) -> float:
 
 @pytest.mark.timeout(60)
 def test_the_drift_burns_while_on_rests_while_off_and_stops():
-    with Drift(on_s=1.0, off_s=1.0) as drift:
+    # the thresholds hold on a machine whose cores other work keeps busy: the burner gets a
+    # share of a core while on (a few 10 ms ticks at least), and none while off
+    with Drift(on_s=2.0, off_s=2.0) as drift:
         [pid] = drift.pids
         assert drift.on()
         before = _cpu_s(pid)
-        time.sleep(0.8)
+        time.sleep(1.5)
         burnt = _cpu_s(pid) - before
-        time.sleep(0.4)  # into the off half
+        deadline = time.monotonic() + 5.0
+        while drift.on() and time.monotonic() < deadline:  # into the off half
+            time.sleep(0.05)
         assert not drift.on()
+        time.sleep(0.1)
         before = _cpu_s(pid)
-        time.sleep(0.5)
+        time.sleep(1.0)
         rested = _cpu_s(pid) - before
-    assert burnt > 0.1 and rested < burnt / 3
+    assert burnt > 0.03 and rested < burnt / 2
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
