@@ -26,6 +26,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
 
 
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_torchserve(request, monkeypatch):
+    """A test of the unit tier that gets as far as starting a real TorchServe (its fake
+    patched where the code no longer looks, after a refactor) fails there instead of
+    starting one on a machine that may have no Java."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    try:
+        from sweeper.torchserve.process import TorchServe
+    except ImportError:
+        return
+
+    def refuse(self):
+        raise AssertionError("a test of the unit tier started a real TorchServe: fake it, or mark the test e2e")
+
+    monkeypatch.setattr(TorchServe, "start", refuse)
+
+
 # --- a backstop behind pytest-timeout ---------------------------------------------------------
 # pytest-timeout's signal method (pyproject.toml) fails a test that runs too long, and its
 # teardown still stops what it started. A test stuck where SIGALRM's handler never runs (a
