@@ -31,6 +31,7 @@ from sweeper.cli import main  # noqa: E402
 from sweeper.errors import Interrupted  # noqa: E402
 from sweeper.executors.ray import RayExecutor  # noqa: E402
 from sweeper.rundir import RunDir  # noqa: E402
+from sweeper import results  # noqa: E402
 from sweeper.context import SweepContext  # noqa: E402
 from sweeper.runner import run_sweep  # noqa: E402
 from sweeper.search import STRATEGIES, search_options  # noqa: E402
@@ -103,8 +104,12 @@ def a_context(tmp_path: Path, **settings) -> SweepContext:
 
 
 def sweep(ctx: SweepContext, executor=None, on_progress=None):
+    """The sweep loop, then the tables, as `sweeper run` does (also when the loop fails)."""
     strategy = STRATEGIES["grid"](ctx.spec, space(ctx.spec), search_options(ctx.spec))
-    return run_sweep(ctx, strategy, executor or RayExecutor(ctx), progress=on_progress)
+    try:
+        return run_sweep(ctx, strategy, executor or RayExecutor(ctx), progress=on_progress)
+    finally:
+        results.write_tables(ctx.run_dir)
 
 
 def test_the_ray_executor_meets_the_executor_contract(cluster, tmp_path):
