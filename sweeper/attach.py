@@ -12,7 +12,7 @@ an archive, and whether it allows registrations at all, only a registration can 
 the archive is registered with no workers under a name of the sweeper's own and
 unregistered at once.
 
-`Session` is the run's part: `begin` writes target_before.json (or, resuming, cleans up
+`Visit` is the run's part: `begin` writes target_before.json (or, resuming, cleans up
 after the interrupted run by its snapshot) and machine.json's `target`; `finish` restores
 the target (sweeper.executors.attach.restore) and writes target_after.json, and says in
 one line what it undid or what still differs.
@@ -248,7 +248,7 @@ def _check_copies(server: AttachedServer, spec, source: str, trials) -> None:
 
 
 @dataclass
-class Session:
+class Visit:
     """A run on a target: what it found there, and how to leave it so."""
 
     run: RunDir
@@ -258,10 +258,10 @@ class Session:
     problem: str = ""
 
     @classmethod
-    def begin(cls, run: RunDir, spec) -> tuple["Session", list[str]]:
+    def begin(cls, run: RunDir, spec) -> tuple["Visit", list[str]]:
         """Before the first trial: the snapshot (target_before.json), or, resuming a run
         that has one, the clean-up after its interruption; machine.json's `target`.
-        Returns the session and the lines to show."""
+        Returns the visit and the lines to show."""
         server = server_for(spec)
         lines: list[str] = []
         before = run.target_before()

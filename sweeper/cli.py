@@ -111,13 +111,13 @@ def cmd_run(args) -> int:
     if spec.target is None and not is_loopback(spec.settings.host):
         print(f"note: servers listen on {spec.settings.host}, beyond loopback (settings.host); "
               "token authorization is on", file=sys.stderr)
-    session = None
+    visit = None
     if spec.target is not None:
-        from .attach import Session
+        from .attach import Visit
 
         if args.ray:
             raise SpecError("sweeper run", "--ray", "not with a target (one server someone else runs: its trials run one at a time, from here)")
-        session, lines = Session.begin(run, spec)
+        visit, lines = Visit.begin(run, spec)
         for line in lines:
             print(line, file=sys.stderr)
     if args.ray:
@@ -125,7 +125,7 @@ def cmd_run(args) -> int:
         nodes = ", ".join(n.label for n in executor.nodes if n.alive)
         print(f"Ray cluster: {len(executor.nodes)} node(s) with a sweeper_slot ({nodes}), placement {spec.settings.placement}; "
               f"actors ready in {executor.startup_s:.1f} s", file=sys.stderr)
-    elif session is not None:
+    elif visit is not None:
         executor = EXECUTORS["attach"](ctx)
     else:
         executor = EXECUTORS["local"](ctx)
@@ -138,8 +138,8 @@ def cmd_run(args) -> int:
         exc.args = (f"{exc}; finished trials are in {run_dir}; continue with: sweeper run --resume {run_dir}",)
         raise
     finally:
-        if session is not None:  # restore the target however the loop ended
-            print(session.finish()[1], file=sys.stderr)
+        if visit is not None:  # restore the target however the loop ended
+            print(visit.finish()[1], file=sys.stderr)
     rows = results.write_tables(run_dir)
     if spec.settings.baseline and not outcome.stopped:
         if args.ray:  # the ceiling is measured in-process, on the machine it runs on
@@ -158,8 +158,8 @@ def cmd_run(args) -> int:
     if duel_problem:
         print(f"sweeper: {duel_problem}", file=sys.stderr)
         return 1
-    if session is not None and session.problem:
-        print(f"sweeper: {session.problem}", file=sys.stderr)
+    if visit is not None and visit.problem:
+        print(f"sweeper: {visit.problem}", file=sys.stderr)
         return 1
     if outcome.stopped:
         print(f"sweeper: {outcome.stopped}", file=sys.stderr)

@@ -31,14 +31,17 @@ SECONDS_PER_SCALING = 2.0
 # a capacity search (search.objective capacity): growth to the first failure and about 4
 # halvings to 5%; a step costs its engine's start and its backlog beyond step_s
 CAPACITY_TYPICAL_STEPS = 10
-# the server warm-up goes on past settings.server_warmup_s while the JIT compiles, and in
-# two runs: with the default 15 s it ran ~25 s more
-# (docs/measurements.md#code-server-warmup-length)
-SERVER_WARMUP_TYPICAL_EXTRA_S = 25.0
+# the server warm-up goes on past settings.server_warmup_s while the JIT compiles: with the
+# default 15 s, 26.5-31.6 s (mean 28.7 s) over the 12 starts of a thread-contention run
+# (docs/measurements.md#m60-thread-contention-in-12-server-starts); batching's starts
+# have run longer (docs/measurements.md#code-server-warmup-length)
+SERVER_WARMUP_TYPICAL_EXTRA_S = 14.0
 SECONDS_PER_CAPACITY_STEP = 1.5
 # settings.baseline: one measuring process per (model, workers, threads) of the run, each
 # importing torch and building the model before its 2 s per batch size
-SECONDS_PER_BASELINE_PROCESS = 3.0
+# (the thread-contention run's 9 processes took about 70 s:
+# docs/measurements.md#m60-thread-contention-in-12-server-starts)
+SECONDS_PER_BASELINE_PROCESS = 5.0
 BASELINE_SECONDS_PER_BATCH_SIZE = 2.5
 
 

@@ -171,7 +171,7 @@ class AttachExecutor:
     def close(self) -> None:
         """Restore the target (see `restore`). A target that does not answer is not an
         error here: `restore_problem` says what failed, and restoring is tried again when
-        the run ends (sweeper.attach.Session.finish) and by `sweeper run --resume`."""
+        the run ends (sweeper.attach.Visit.finish) and by `sweeper run --resume`."""
         self._own = None
         self._registered_workers = registered_workers(self._was) if self._was else None
         try:
