@@ -12,7 +12,7 @@ of it got the server warm-up (server_warmup_s > 0) and the other did not.
 Printed, per kind of repeat (the first on a fresh server; the first after a scaling of
 workers, server_scaled = 1; the first on a new registration, server_registered = 1), the
 closed-loop throughput of that repeat divided by the other repeat of the same
-configuration that was none of these: each configuration's ratio, their median and
+configuration (which was not of that kind; its own kind is shown): each configuration's ratio, their median and
 quartiles, and the same divided by each repeat's host CPU speed (host_speed), which takes
 out a drift of the machine between the two passes.
 """
@@ -33,13 +33,14 @@ KINDS = (
 )
 
 
-def _plain(row: dict) -> bool:
-    return not any(test(row) for _, test in KINDS)
+def _kind(row: dict) -> str:
+    return next((name for name, test in KINDS if test(row)), "none of these")
 
 
-def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float]]]:
-    """Per kind: (trial id, raw ratio, ratio divided by host speed) of each configuration."""
-    out: dict[str, list[tuple[str, float, float]]] = {name: [] for name, _ in KINDS}
+def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float, str]]]:
+    """Per kind: (trial id, raw ratio, ratio divided by host speed, the other repeat's
+    kind) of each configuration with exactly one repeat of that kind."""
+    out: dict[str, list[tuple[str, float, float, str]]] = {name: [] for name, _ in KINDS}
     ok = df[(df["status"] == "ok") & (df["load_mode"] == "closed")]
     for tid, rows in ok.groupby("trial_id"):
         records = rows.to_dict("records")
@@ -47,12 +48,12 @@ def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float]]]:
             continue
         for name, test in KINDS:
             marked = [r for r in records if test(r)]
-            plain = [r for r in records if _plain(r)]
-            if len(marked) == 1 and len(plain) == 1:
-                a, b = marked[0], plain[0]
+            other = [r for r in records if not test(r)]
+            if len(marked) == 1 and len(other) == 1:
+                a, b = marked[0], other[0]
                 raw = a[FIGURE] / b[FIGURE]
                 speed = (a.get("host_speed") or float("nan")) / (b.get("host_speed") or float("nan"))
-                out[name].append((str(tid), raw, raw / speed if speed == speed and speed > 0 else float("nan")))
+                out[name].append((str(tid), raw, raw / speed if speed == speed and speed > 0 else float("nan"), _kind(b)))
     return out
 
 
@@ -80,10 +81,10 @@ def main(argv: list[str]) -> int:
     found = ratios(pd.concat(frames, ignore_index=True))
     for name, rows in found.items():
         print(f"{name}: this repeat / the other repeat of the same configuration")
-        for tid, raw, norm in rows:
-            print(f"  {tid}  {raw:.3f}  (host-speed adjusted {norm:.3f})")
-        print(f"  raw: {_quartiles([r for _, r, _ in rows])}")
-        print(f"  host-speed adjusted: {_quartiles([n for _, _, n in rows])}")
+        for tid, raw, norm, other in rows:
+            print(f"  {tid}  {raw:.3f}  (host-speed adjusted {norm:.3f}; the other repeat: {other})")
+        print(f"  raw: {_quartiles([r for _, r, _, _ in rows])}")
+        print(f"  host-speed adjusted: {_quartiles([n for _, _, n, _ in rows])}")
     return 0
 
 
