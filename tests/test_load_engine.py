@@ -106,6 +106,19 @@ def test_open_loop_follows_the_schedule_and_accounts_send_lag():
 
 
 def test_a_stall_shows_in_the_latency_of_requests_scheduled_during_it():
+    # A pause of the machine itself (the engine or this process not run for 100-300 ms) reads
+    # like a stall to these bounds: with both cores busy with other work that happened in 2
+    # of 50 runs. So the run gets three tries; an engine that mismeasures fails all three.
+    for attempt in range(3):
+        try:
+            _check_a_stall_run()
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
+
+
+def _check_a_stall_run():
     # 1,000 req/s for 0.8 s; the server answers nothing for 200 ms starting 0.3 s in.
     with FakeServer(delay_s=0.001, stall_at_s=0.3, stall_s=0.2) as server:
         run = run_load(Target(server.url()), open_(rate_rps=1000.0, duration_s=0.8))
