@@ -7,9 +7,10 @@ of two configurations under a switched drift, judged against a quiet reference.
     python benchmarks/bench_duel.py --simulate           # the statistics alone, no server (seconds)
     python benchmarks/bench_duel.py --engine-cost        # the alternating engine's CPU per request
 
-A pair (default: the batching sweep's MLP at batch 8 with max_batch_delay 5 ms against
-100 ms, closed loop at the sweep's 32 in flight; --a / --b name others) runs on one
-TorchServe as two registrations, started and warmed up as `sweeper duel` does. Then:
+A pair (default: benchmarks/duel_pair.yaml, the batching sweep's MLP at batch 8 / 5 ms,
+closed loop at 32 in flight, with 2 workers against 3: about 6% apart on this machine
+kind; --sweep, --a and --b name others) runs on one TorchServe as two registrations,
+started and warmed up as `sweeper duel` does. Then:
 
 1. the quiet reference: one long duel (--quiet-blocks, 240 one-second blocks) with nothing
    else running: its ratio A/B is the pair's quiet ratio;
@@ -282,9 +283,10 @@ def pair(args) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweep", default="batching", help="the sweep whose model, load and settings to use")
-    parser.add_argument("--a", default="batch_size=8,max_batch_delay_ms=5", help="A's per-model settings")
-    parser.add_argument("--b", default="batch_size=8,max_batch_delay_ms=100", help="B's per-model settings")
+    parser.add_argument("--sweep", default=str(Path(__file__).parent / "duel_pair.yaml"),
+                        help="the sweep whose model, load and settings to use")
+    parser.add_argument("--a", default="min_workers=2", help="A's per-model settings")
+    parser.add_argument("--b", default="min_workers=3", help="B's per-model settings")
     parser.add_argument("--same", action="store_true", help="B is A's configuration (a second registration)")
     parser.add_argument("--duels", type=int, default=10)
     parser.add_argument("--blocks", type=int, default=56, help="measured blocks of each duel under the drift")

@@ -15,10 +15,17 @@ closed-loop throughput of that repeat divided by the other repeat of the same
 configuration (which was not of that kind; its own kind is shown): each configuration's ratio, their median and
 quartiles, and the same divided by each repeat's host CPU speed (host_speed), which takes
 out a drift of the machine between the two passes.
+
+A drift between the passes falls on the ratios of the two passes in opposite directions:
+where the marked repeat ran in the first pass, a machine that sped up in the second makes
+the ratio read low; where it ran in the second, high. So each kind also gets its median
+per pass of the marked repeat, and the geometric mean of those two medians, in which a
+drift between the passes (the same factor on every configuration) cancels.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -37,10 +44,11 @@ def _kind(row: dict) -> str:
     return next((name for name, test in KINDS if test(row)), "none of these")
 
 
-def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float, str]]]:
+def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float, str, int]]]:
     """Per kind: (trial id, raw ratio, ratio divided by host speed, the other repeat's
-    kind) of each configuration with exactly one repeat of that kind."""
-    out: dict[str, list[tuple[str, float, float, str]]] = {name: [] for name, _ in KINDS}
+    kind, the marked repeat's pass) of each configuration with exactly one repeat of that
+    kind."""
+    out: dict[str, list[tuple[str, float, float, str, int]]] = {name: [] for name, _ in KINDS}
     ok = df[(df["status"] == "ok") & (df["load_mode"] == "closed")]
     for tid, rows in ok.groupby("trial_id"):
         records = rows.to_dict("records")
@@ -53,7 +61,8 @@ def ratios(df: pd.DataFrame) -> dict[str, list[tuple[str, float, float, str]]]:
                 a, b = marked[0], other[0]
                 raw = a[FIGURE] / b[FIGURE]
                 speed = (a.get("host_speed") or float("nan")) / (b.get("host_speed") or float("nan"))
-                out[name].append((str(tid), raw, raw / speed if speed == speed and speed > 0 else float("nan"), _kind(b)))
+                adjusted = raw / speed if speed == speed and speed > 0 else float("nan")
+                out[name].append((str(tid), raw, adjusted, _kind(b), int(a.get("repeat", 0))))
     return out
 
 
@@ -81,11 +90,23 @@ def main(argv: list[str]) -> int:
     found = ratios(pd.concat(frames, ignore_index=True))
     for name, rows in found.items():
         print(f"{name}: this repeat / the other repeat of the same configuration")
-        for tid, raw, norm, other in rows:
-            print(f"  {tid}  {raw:.3f}  (host-speed adjusted {norm:.3f}; the other repeat: {other})")
-        print(f"  raw: {_quartiles([r for _, r, _, _ in rows])}")
-        print(f"  host-speed adjusted: {_quartiles([n for _, _, n, _ in rows])}")
+        for tid, raw, norm, other, rep in rows:
+            print(f"  {tid}  {raw:.3f}  (host-speed adjusted {norm:.3f}; pass {rep + 1}; the other repeat: {other})")
+        print(f"  raw: {_quartiles([r[1] for r in rows])}")
+        print(f"  host-speed adjusted: {_quartiles([r[2] for r in rows])}")
+        print(f"  drift between the passes cancelled: {_across_passes(rows)}")
     return 0
+
+
+def _across_passes(rows: list[tuple[str, float, float, str, int]]) -> str:
+    """The median raw ratio where the marked repeat ran in each pass, and their geometric
+    mean (a drift between the passes divides one median and multiplies the other)."""
+    by_pass = {rep: [r[1] for r in rows if r[4] == rep] for rep in sorted({r[4] for r in rows})}
+    if len(by_pass) != 2 or not all(by_pass.values()):
+        return "needs configurations marked in each of two passes"
+    medians = {rep: statistics.median(values) for rep, values in by_pass.items()}
+    parts = ", ".join(f"pass {rep + 1} median {m:.3f} (n={len(by_pass[rep])})" for rep, m in medians.items())
+    return f"{parts}; geometric mean {math.sqrt(math.prod(medians.values())):.3f}"
 
 
 if __name__ == "__main__":

@@ -77,11 +77,12 @@ def measure_run(run_dir: Path, rows: list[dict], cores: int, duration_s: float =
     devices = trial_devices(rows)
     results = []
     keys = needed(rows, cores)
-    for model, workers in sorted({(m, w) for m, _, _, w in keys}):
-        mine = [k for k in keys if k[0] == model and k[3] == workers]
-        batch_sizes = sorted({b for _, b, _, _ in mine})
-        threads = sorted({t for _, _, t, _ in mine})
-        results += measure_grid(model, batch_sizes, threads, duration_s, workers=workers, cpus=cpus, devices=devices)
+    # one set of measuring processes per (model, thread count), reused for every worker
+    # count: each costs an import of torch, and the worker counts come as steps
+    for model, threads in sorted({(m, t) for m, _, t, _ in keys}):
+        steps = sorted({(w, b) for m, b, t, w in keys if m == model and t == threads})
+        _validate(model, [b for _, b in steps], [threads], duration_s, "handler")
+        results += _run_children(model, steps, threads, duration_s, "handler", cpus, devices)
     df = pd.DataFrame(
         [
             {"model": r.model, "batch_size": r.batch_size, "threads": r.threads, "workers": r.workers,
@@ -142,7 +143,8 @@ def measure_grid(
         raise SpecError("baseline", "workers", f"must be an integer >= 1, got {workers!r}")
     results: list[BaselineResult] = []
     for threads in threads_list:
-        results.extend(_run_children(model, list(batch_sizes), threads, duration_s, path, workers, cpus, devices))
+        steps = [(workers, b) for b in batch_sizes]
+        results.extend(_run_children(model, steps, threads, duration_s, path, cpus, devices))
     return results
 
 
@@ -165,28 +167,33 @@ def _validate(model: str, batch_sizes: Sequence[int], threads_list: Sequence[int
 
 
 def _run_children(
-    model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str, workers: int,
+    model: str, steps: list[tuple[int, int]], threads: int, duration_s: float, path: str,
     cpus: Sequence[int] | None, devices: Sequence[str] = (),
 ) -> list[BaselineResult]:
+    """Measure `steps`, each (workers, batch size), one after the other, with max(workers)
+    child processes of `threads` torch threads: step i times children 0..workers-1 at once
+    while the others wait idle. Returns one summed result per step, in order."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
-    # Warm-up plus the timed loop per batch size, plus generous room for importing torch.
-    timeout_s = 60 + 3 * duration_s * len(batch_sizes) * workers
-    what = f"baseline {model} threads={threads} workers={workers}"
+    children = max(w for w, _ in steps)
+    # Warm-up plus the timed loop per step, plus generous room for importing torch.
+    timeout_s = 60 + 3 * duration_s * sum(w for w, _ in steps)
+    what = f"baseline {model} threads={threads} workers={','.join(str(w) for w in sorted({w for w, _ in steps}))}"
+    spec = ",".join(f"{w}x{b}" for w, b in steps)
     with tempfile.TemporaryDirectory(prefix="sweeper-baseline-") as tmp:
-        outs = [Path(tmp) / f"results-{k}.json" for k in range(workers)]
+        outs = [Path(tmp) / f"results-{k}.json" for k in range(children)]
         procs = []
         try:
             for k, out in enumerate(outs):
                 command = [
                     sys.executable, "-m", "sweeper.ceiling", "--model", model, "--threads", str(threads),
-                    "--batch-sizes", ",".join(map(str, batch_sizes)), "--duration-s", str(duration_s),
+                    "--steps", spec, "--duration-s", str(duration_s),
                     "--path", path, "--out", str(out), "--sync-dir", tmp, "--index", str(k),
                 ] + (["--cpus", ",".join(map(str, cpus))] if cpus else []) + (
                     ["--device", devices[k % len(devices)]] if devices else [])
                 procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
-            _release_together(Path(tmp), procs, batch_sizes, time.monotonic() + timeout_s, what)
+            _release_in_steps(Path(tmp), procs, steps, time.monotonic() + timeout_s, what)
             errors = []
             for proc in procs:
                 _, err = proc.communicate(timeout=max(1.0, timeout_s))
@@ -202,21 +209,32 @@ def _run_children(
                     proc.wait()
         if errors or not all(out.is_file() for out in outs):
             raise EnvironmentProblem(f"{what} failed: {errors[0] if errors else 'no result written'}")
-        parts = [[BaselineResult(**row) for row in json.loads(out.read_text())] for out in outs]
-    return [_sum(list(same)) for same in zip(*parts)]
+        # each child's results, in the order of the steps it took part in
+        ran = [iter(BaselineResult(**row) for row in json.loads(out.read_text())) for out in outs]
+    return [_sum([next(ran[k]) for k in range(workers)]) for workers, _ in steps]
 
 
-def _release_together(sync: Path, procs: list, batch_sizes: list[int], deadline: float, what: str) -> None:
-    """Each child warms up a batch size, writes ready-<batch>-<index> and waits for
-    go-<batch>: every worker's timed loop starts at the same moment, as under a server."""
-    for b in batch_sizes:
-        while not all((sync / f"ready-{b}-{k}").exists() for k in range(len(procs))):
+def _release_in_steps(sync: Path, procs: list, steps: list[tuple[int, int]], deadline: float, what: str) -> None:
+    """The steps one at a time. For step i: warm-<i> lets its children warm up (none warms
+    while another step is timed), each writes ready-<i>-<index>; go-<i> starts every timed
+    loop at the same moment, as under a server; each writes done-<i>-<index> after it."""
+
+    def wait_for(names: list[str]) -> bool:
+        while not all((sync / name).exists() for name in names):
             if any(p.poll() not in (None, 0) for p in procs):
-                return  # a child failed: its error is collected by the caller
+                return False  # a child failed: its error is collected by the caller
             if time.monotonic() > deadline:
                 raise subprocess.TimeoutExpired(what, 0)
             time.sleep(0.01)
-        (sync / f"go-{b}").touch()
+        return True
+
+    for i, (workers, _) in enumerate(steps):
+        (sync / f"warm-{i}").touch()
+        if not wait_for([f"ready-{i}-{k}" for k in range(workers)]):
+            return
+        (sync / f"go-{i}").touch()
+        if not wait_for([f"done-{i}-{k}" for k in range(workers)]):
+            return
 
 
 def _sum(parts: list[BaselineResult]) -> BaselineResult:
@@ -237,7 +255,11 @@ def _sum(parts: list[BaselineResult]) -> BaselineResult:
 def _measure_in_this_process(
     model: str, batch_sizes: list[int], threads: int, duration_s: float, path: str,
     ready: Callable[[int], None] | None = None, cpus: str = "", device: str = "cpu",
+    before: Callable[[int], None] | None = None, after: Callable[[int], None] | None = None,
 ) -> list[BaselineResult]:
+    """Samples/s at each of `batch_sizes` in turn (a batch size may come again). With the
+    callbacks, for the i-th: before(i) ahead of its warm-up, ready(i) between the warm-up
+    and the timed loop, after(i) once it is timed."""
     import torch
 
     from handlers.handler import LocalContext, SweeperHandler
@@ -247,7 +269,9 @@ def _measure_in_this_process(
     on_gpu = handler.device.type == "cuda"
     body = handler.info.example_request()
     results = []
-    for batch_size in batch_sizes:
+    for i, batch_size in enumerate(batch_sizes):
+        if before is not None:
+            before(i)
         # Bytes, as a TorchServe worker would see a body it has not decoded: the JSON
         # decode of every request is part of the served cost, so it is part of this one.
         data = [{"body": body} for _ in range(batch_size)]
@@ -265,10 +289,12 @@ def _measure_in_this_process(
 
         _run_for(step, min(0.5, duration_s / 4))  # warm-up: allocator, thread pool, caches
         if ready is not None:
-            ready(batch_size)  # wait for the other workers: the timed loops run together
+            ready(i)  # wait for the other workers: the timed loops run together
         cpu_start_s = time.process_time()
         batches, elapsed_s = _run_for(step, duration_s)
         cpu_s = time.process_time() - cpu_start_s
+        if after is not None:
+            after(i)
         results.append(
             BaselineResult(
                 model, batch_size, threads, batches * batch_size / elapsed_s, batches, elapsed_s, path, cpu_s,
@@ -294,7 +320,7 @@ def _child_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeper.ceiling")
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--batch-sizes", required=True)
+    parser.add_argument("--steps", required=True, help="WORKERSxBATCH,...: the steps, in order")
     parser.add_argument("--duration-s", type=float, required=True)
     parser.add_argument("--path", choices=PATHS, default="handler")
     parser.add_argument("--out", type=Path, required=True)
@@ -305,19 +331,29 @@ def _child_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    steps = [tuple(int(x) for x in step.split("x")) for step in args.steps.split(",")]
+    mine = [i for i, (workers, _) in enumerate(steps) if args.index < workers]  # the steps this child times
     sync_dir = args.sync_dir
 
-    def wait_for_go(batch_size: int) -> None:
-        (sync_dir / f"ready-{batch_size}-{args.index}").touch()
-        while not (sync_dir / f"go-{batch_size}").exists():
-            time.sleep(0.002)
+    def wait(name: str, poll_s: float) -> None:
+        while not (sync_dir / name).exists():
+            time.sleep(poll_s)
 
-    ready = wait_for_go if sync_dir is not None else None
+    def before(j: int) -> None:
+        wait(f"warm-{mine[j]}", 0.01)  # idle (a 10 ms poll) while another step is timed
 
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    def ready(j: int) -> None:
+        (sync_dir / f"ready-{mine[j]}-{args.index}").touch()
+        wait(f"go-{mine[j]}", 0.002)
+
+    def after(j: int) -> None:
+        (sync_dir / f"done-{mine[j]}-{args.index}").touch()
+
+    synced = sync_dir is not None
     results = _measure_in_this_process(
-        args.model, batch_sizes, args.threads, args.duration_s, args.path, ready=ready, cpus=args.cpus,
-        device=args.device,
+        args.model, [steps[i][1] for i in mine], args.threads, args.duration_s, args.path,
+        ready=ready if synced else None, cpus=args.cpus, device=args.device,
+        before=before if synced else None, after=after if synced else None,
     )
     args.out.write_text(json.dumps([asdict(r) for r in results]))
     return 0

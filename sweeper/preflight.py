@@ -37,12 +37,12 @@ CAPACITY_TYPICAL_STEPS = 10
 # have run longer (docs/measurements.md#code-server-warmup-length)
 SERVER_WARMUP_TYPICAL_EXTRA_S = 14.0
 SECONDS_PER_CAPACITY_STEP = 1.5
-# settings.baseline: one measuring process per (model, workers, threads) of the run, each
-# importing torch and building the model before its 2 s per batch size
-# (the thread-contention run's 9 processes took about 70 s:
-# docs/measurements.md#m60-thread-contention-in-12-server-starts)
-SECONDS_PER_BASELINE_PROCESS = 5.0
-BASELINE_SECONDS_PER_BATCH_SIZE = 2.5
+# settings.baseline: one set of measuring processes per (model, torch threads) of the run,
+# importing torch and building the model at once (SECONDS_PER_BASELINE_SET), then each
+# (workers, batch size) in turn: 0.5 s of warm-up and 2 s timed (BASELINE_SECONDS_PER_STEP)
+# (docs/measurements.md#m63-the-ceiling-with-one-set-of-processes-per-thread-count)
+SECONDS_PER_BASELINE_SET = 5.0
+BASELINE_SECONDS_PER_STEP = 2.6
 
 
 def _sweep_path(arg: str) -> Path:
@@ -195,12 +195,12 @@ def server_warmup_typical_s(settings) -> float:
 
 
 def baseline_s(trials) -> float:
-    """The in-process ceiling after the trials (settings.baseline, sweeper.ceiling): one
-    process per model, workers and threads, measuring each batch size."""
+    """The in-process ceiling after the trials (settings.baseline, sweeper.ceiling): one set
+    of processes per model and thread count, measuring each (workers, batch size)."""
     from .analysis.efficiency import trial_key
     from .machine import machine_cores
 
     cores = machine_cores()
     keys = {trial_key(t.params(), cores) for t in trials}
-    processes = {(m, t, w) for m, _, t, w in keys}
-    return len(processes) * SECONDS_PER_BASELINE_PROCESS + len(keys) * BASELINE_SECONDS_PER_BATCH_SIZE
+    process_sets = {(m, t) for m, _, t, _ in keys}
+    return len(process_sets) * SECONDS_PER_BASELINE_SET + len(keys) * BASELINE_SECONDS_PER_STEP

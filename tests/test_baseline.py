@@ -55,3 +55,29 @@ def test_bad_arguments_are_refused_with_the_rule(kwargs, message):
     with pytest.raises(SpecError) as err:
         measure_grid(**args)
     assert message in str(err.value)
+
+
+def test_a_run_measures_every_worker_count_with_one_set_of_processes_per_thread_count(tmp_path, monkeypatch):
+    import subprocess
+
+    import pandas as pd
+
+    from sweeper import ceiling
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def counting_popen(command, *args, **kwargs):
+        started.append(command)
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(ceiling.subprocess, "Popen", counting_popen)
+    trial = {"status": "ok", "param_model_name": "mlp", "param_model_batch_size": 2, "param_env_OMP_NUM_THREADS": 1}
+    rows = [{**trial, "param_model_min_workers": w} for w in (1, 2, 3)] + [{**trial, "param_model_min_workers": 2, "status": "failed",
+                                                                          "param_model_batch_size": 4}]
+    df = ceiling.measure_run(tmp_path, rows, cores=2, duration_s=0.05)
+    assert len(started) == 3  # the most workers any step asks for, started once
+    assert all("1x2,2x2,3x2" in command for command in started)
+    assert list(df["workers"]) == [1, 2, 3] and set(df["batch_size"]) == {2} and set(df["threads"]) == {1}
+    assert (df["samples_per_s"] > 0).all()
+    assert pd.read_csv(tmp_path / "baseline.csv")["workers"].tolist() == [1, 2, 3]

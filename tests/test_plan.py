@@ -227,3 +227,19 @@ def test_params_are_flat_prefixed_columns():
     assert row["param_env_OMP_NUM_THREADS"] == "1" and row["param_env_MKL_NUM_THREADS"] == "1"
     assert row["load_mode"] == "closed" and row["load_concurrency"] == 4
     assert all(k.startswith(("param_", "load_")) for k in row)
+
+
+def test_the_baseline_estimate_counts_one_set_of_processes_per_thread_count(monkeypatch):
+    from sweeper import machine, preflight
+
+    monkeypatch.setattr(machine, "machine_cores", lambda: 2)
+    spec = load_sweep(Path(__file__).parents[1] / "sweeps" / "thread_contention.yaml")
+    trials = expand(spec)
+    # threads 1, 2, 4 (cores 2) x workers 1, 2, 4 at batch 1: three sets of processes, nine steps
+    assert preflight.baseline_s(trials) == pytest.approx(3 * preflight.SECONDS_PER_BASELINE_SET
+                                                          + 9 * preflight.BASELINE_SECONDS_PER_STEP)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_benchmarks_sweep_files_load_and_plan(path):
+    assert expand(load_sweep(path))
