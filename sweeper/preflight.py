@@ -39,8 +39,10 @@ SERVER_WARMUP_TYPICAL_EXTRA_S = 14.0
 SECONDS_PER_CAPACITY_STEP = 1.5
 # settings.baseline: one set of measuring processes per (model, torch threads) of the run,
 # importing torch and building the model at once (SECONDS_PER_BASELINE_SET), then each
-# (workers, batch size) in turn: 0.5 s of warm-up and 2 s timed (BASELINE_SECONDS_PER_STEP)
-# (docs/measurements.md#m63-the-ceiling-with-one-set-of-processes-per-thread-count)
+# (workers, batch size) in turn: 0.5 s of warm-up and 2 s timed (BASELINE_SECONDS_PER_STEP);
+# thread_contention's 3 sets and 9 steps took 41 s and 35 s (estimate 38 s:
+# docs/measurements.md#m66-thread-contention-with-the-ceilings-processes-reused-stopping-a-server,
+# docs/measurements.md#m69-thread-contention-with-the-server-killed-at-its-stop)
 SECONDS_PER_BASELINE_SET = 5.0
 BASELINE_SECONDS_PER_STEP = 2.6
 

@@ -402,9 +402,7 @@ def test_cli_a_run_without_two_eligible_configurations(tmp_path, capsys):
 
 
 def test_cli_a_run_on_a_target_is_refused_and_nothing_starts(tmp_path, capsys, fake_torchserve):
-    attached = {k: v for k, v in SWEEP.items() if k != "settings"}
-    attached = {**attached, "settings": {"repeats": 2}, "target": {"inference": "http://127.0.0.1:8080"}}
-    run = make_run(tmp_path, attached)
+    run = make_run(tmp_path, {**SWEEP, "settings": {"repeats": 2}, "target": {"inference": "http://127.0.0.1:8080"}})
     err = _one_line_exit_2(capsys, ["duel", str(run)])
     assert "a run on a target" in err and "starts TorchServes of its own" in err
     assert not FakeTorchServe.made and not (run / "duel.json").exists()

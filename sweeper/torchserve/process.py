@@ -391,7 +391,8 @@ class TorchServe:
         # Killed, not asked to stop: TorchServe's orderly shutdown (SIGTERM) took 3.8-4.8 s
         # on a 2-core VM, the JVM silent while netty's event loops waited out their quiet
         # periods, and wrote nothing the sweeper reads (its logs are written line by line as
-        # it runs): a tenth of a thread-contention sweep (docs/measurements.md#m66-stopping-a-server).
+        # it runs): a tenth of a thread-contention sweep
+        # (docs/measurements.md#m66-thread-contention-with-the-ceilings-processes-reused-stopping-a-server).
         for p in procs:
             try:
                 p.kill()  # also a worker that left the group
