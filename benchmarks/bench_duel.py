@@ -8,19 +8,22 @@ of two configurations under a switched drift, judged against a quiet reference.
     python benchmarks/bench_duel.py --engine-cost        # the alternating engine's CPU per request
 
 A pair (default: benchmarks/duel_pair.yaml, the batching sweep's MLP at batch 8 / 5 ms,
-closed loop at 32 in flight, with 2 workers against 3: about 6% apart on this machine
-kind; --sweep, --a and --b name others) runs on one TorchServe as two registrations,
-started and warmed up as `sweeper duel` does. Then:
+closed loop at 32 in flight, with 2 workers against 3: 2.3% apart on a 2-core VM; --sweep,
+--a and --b name others, e.g. --b min_workers=4, 10-11% apart) runs on one TorchServe as
+two registrations, started and warmed up as `sweeper duel` does. Then:
 
 1. the quiet reference: one long duel (--quiet-blocks, 240 one-second blocks) with nothing
    else running: its ratio A/B is the pair's quiet ratio;
-2. under the drift (sweeper.drift: a CPU burner on one core, --drift-on-s 20 s on and
-   --drift-off-s 20 s off), --duels rounds of: a duel of the default budget (56 blocks),
+2. under the drift (--drift-on-s 20 s on and --drift-off-s 20 s off; --drift quota, the
+   default: the server frozen for 40% of every 100 ms as a CPU quota or a hypervisor's
+   steal does, sweeper.drift.Throttle; --drift burner: a CPU burner on one core,
+   sweeper.drift.Drift), --duels rounds of: a duel of the default budget (56 blocks),
    and an unpaired comparison as a sweep makes it: A measured, then B, each with the
    sweep's warm-up and stability windows, judged by the bootstrap interval over windows
    (sweeper.analysis.confidence, what the recommendation uses without a duel).
 
-Each line says the interval and whether it covers the quiet ratio. The LAST line is
+Each line says the interval and whether it covers the quiet ratio (--save FILE keeps every
+block's figure as JSON). The LAST line is
 
     duel: interval covered the quiet ratio in N of 10 duels (unpaired: M of 10)
 
@@ -37,6 +40,7 @@ machine is. The goals: N >= 9 and M < N; a pair that differs by 3% or more separ
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -195,7 +199,7 @@ def _unpaired(targets, load, settings, quiet_ratio: float) -> dict:
 def pair(args) -> int:
     from sweeper import duel as d
     from sweeper.archive import ensure_archives
-    from sweeper.drift import Drift
+    from sweeper.drift import Drift, Throttle
     from sweeper.load import run_load
     from sweeper.payload import builtin_request_set, example_body
     from sweeper.preflight import DEFAULT_MODEL_STORE
@@ -226,6 +230,7 @@ def pair(args) -> int:
         raise SystemExit(f"bench_duel: about {expected_s / 60:.0f} min of load, longer than a TorchServe key lasts (60 min)")
     valid_s = expected_s
     rows = []
+    saved: dict = {"args": vars(args), "rounds": []}
     with d.arena(choice, run, (store, None, (requests, requests)), load, valid_s, say) as ready:
         say(f"  ready after {time.monotonic() - started:.0f} s ({ready.layout})")
         # each one's p99 alone sets the blocks' settle (as a duel takes it from the sweep)
@@ -246,11 +251,15 @@ def pair(args) -> int:
             quiet = got["ratio"]
             say(f"quiet reference: {args.quiet_blocks} blocks, A/B {quiet:.4f} (95% CI {got['ci_low']:.4f}-"
                 f"{got['ci_high']:.4f}), {got['verdict']}")
+            saved["quiet"] = got
         reference = 1.0 if args.same else quiet
 
-        drift_note = f"drift: a burner on CPU {args.drift_cpu}, {args.drift_on_s:g} s on / {args.drift_off_s:g} s off"
-        say(drift_note)
-        with Drift(on_s=args.drift_on_s, off_s=args.drift_off_s, cpus=(args.drift_cpu,)):
+        if args.drift == "burner":
+            drift = Drift(on_s=args.drift_on_s, off_s=args.drift_off_s, cpus=(args.drift_cpu,))
+        else:
+            drift = Throttle(ready.groups, on_s=args.drift_on_s, off_s=args.drift_off_s, share=args.drift_share)
+        say(f"drift: {drift.describe()}")
+        with drift:
             for i in range(args.duels):
                 t0 = time.monotonic()
                 got = d.measure_blocks(ready.targets, load, d.Blocks(args.blocks, block_s, settle_s, seed=i))
@@ -258,6 +267,9 @@ def pair(args) -> int:
                 covered = got["ci_low"] <= reference <= got["ci_high"]
                 un = _unpaired(ready.targets, load, settings, reference)
                 rows.append((got, covered, un, took))
+                saved["rounds"].append({"duel": got, "unpaired": un, "duel_s": took})
+                if args.save:
+                    Path(args.save).write_text(json.dumps(saved, indent=1, default=str))
                 speed = got.get("host_speed") or {}
                 moved = f", host speed {speed['low']:.2f}-{speed['high']:.2f}x" if speed else ""
                 say(f"  round {i + 1}: duel A/B {got['ratio']:.4f} [{got['ci_low']:.4f}, {got['ci_high']:.4f}] "
@@ -275,8 +287,9 @@ def pair(args) -> int:
         return 0
     direction = paired.A_BETTER if quiet > 1 else paired.B_BETTER
     separated = sum(r[0]["verdict"] == direction for r in rows)
-    say(f"separated in the quiet direction ({direction}): {separated} of {duels} duels; quiet ratio {quiet:.4f} "
-        f"({abs(quiet - 1) * 100:.1f}% apart)")
+    took = [r[3] for r in rows]
+    say(f"separated in the quiet direction ({direction}): {separated} of {duels} duels, each duel "
+        f"{min(took):.0f}-{max(took):.0f} s of blocks; quiet ratio {quiet:.4f} ({abs(quiet - 1) * 100:.1f}% apart)")
     say(f"duel: interval covered the quiet ratio in {covered} of {duels} duels (unpaired: {unpaired_covered} of {duels})")
     return 0
 
@@ -295,7 +308,13 @@ def main() -> int:
     parser.add_argument("--probe-s", type=float, default=3.0, help="each one alone, for its p99 (the settle)")
     parser.add_argument("--drift-on-s", type=float, default=20.0)
     parser.add_argument("--drift-off-s", type=float, default=20.0)
-    parser.add_argument("--drift-cpu", type=int, default=0)
+    parser.add_argument("--drift", choices=("quota", "burner"), default="quota",
+                        help="quota: the server frozen for a share of every 100 ms (sweeper.drift.Throttle); "
+                             "burner: a CPU burner on one core (sweeper.drift.Drift)")
+    parser.add_argument("--drift-share", type=float, default=0.6, help="quota: the share of each 100 ms the server runs")
+    parser.add_argument("--drift-cpu", type=int, default=0, help="burner: its core")
+    parser.add_argument("--save", help="write the quiet reference's and every round's figures (blocks included) "
+                                       "to this JSON file")
     parser.add_argument("--out", help="directory for the servers' logs (default: a new temporary one)")
     parser.add_argument("--smoke", action="store_true", help="tiny durations and no server warm-up: the plumbing only")
     parser.add_argument("--simulate", action="store_true", help="the statistics alone, no server")

@@ -45,9 +45,7 @@ from .errors import Interrupted, RequestsFailed, SpecError
 from .rundir import RunDir, write_atomic
 
 SETTLE_MIN_S = 0.2
-# the blocks of one duel, lead-in included: the servers' keys, refreshed once before the
-# warm-ups, expire after 60 minutes (sweeper.torchserve.process)
-MAX_BLOCKS_S = 45 * 60.0
+MAX_BLOCKS_S = paired.MAX_BLOCKS_S
 DUEL_SUFFIX = "_duel"  # B's registration name beside A's on one server
 FIGURES = {"throughput": ("rps", True), "latency_mean": ("mean_ms", False)}
 
@@ -224,6 +222,8 @@ def measure_blocks(targets, load, blocks: Blocks, expect_status: tuple[int, int]
         "higher_is_better": higher_is_better,
         "blocks": blocks.blocks,
         "pairs": result.pairs,
+        "blocks_to_separate": (paired.blocks_to_separate(result.ratio, result.ci_low, result.ci_high, blocks.blocks)
+                               if result.verdict == paired.NOT_DISTINGUISHABLE else None),
         "dropped_pairs": result.dropped,
         "block_s": blocks.block_s,
         "settle_s": blocks.settle_s,
@@ -270,6 +270,7 @@ class Arena:
     targets: tuple
     layout: str
     warmups: dict
+    groups: tuple = ()  # the servers' process groups (sweeper.drift.Throttle freezes them)
 
 
 @contextmanager
@@ -328,7 +329,7 @@ def arena(choice: Choice, run: RunDir, inputs: tuple, load, valid_s: float,
                 say(f"  server warm-up on {side.upper()}")
                 warmups[f"{side}_server_warmup_s"] = warm_server(server, targets[-1], load, settings)["server_warmup_s"]
             layout = "two TorchServes (they differ at server level), one idle while the other serves"
-        yield Arena(targets, layout, warmups)
+        yield Arena(targets, layout, warmups, tuple(server.process_group for server in servers))
     finally:
         _stop_all(servers)
 

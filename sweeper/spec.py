@@ -424,7 +424,7 @@ class DuelSettings(_Strict):
     @model_validator(mode="after")
     def _within_a_key(self) -> "DuelSettings":
         # the blocks and their lead-in quad within 45 minutes: the servers' keys, refreshed
-        # once before the warm-ups, expire after 60 (sweeper.duel.MAX_BLOCKS_S)
+        # once before the warm-ups, expire after 60 (sweeper.analysis.paired.MAX_BLOCKS_S)
         if (self.blocks + 4) * self.block_s > 45 * 60:
             raise ValueError(
                 f"blocks: {self.blocks} blocks of {self.block_s:g} s (and 4 lead-in blocks) last more than 45 "

@@ -26,7 +26,7 @@ from sweeper import duel as d
 from sweeper import serve, warmup
 from sweeper.analysis import paired
 from sweeper.cli import main
-from sweeper.drift import Drift
+from sweeper.drift import Drift, Throttle
 from sweeper.errors import LoadError, ManagementError, SpecError
 from sweeper.load import LoadProfile, Target
 from sweeper.load.alternating import block_figures, block_index, run_alternating
@@ -226,6 +226,10 @@ class FakeTorchServe:
     def inference_url(self):
         return f"http://127.0.0.1:{self.http.port}"
 
+    @property
+    def process_group(self):
+        return self.http.port  # no process of its own: a number the arena passes on
+
 
 @pytest.fixture
 def fake_torchserve(monkeypatch):
@@ -251,6 +255,8 @@ def test_a_duel_of_per_model_settings_registers_both_on_one_server(tmp_path, fak
         assert key in data
     assert data["blocks"] == 12 and data["verdict"] in paired.VERDICTS
     assert data["ci_low"] <= data["ratio"] <= data["ci_high"]
+    separated = data["verdict"] != paired.NOT_DISTINGUISHABLE
+    assert (data["blocks_to_separate"] is None) == (separated or data["ratio"] == 1.0)
     assert data["figure"] == "throughput" and data["pick"] == "throughput"
     assert data["block_s"] == 0.4 and data["settle_s"] == 0.2  # 0.25 s blocks grow to twice the settle
     assert data["unpaired"]["ratio"] == pytest.approx(904.5 / 854.25)  # the means over two repeats
@@ -361,6 +367,24 @@ def test_the_duel_decides_the_pick_it_measured(tmp_path, verdict, ratio, winner)
     assert "Decided by the duel" in best and "From the sweep's repeats alone" in best
     if verdict == paired.B_BETTER:
         assert "runner-up of the sweep's ranking" in best
+
+
+def test_a_duel_that_could_not_tell_them_apart_says_how_long_would(tmp_path):
+    run = make_run(tmp_path)
+    ids = _ids()
+    _duel_json(run, [ids[8], ids[32]], paired.NOT_DISTINGUISHABLE, 1.01)
+    data = json.loads((run / "duel.json").read_text())
+    (run / "duel.json").write_text(json.dumps({**data, "blocks_to_separate": 240}))
+    _, md = render_report(run)
+    assert ("measure longer (sweeper duel --blocks 240, about 4 min: at the spread these pairs had, a difference "
+            "of the size seen, 1.0%, is separated 4 times in 5 with that many) or treat them as equal") in md.read_text()
+    (run / "duel.json").write_text(json.dumps({**data, "blocks_to_separate": 40_000}))
+    _, md = render_report(run)
+    assert ("at the spread these pairs had, a difference of the size seen, 1.0%, would need about 40,000 blocks "
+            "(11.1 h), more than one duel measures (45 min) or treat them as equal") in md.read_text()
+    (run / "duel.json").write_text(json.dumps(data))  # written before the projection existed
+    _, md = render_report(run)
+    assert "measure longer (sweeper duel --blocks) or treat them as equal" in md.read_text()
 
 
 def test_a_duel_of_two_other_trials_leaves_the_pick_alone(tmp_path):
@@ -499,6 +523,88 @@ def test_the_drift_refuses_a_bad_wave():
         Drift(on_s=0)
     with pytest.raises(ValueError):
         Drift(duty=1.5)
+
+
+@pytest.fixture
+def busy():
+    """A process spinning in pure Python, leading its own process group (as a server does)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _stopped(pid: int) -> bool:
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+
+
+def _frozen_soon(pid: int, within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not _stopped(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _stopped(pid)
+
+
+@pytest.mark.timeout(60)
+def test_the_throttle_freezes_its_group_for_its_share_while_on_and_thaws_it_on_leaving(busy):
+    time.sleep(0.2)
+    with Throttle([busy.pid], on_s=2.0, off_s=2.0, share=0.3) as throttle:
+        assert throttle.on()
+        before = _cpu_s(busy.pid)
+        time.sleep(1.5)
+        while_on = (_cpu_s(busy.pid) - before) / 1.5
+        deadline = time.monotonic() + 5.0
+        while throttle.on() and time.monotonic() < deadline:  # into the off half
+            time.sleep(0.05)
+        time.sleep(0.15)
+        before = _cpu_s(busy.pid)
+        time.sleep(1.0)
+        while_off = (_cpu_s(busy.pid) - before) / 1.0
+        [child] = throttle.pids
+    # 30% of every 100 ms while on; all it can get while off (other work may share the cores)
+    assert while_off > 0.1 and while_on < 0.7 * while_off, (while_on, while_off)
+    assert not _stopped(busy.pid)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.timeout(60)
+def test_the_throttle_thaws_its_group_when_its_child_is_killed_mid_freeze(busy):
+    with Throttle([busy.pid], on_s=30.0, off_s=1.0, share=0.01) as throttle:
+        assert _frozen_soon(busy.pid)
+        os.kill(throttle.pids[0], signal.SIGKILL)
+        time.sleep(0.2)
+    assert not _stopped(busy.pid)
+
+
+@pytest.mark.timeout(60)
+def test_the_throttle_thaws_its_group_when_its_caller_is_killed(busy):
+    code = ("import sys, time\nfrom sweeper.drift import Throttle\n"
+            f"with Throttle([{busy.pid}], on_s=30, off_s=1, share=0.01) as t:\n"
+            "    print(t.pids[0], flush=True)\n    time.sleep(60)\n")
+    caller = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        child = psutil.Process(int(caller.stdout.readline()))
+        assert _frozen_soon(busy.pid)
+        caller.kill()
+        caller.wait(5)
+        gone, alive = psutil.wait_procs([child], timeout=5)
+        assert not alive, "the throttle outlived its caller"
+        assert not _stopped(busy.pid)
+    finally:
+        caller.kill()
+        caller.stdout.close()
+
+
+def test_the_throttle_refuses_a_bad_quota():
+    with pytest.raises(ValueError):
+        Throttle([1], share=1.0)
+    with pytest.raises(ValueError):
+        Throttle([1], share=0)
+    with pytest.raises(ValueError):
+        Throttle([], share=0.5)
+    with pytest.raises(ValueError):
+        Throttle([1], period_s=0)
 
 
 # --- one real TorchServe --------------------------------------------------------------------------

@@ -29,7 +29,10 @@ difference with 2% block noise in 97% of them against 50% for a t-interval over 
 
 **The verdict.** "A better" or "B better" when the interval excludes a ratio of 1 (for
 throughput higher is better, for latency lower), otherwise "not distinguishable at this
-budget": more blocks would narrow it as about 1/sqrt(blocks).
+budget": more blocks would narrow it as about 1/sqrt(blocks). `blocks_to_separate` says
+how many: the usual sample-size rule for a paired test, with the spread the pairs had and
+the estimate taken as the true difference, at 80% power (an interval that just excludes 1
+at the estimate would do so only half the time).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ QUAD = 4
 # A duel's first quad is a lead-in, not measured: the engine's connections and the
 # server's queues reach their steady state with both targets (sweeper.duel).
 LEAD_IN_QUADS = 1
+# The blocks of one duel, lead-in included: the servers' keys, refreshed once before the
+# warm-ups, expire after 60 minutes (sweeper.torchserve.process, sweeper.duel).
+MAX_BLOCKS_S = 45 * 60.0
 # Above this many pairs the signed-rank statistic's normal approximation is used
 # (the exact distribution would need n^2/4 terms; at this size the two agree to a rank).
 EXACT_MAX_PAIRS = 600
@@ -152,6 +158,26 @@ def signed_rank_interval(d: Sequence[float], level: float = LEVEL) -> tuple[floa
     if c is None:
         return estimate, -math.inf, math.inf
     return estimate, float(walsh[c - 1]), float(walsh[len(walsh) - c])
+
+
+POWER_Z = 0.8416  # the normal quantile at 80%: the power blocks_to_separate aims at
+
+
+def blocks_to_separate(ratio: float, ci_low: float, ci_high: float, blocks: int, level: float = LEVEL) -> int | None:
+    """About how many measured blocks (whole quads) a duel of the same pairs' spread needs
+    to tell a true ratio of `ratio` from 1 in 4 duels of 5: the interval's half-width on
+    the log scale shrinks as 1/sqrt(blocks), and the interval must clear 1 by the power
+    margin. None when the ratio is 1 or the interval is not a finite one."""
+    values = (ratio, ci_low, ci_high)
+    if blocks <= 0 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        return None
+    effect = abs(math.log(ratio))
+    half = (math.log(ci_high) - math.log(ci_low)) / 2.0
+    if effect == 0.0 or half <= 0.0:
+        return None
+    z = _normal_quantile(1.0 - (1.0 - level) / 2.0)
+    need = blocks * (half * (z + POWER_Z) / z / effect) ** 2
+    return QUAD * max(1, math.ceil(need / QUAD))
 
 
 def verdict(ci_low: float, ci_high: float, higher_is_better: bool) -> str:

@@ -15,7 +15,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from sweeper.analysis.paired import A_BETTER, B_BETTER, NOT_DISTINGUISHABLE
+from sweeper.analysis.paired import A_BETTER, B_BETTER, MAX_BLOCKS_S, NOT_DISTINGUISHABLE
 from sweeper.report.recommend import Pick, Recommendation, with_duel
 from sweeper.rundir import RunDir
 
@@ -56,12 +56,32 @@ def budget_text(duel: dict) -> str:
             f"({duel.get('pairs')} pairs)")
 
 
+def longer_text(duel: dict) -> str:
+    """How much longer to measure: 'measure longer (sweeper duel --blocks 124, about 2 min:
+    at the spread these pairs had, a difference of the size seen, 2.0%, is separated 4
+    times in 5 with that many)'; past what one duel may last, that it would take longer."""
+    need, ratio = duel.get("blocks_to_separate"), duel.get("ratio")
+    if not isinstance(need, int) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
+        return "measure longer (sweeper duel --blocks)"
+    size = f"a difference of the size seen, {abs(ratio - 1.0) * 100:.1f}%,"
+    block_s = duel.get("block_s")
+    if isinstance(block_s, (int, float)) and block_s > 0:
+        if need * block_s > MAX_BLOCKS_S:
+            return (f"at the spread these pairs had, {size} would need about {need:,} blocks "
+                    f"({need * block_s / 3600:.1f} h), more than one duel measures ({MAX_BLOCKS_S / 60:.0f} min)")
+        took = f", about {need * block_s / 60:.0f} min" if need * block_s >= 90 else ""
+    else:
+        took = ""
+    return (f"measure longer (sweeper duel --blocks {need}{took}: at the spread these pairs had, {size} is separated "
+            f"4 times in 5 with that many)")
+
+
 def summary(duel: dict) -> str:
     """One paragraph for the report's section."""
     a, b = duel["configs"]
     verdict = duel["verdict"]
     said = {A_BETTER: f"{A_BETTER} (trial {a})", B_BETTER: f"{B_BETTER} (trial {b})",
-            NOT_DISTINGUISHABLE: f"{NOT_DISTINGUISHABLE}: measure longer (sweeper duel --blocks) or treat them as equal"}[verdict]
+            NOT_DISTINGUISHABLE: f"{NOT_DISTINGUISHABLE}: {longer_text(duel)} or treat them as equal"}[verdict]
     text = (f"Head to head: trial {a} (A) against trial {b} (B), {duel.get('chosen', '')}, measured in "
             f"{budget_text(duel)}: {interval_text(duel)}; verdict: {said}.")
     note = duel.get("note")

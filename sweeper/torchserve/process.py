@@ -227,6 +227,13 @@ class TorchServe:
         return self._proc.pid
 
     @property
+    def process_group(self) -> int:
+        """The process group (and session) the wrapper leads: the JVM and every worker in it."""
+        if self._pgid is None:
+            raise ServerError("server not started")
+        return self._pgid
+
+    @property
     def log_dir(self) -> Path:
         return self.workdir / "logs"
 
