@@ -1,8 +1,8 @@
 """Does a duel survive a drifting machine? Paired (sweeper duel) against unpaired comparisons
 of two configurations under a switched drift, judged against a quiet reference.
 
-    python benchmarks/bench_duel.py                      # a pair that differs (about 20 min)
-    python benchmarks/bench_duel.py --same               # one configuration twice (about 16 min)
+    python benchmarks/bench_duel.py                      # a pair that differs (about 17 min)
+    python benchmarks/bench_duel.py --same               # one configuration twice (about 13 min)
     python benchmarks/bench_duel.py --smoke              # tiny durations: the plumbing (about 2 min)
     python benchmarks/bench_duel.py --simulate           # the statistics alone, no server (seconds)
     python benchmarks/bench_duel.py --engine-cost        # the alternating engine's CPU per request

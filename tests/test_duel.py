@@ -633,3 +633,53 @@ def test_a_duel_on_a_real_torchserve_leaves_nothing_behind(tmp_path, capsys):
     assert "Head to head (sweeper duel)" in (run / "report.md").read_text()
     assert_nothing_left(tmp_path)
     assert time.monotonic() - started < 90
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(150)
+def test_a_quota_slows_a_real_torchserve_which_serves_on_and_is_thawed(tmp_path):
+    """The throttle of bench_duel on TorchServe's process group (wrapper, JVM, workers): every
+    request still answered while it freezes them, fewer of them per second, and no process
+    of the server left stopped after it."""
+    from e2e_helpers import assert_nothing_left
+
+    from sweeper.load import run_load
+    from sweeper.rundir import RunDir
+    from sweeper.verify import trial_inputs
+
+    sweep = {
+        "name": "duelme",
+        "model": {"name": "mlp", "batch_size": [1, 4], "max_batch_delay_ms": 5, "min_workers": 1},
+        "load": {"mode": "closed", "concurrency": 4, "duration_s": 2},
+        "settings": {"server_warmup_s": 0, "registration_warmup_s": 0},
+    }
+    run = make_run(tmp_path, sweep, figures=lambda t: 500.0 if t.model.batch_size == 4 else 450.0)
+    choice = d.choose(run)
+    store, archive, requests_a = trial_inputs(run, choice.spec, choice.a)
+    requests_b = trial_inputs(run, choice.spec, choice.b)[2]
+    load = LoadProfile("closed", concurrency=4, duration_s=3.0)
+
+    def served(target) -> tuple[float, bool]:
+        rec = run_load(target, load).records
+        return len(rec) / load.duration_s, bool(len(rec)) and bool((rec["status"] == 200).all())
+
+    with d.arena(choice, RunDir(run), (store, archive, (requests_a, requests_b)), choice.a.load, 300.0) as ready:
+        [group] = ready.groups
+        target = ready.targets[0]
+        served(target)  # warm
+        with Throttle(ready.groups, on_s=60.0, off_s=1.0, share=0.3):
+            assert _frozen_soon(group)
+            slowed, all_ok_slowed = served(target)
+        members = [p for p in psutil.process_iter() if _session(p.pid) == group]
+        assert members and not any(_stopped(p.pid) for p in members)
+        free, all_ok_free = served(target)
+    assert all_ok_slowed and all_ok_free
+    assert slowed < 0.75 * free, (slowed, free)  # 30% of every 100 ms: about a third
+    assert_nothing_left(tmp_path)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
