@@ -9,3 +9,8 @@ This module imports nothing of the package, so every layer may import it.
 # lost request in a few thousand (a connection reset under load) should not disqualify a
 # configuration; a server that refuses one request in a hundred should.
 MIN_SUCCESS_RATE = 0.99
+
+# The blocks of one duel, lead-in included, at most: the servers' keys, refreshed once
+# before the warm-ups, expire after 60 minutes (sweeper.torchserve.process). The schema
+# (settings.duel), the command (--blocks) and the report's advice hold to it.
+MAX_DUEL_BLOCKS_S = 45 * 60.0

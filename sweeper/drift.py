@@ -11,7 +11,10 @@ judged against a quiet reference (benchmarks/bench_duel.py, tests/test_duel.py):
   every 100 ms and thawed (SIGCONT) for the rest, as a container's CFS quota throttles its
   cgroup once its quota for the period is spent, or a hypervisor deschedules a virtual CPU
   (steal). Every thread of the server loses the same share of the time whatever their
-  number, so the machine slows while the ratio of two configurations on it stays.
+  number. It still moves a ratio of configurations that differ in worker count (a server
+  frozen and thawed queues requests, then runs all its threads at once:
+  docs/measurements.md#m72-bench_duel-under-a-cpu-quota-2-workers-against-4), less than
+  the burner does.
 
     with Drift(on_s=20, off_s=20, cpus=(0,)):
         ...  # measure

@@ -41,11 +41,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .analysis import paired
+from .defaults import MAX_DUEL_BLOCKS_S
 from .errors import Interrupted, RequestsFailed, SpecError
 from .rundir import RunDir, write_atomic
 
 SETTLE_MIN_S = 0.2
-MAX_BLOCKS_S = paired.MAX_BLOCKS_S
 DUEL_SUFFIX = "_duel"  # B's registration name beside A's on one server
 FIGURES = {"throughput": ("rps", True), "latency_mean": ("mean_ms", False)}
 
@@ -384,9 +384,9 @@ def duel(
     p99s = [_number(choice.rows[t.trial_id].get("client_latency_p99_ms_mean")) for t in (a, b)]
     block_s, settle_s = timing(own.block_s, max((p for p in p99s if p is not None), default=None))
     plan = Blocks(count, block_s, settle_s, seed=settings.seed)
-    if plan.duration_s > MAX_BLOCKS_S:
+    if plan.duration_s > MAX_DUEL_BLOCKS_S:
         raise SpecError(str(run.path), "--blocks", f"{count} blocks of {block_s:g} s last {plan.duration_s / 60:.0f} min; "
-                        f"at most {MAX_BLOCKS_S / 60:.0f} min fit in a TorchServe key's 60 minutes")
+                        f"at most {MAX_DUEL_BLOCKS_S / 60:.0f} min fit in a TorchServe key's 60 minutes")
     load = a.load
     store, archive_file, requests_a = trial_inputs(run.path, spec, a)
     requests_b = trial_inputs(run.path, spec, b)[2]

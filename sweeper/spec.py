@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from .defaults import MIN_SUCCESS_RATE
+from .defaults import MAX_DUEL_BLOCKS_S, MIN_SUCCESS_RATE
 from .gpu import GPU_ENV, gpu_list_problem
 from .machine import IPV4, is_loopback, machine_cores
 from .spec_axes import check_distinct, prepare_axis
@@ -423,9 +423,8 @@ class DuelSettings(_Strict):
 
     @model_validator(mode="after")
     def _within_a_key(self) -> "DuelSettings":
-        # the blocks and their lead-in quad within 45 minutes: the servers' keys, refreshed
-        # once before the warm-ups, expire after 60 (sweeper.analysis.paired.MAX_BLOCKS_S)
-        if (self.blocks + 4) * self.block_s > 45 * 60:
+        # the blocks and their lead-in quad within what a TorchServe key allows
+        if (self.blocks + 4) * self.block_s > MAX_DUEL_BLOCKS_S:
             raise ValueError(
                 f"blocks: {self.blocks} blocks of {self.block_s:g} s (and 4 lead-in blocks) last more than 45 "
                 "minutes, longer than a TorchServe key allows"

@@ -641,7 +641,7 @@ def test_a_quota_slows_a_real_torchserve_which_serves_on_and_is_thawed(tmp_path)
     """The throttle of bench_duel on TorchServe's process group (wrapper, JVM, workers): every
     request still answered while it freezes them, fewer of them per second, and no process
     of the server left stopped after it."""
-    from e2e_helpers import assert_nothing_left
+    from e2e_helpers import assert_nothing_left, ts_processes_under
 
     from sweeper.load import run_load
     from sweeper.rundir import RunDir
@@ -670,16 +670,9 @@ def test_a_quota_slows_a_real_torchserve_which_serves_on_and_is_thawed(tmp_path)
         with Throttle(ready.groups, on_s=60.0, off_s=1.0, share=0.3):
             assert _frozen_soon(group)
             slowed, all_ok_slowed = served(target)
-        members = [p for p in psutil.process_iter() if _session(p.pid) == group]
+        members = ts_processes_under(tmp_path)
         assert members and not any(_stopped(p.pid) for p in members)
         free, all_ok_free = served(target)
     assert all_ok_slowed and all_ok_free
     assert slowed < 0.75 * free, (slowed, free)  # 30% of every 100 ms: about a third
     assert_nothing_left(tmp_path)
-
-
-def _session(pid: int) -> int | None:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return None

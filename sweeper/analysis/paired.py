@@ -54,9 +54,6 @@ QUAD = 4
 # A duel's first quad is a lead-in, not measured: the engine's connections and the
 # server's queues reach their steady state with both targets (sweeper.duel).
 LEAD_IN_QUADS = 1
-# The blocks of one duel, lead-in included: the servers' keys, refreshed once before the
-# warm-ups, expire after 60 minutes (sweeper.torchserve.process, sweeper.duel).
-MAX_BLOCKS_S = 45 * 60.0
 # Above this many pairs the signed-rank statistic's normal approximation is used
 # (the exact distribution would need n^2/4 terms; at this size the two agree to a rank).
 EXACT_MAX_PAIRS = 600

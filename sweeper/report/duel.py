@@ -15,7 +15,8 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-from sweeper.analysis.paired import A_BETTER, B_BETTER, MAX_BLOCKS_S, NOT_DISTINGUISHABLE
+from sweeper.analysis.paired import A_BETTER, B_BETTER, NOT_DISTINGUISHABLE
+from sweeper.defaults import MAX_DUEL_BLOCKS_S
 from sweeper.report.recommend import Pick, Recommendation, with_duel
 from sweeper.rundir import RunDir
 
@@ -66,9 +67,9 @@ def longer_text(duel: dict) -> str:
     size = f"a difference of the size seen, {abs(ratio - 1.0) * 100:.1f}%,"
     block_s = duel.get("block_s")
     if isinstance(block_s, (int, float)) and block_s > 0:
-        if need * block_s > MAX_BLOCKS_S:
+        if need * block_s > MAX_DUEL_BLOCKS_S:
             return (f"at the spread these pairs had, {size} would need about {need:,} blocks "
-                    f"({need * block_s / 3600:.1f} h), more than one duel measures ({MAX_BLOCKS_S / 60:.0f} min)")
+                    f"({need * block_s / 3600:.1f} h), more than one duel measures ({MAX_DUEL_BLOCKS_S / 60:.0f} min)")
         took = f", about {need * block_s / 60:.0f} min" if need * block_s >= 90 else ""
     else:
         took = ""
